@@ -1,0 +1,101 @@
+"""Prompt text used by training and inference alike: one place, so the two can never drift apart.
+
+The original Artemis trained with a ``USER:`` template and evaluated with one that said ``human``;
+artemis uses :data:`VICUNA_V1` for both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+VIDEO_TOKEN = "<video>"
+REGION_TOKEN = "<region>"
+IMAGE_TOKEN = "<image>"
+
+
+@dataclass(frozen=True)
+class ConversationTemplate:
+    """A two-role chat template in the FastChat "two separators" style (Vicuna v1)."""
+
+    name: str
+    system: str
+    roles: tuple[str, str]
+    sep: str
+    sep2: str
+
+    def render(self, turns: list[tuple[str, str | None]]) -> str:
+        """Render ``[(user, assistant | None), ...]``; a ``None`` answer leaves the prompt open."""
+        text = self.system + self.sep
+        for user, assistant in turns:
+            text += f"{self.roles[0]}: {user}{self.sep}{self.roles[1]}:"
+            if assistant is not None:
+                text += f" {assistant}{self.sep2}"
+        return text
+
+
+VICUNA_V1 = ConversationTemplate(
+    name="vicuna_v1",
+    system=(
+        "A chat between a curious user and an artificial intelligence assistant. "
+        "The assistant gives helpful, detailed, and polite answers to the user's questions."
+    ),
+    roles=("USER", "ASSISTANT"),
+    sep=" ",
+    sep2="</s>",
+)
+
+# --- Artemis (stage 3, referring) ----------------------------------------------------------------
+
+TRACKING_NOTE = " This is the region's video tracking list:"
+"""Appended to a referring question, followed by the ``<region>`` placeholder of the target."""
+
+DESCRIBE_QUESTIONS = (
+    "What is the <region> doing in this video?",
+    "Describe what the <region> does in this video.",
+    "What does the <region> do throughout the video?",
+    "Can you describe the actions of the <region> in this video?",
+    "Tell me what the <region> is doing over the course of the video.",
+)
+"""Paraphrases of the describe question; index 0 is the one inference uses by default."""
+
+
+def referring_prompt(question: str, num_regions: int = 1) -> str:
+    """The user turn of a referring question: ``<video>``, the question, the tracking-list note.
+
+    ``question`` names each target with ``<region>``; every ``<region>`` in it is rewritten to
+    ``region1``, ``region2``, ... and the note lists one ``<region>`` placeholder per target, as Artemis
+    does for several regions. With one region the question keeps the word "<region>" replaced by
+    "region".
+    """
+    if num_regions < 1:
+        raise ValueError(f"num_regions must be >= 1, got {num_regions}")
+    count = question.count(REGION_TOKEN)
+    if count not in (0, num_regions):
+        raise ValueError(
+            f"question {question!r} names {count} <region> placeholders but {num_regions} regions were given"
+        )
+    if num_regions == 1:
+        body = question.replace(REGION_TOKEN, "region")
+        note = TRACKING_NOTE + REGION_TOKEN
+    else:
+        body = question
+        for index in range(1, num_regions + 1):
+            body = body.replace(REGION_TOKEN, f"region{index}", 1)
+        note = "".join(f" region{i}'s video tracking list:{REGION_TOKEN}" for i in range(1, num_regions + 1))
+        note = " These are the regions' video tracking lists:" + note
+    return f"{VIDEO_TOKEN}\n{body}{note}"
+
+
+# --- Elysium ---------------------------------------------------------------------------------------
+
+ELYSIUM_SOT_QUESTION = (
+    "This is a video showing an object with coordinates {box} in Frame 1. "
+    "Provide the coordinates of this object in each frame."
+)
+ELYSIUM_RSOT_QUESTION = "Please find {expression} in every frame and provide the coordinates of it."
+ELYSIUM_REG_QUESTION = "Describe the object at {box} in Frame 1 throughout the video."
+
+
+def elysium_frames_prefix(num_frames: int) -> str:
+    """``"Frame 1: <image>, Frame 2: <image>, ...\\n"``, the layout Elysium puts before a question."""
+    return ", ".join(f"Frame {i}: {IMAGE_TOKEN}" for i in range(1, num_frames + 1)) + "\n"
