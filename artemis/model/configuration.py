@@ -1,0 +1,197 @@
+"""``ArtemisConfig``: one Hugging Face config for the whole Artemis architecture.
+
+The defaults are the published Artemis-7B settings (DESIGN.md): CLIP ViT-L/14 at 224 px, Vicuna-7B
+(Llama), 100 video frames, 8 tracked boxes, k-means keeping 4 of them. A tiny test model overrides the
+sub-configs and a few sizes; see :func:`tiny_config`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+SELECTORS = ("kmeans", "uniform", "random", "all")
+BOX_EMBEDDINGS = ("absolute", "relative")
+ROI_BACKENDS = ("torchvision", "mmcv")
+
+
+class ArtemisConfig(PreTrainedConfig):
+    r"""Configuration of :class:`~artemis.model.modeling.ArtemisForConditionalGeneration`.
+
+    Args:
+        vision_config: a ``CLIPVisionConfig`` (or dict). Default: CLIP ViT-L/14 at 224 px.
+        text_config: the LLM's config (or dict). Default: a Llama config (Vicuna-7B shape).
+        video_token_id: id of the ``<video>`` placeholder in the tokenizer.
+        region_token_id: id of the ``<region>`` placeholder in the tokenizer.
+        num_frames: temporal video tokens; shorter videos are zero-padded to this count (Video-ChatGPT).
+        vision_feature_layer: hidden state of the vision tower used for video tokens (-2, penultimate).
+        region_feature_layers: hidden states fused by the region encoder, finest level first. Artemis
+            uses ``hidden_states[-2::-3]`` limited to 4 levels, i.e. ``[-2, -5, -8, -11]``.
+        region_embed_dim: channels inside the region encoder's fuse module (default: vision width).
+        region_hidden_size: width of the flattened RoI feature and of the box embedding (1024).
+        region_num_fuse: rounds of 3x3 conv + GroupNorm with neighbouring-level mixing (5).
+        region_norm_groups: GroupNorm groups in the fuse module (64).
+        roi_output_size / roi_sampling_ratio: RoIAlign settings (14, 2).
+        roi_backend: ``"torchvision"`` (default, CPU and CUDA) or ``"mmcv"`` (when installed).
+        box_embedding: ``"absolute"`` embeds the normalised box only (the original Artemis, needed to load
+            its checkpoint); ``"relative"`` also embeds each box's offset from the key-frame box and the
+            token's normalised time, which is what lets a small model learn motion (DESIGN.md).
+        num_track_boxes: tracked frames whose RoI tokens the selector chooses from (8).
+        selector: ``"kmeans"`` (Artemis), ``"uniform"``, ``"random"`` or ``"all"`` (keep every tracked token).
+        num_selected: tokens the selector keeps (4); each region gets ``1 + num_selected`` tokens.
+        kmeans_max_iter: k-means iterations (3, as the original).
+        kmeans_random_member: in training, pick a random member of each cluster as the original does;
+            inference always picks the member nearest each centroid (deterministic).
+        projector_hidden_act: activation of the ``mlp2x_gelu`` projector.
+    """
+
+    model_type = "artemis"
+    sub_configs_defaults = {
+        "vision_config": SubConfigSpec(
+            config_class=AutoConfig,
+            model_type="clip_vision_model",
+            init_kwargs={
+                "hidden_size": 1024,
+                "intermediate_size": 4096,
+                "num_hidden_layers": 24,
+                "num_attention_heads": 16,
+                "image_size": 224,
+                "patch_size": 14,
+                "projection_dim": 768,
+            },
+        ),
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
+    }
+
+    vision_config: dict | PreTrainedConfig | None = None
+    text_config: dict | PreTrainedConfig | None = None
+    video_token_id: int = 32000
+    region_token_id: int = 32001
+    num_frames: int = 100
+    vision_feature_layer: int = -2
+    region_feature_layers: list[int] | None = None
+    region_embed_dim: int | None = None
+    region_hidden_size: int = 1024
+    region_num_fuse: int = 5
+    region_norm_groups: int = 64
+    roi_output_size: int = 14
+    roi_sampling_ratio: int = 2
+    roi_backend: Literal["torchvision", "mmcv"] = "torchvision"
+    box_embedding: Literal["absolute", "relative"] = "absolute"
+    num_track_boxes: int = 8
+    selector: Literal["kmeans", "uniform", "random", "all"] = "kmeans"
+    num_selected: int = 4
+    kmeans_max_iter: int = 3
+    kmeans_random_member: bool = False
+    projector_hidden_act: str = "gelu"
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.region_feature_layers is None:
+            self.region_feature_layers = [-2, -5, -8, -11]
+        self.region_feature_layers = [int(layer) for layer in self.region_feature_layers]
+        if self.region_embed_dim is None:
+            self.region_embed_dim = self.vision_config.hidden_size
+        self.validate_artemis()
+
+    def validate_artemis(self) -> None:
+        """Check the Artemis-specific fields; raise ``ConfigError`` naming the bad value and the fix."""
+        from artemis.errors import ConfigError
+
+        def choice(name: str, value: str, valid: tuple[str, ...]) -> None:
+            if value not in valid:
+                raise ConfigError(f"{name}={value!r} is not valid; expected one of {', '.join(valid)}")
+
+        choice("selector", self.selector, SELECTORS)
+        choice("box_embedding", self.box_embedding, BOX_EMBEDDINGS)
+        choice("roi_backend", self.roi_backend, ROI_BACKENDS)
+        num_hidden = self.vision_config.num_hidden_layers + 1  # embeddings + one per layer
+        for layer in [self.vision_feature_layer, *self.region_feature_layers]:
+            if not -num_hidden <= layer < num_hidden:
+                raise ConfigError(
+                    f"vision layer {layer} does not exist: the vision tower has {num_hidden} hidden states "
+                    f"(use -{num_hidden}..{num_hidden - 1})"
+                )
+        if self.selector != "all" and not 1 <= self.num_selected <= self.num_track_boxes:
+            raise ConfigError(
+                f"num_selected={self.num_selected} must be between 1 and num_track_boxes={self.num_track_boxes}"
+            )
+        if self.region_embed_dim % 4 or self.region_embed_dim % self.region_norm_groups:
+            raise ConfigError(
+                f"region_embed_dim={self.region_embed_dim} must be divisible by 4 and by "
+                f"region_norm_groups={self.region_norm_groups}"
+            )
+
+    # --- derived sizes --------------------------------------------------------------------------
+
+    @property
+    def patches_per_side(self) -> int:
+        return self.vision_config.image_size // self.vision_config.patch_size
+
+    @property
+    def num_video_tokens(self) -> int:
+        """Tokens one ``<video>`` expands to: ``num_frames`` temporal + one spatial token per patch."""
+        return self.num_frames + self.patches_per_side**2
+
+    @property
+    def num_region_tokens(self) -> int:
+        """Tokens one ``<region>`` expands to: the key-frame token plus the selected tracked tokens."""
+        kept = self.num_track_boxes if self.selector == "all" else self.num_selected
+        return 1 + kept
+
+    @property
+    def num_region_frames(self) -> int:
+        """Frames whose features the region encoder reads: the key frame plus the tracked frames."""
+        return 1 + self.num_track_boxes
+
+
+def tiny_config(**overrides) -> ArtemisConfig:
+    """A tiny random-weight configuration for tests and the CPU recipe (about a million parameters).
+
+    Vision: a 3-layer CLIP at 32 px with 4 px patches (8x8 patches). Text: a 2-layer Llama of width 64.
+    ``overrides`` replace any top-level field, e.g. ``tiny_config(selector="uniform")``.
+    """
+    vision = {
+        "model_type": "clip_vision_model",
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 2,
+        "image_size": 32,
+        "patch_size": 4,
+        "projection_dim": 32,
+    }
+    text = {
+        "model_type": "llama",
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "vocab_size": 128,
+        "max_position_embeddings": 512,
+        "tie_word_embeddings": False,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "pad_token_id": 0,
+    }
+    settings = {
+        "vision_config": vision,
+        "text_config": text,
+        "video_token_id": 3,
+        "region_token_id": 4,
+        "num_frames": 8,
+        "vision_feature_layer": -2,
+        "region_feature_layers": [-1, -2, -3],
+        "region_hidden_size": 32,
+        "region_num_fuse": 2,
+        "region_norm_groups": 8,
+        "roi_output_size": 4,
+        "num_track_boxes": 6,
+        "num_selected": 3,
+    }
+    settings.update(overrides)
+    return ArtemisConfig(**settings)

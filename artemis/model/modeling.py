@@ -1,0 +1,287 @@
+"""``ArtemisForConditionalGeneration``: CLIP vision tower + video tokens + region tokens + a causal LLM.
+
+The model follows transformers' LLaVA: the processor expands every ``<video>`` and ``<region>`` into the
+exact number of placeholder ids; the model computes the features, checks that the counts match, and
+``masked_scatter``s them into the LLM's input embeddings. Generation goes through ``GenerationMixin``
+with the KV cache: the visual inputs are used on the first (prefill) step only.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from artemis.model.configuration import ArtemisConfig
+from artemis.model.region import RegionEncoder
+from artemis.model.selector import TokenSelector
+
+# Inputs used to build the prompt's embeddings; after the prefill step the KV cache holds their effect.
+VISUAL_INPUTS = ("pixel_values", "frame_mask", "region_pixel_values", "region_boxes", "region_visible", "region_times")
+
+
+class MultiModalProjector(nn.Module):
+    """``mlp2x_gelu``: Linear(C_v, D), GELU, Linear(D, D) (LLaVA-1.5 / Artemis ``mm_projector``)."""
+
+    def __init__(self, in_dim: int, out_dim: int, act: str = "gelu"):
+        super().__init__()
+        self.linear_1 = nn.Linear(in_dim, out_dim)
+        self.act = ACT2FN[act]
+        self.linear_2 = nn.Linear(out_dim, out_dim)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(self.act(self.linear_1(features)))
+
+
+class ArtemisPreTrainedModel(PreTrainedModel):
+    config: ArtemisConfig
+    config_class = ArtemisConfig
+    input_modalities = ("video", "text")
+    supports_gradient_checkpointing = True
+    _skip_keys_device_placement = ["past_key_values"]
+    _no_split_modules = ["LlamaDecoderLayer", "CLIPEncoderLayer"]
+    _supports_flash_attn = True
+    _supports_sdpa = True
+    _supports_attention_backend = True
+
+
+class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
+    """The Artemis architecture as a Hugging Face model.
+
+    Sub-modules: ``vision_tower`` (CLIP, frozen in every published stage), ``mm_projector``,
+    ``region_encoder``, ``selector`` (no weights) and ``language_model`` (a causal LM with its head).
+    """
+
+    def __init__(self, config: ArtemisConfig):
+        super().__init__(config)
+        self.vision_tower = AutoModel.from_config(config.vision_config)
+        self.mm_projector = MultiModalProjector(
+            config.vision_config.hidden_size, config.text_config.hidden_size, config.projector_hidden_act
+        )
+        self.region_encoder = RegionEncoder(config)
+        self.selector = TokenSelector(
+            config.selector, config.num_selected, config.kmeans_max_iter, config.kmeans_random_member
+        )
+        self.language_model = AutoModelForCausalLM.from_config(config.text_config)
+        self.post_init()
+
+    # --- embeddings plumbing (resize_token_embeddings, peft and generate rely on these) -------------
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.language_model.get_output_embeddings()
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_output_embeddings(value)
+
+    # --- features -----------------------------------------------------------------------------------
+
+    def _vision_hidden_states(self, frames: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """frames (N, 3, S, S) -> every hidden state of the vision tower, patch tokens only: (N, P, C_v)."""
+        frames = frames.to(device=self.vision_tower.device, dtype=self.vision_tower.dtype)
+        output = self.vision_tower(pixel_values=frames, output_hidden_states=True, return_dict=True)
+        return tuple(state[:, 1:] for state in output.hidden_states)  # drop CLS
+
+    def video_tokens(self, patches: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+        """Video-ChatGPT pooling of per-frame patch features, then the projector.
+
+        Args:
+            patches: (B, T, P, C_v) features of the sampled frames (padding frames included).
+            frame_mask: (B, T) True for real frames.
+
+        Returns:
+            (B, num_frames + P, D): T temporal tokens (mean over space) zero-padded to ``num_frames``,
+            then P spatial tokens (mean over the real frames).
+        """
+        frames = patches.shape[1]
+        if frames > self.config.num_frames:
+            raise ValueError(f"got {frames} frames but the model takes at most num_frames={self.config.num_frames}")
+        weights = frame_mask.to(patches.dtype)[..., None]  # (B, T, 1)
+        temporal = patches.mean(dim=2) * weights  # (B, T, C)
+        temporal = nn.functional.pad(temporal, (0, 0, 0, self.config.num_frames - frames))  # (B, N_t, C)
+        counts = weights.sum(dim=1).clamp(min=1)[..., None]  # (B, 1, 1)
+        spatial = (patches * weights[..., None]).sum(dim=1) / counts  # (B, P, C)
+        return self.mm_projector(torch.cat([temporal, spatial], dim=1))  # (B, N_t + P, D)
+
+    def region_tokens(
+        self,
+        hidden_states: list[torch.Tensor],
+        boxes: torch.Tensor,
+        visible: torch.Tensor | None,
+        times: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """RoI tokens of every region frame, then the selector.
+
+        Args:
+            hidden_states: the region feature levels, each (B*K, P, C_v).
+            boxes: (B, R, K, 4) normalised xyxy on the square input, key frame first.
+            visible: (B, R, K) bool, or None for all visible.
+            times: (B, K) normalised times of the region frames.
+
+        Returns:
+            (B, R, 1 + k, D) tokens for each ``<region>``.
+        """
+        batch, regions, frames, _ = boxes.shape
+        tokens = self.region_encoder(hidden_states, boxes, times)  # (B, R, K, D)
+        flat_visible = None if visible is None else visible.reshape(batch * regions, frames)
+        selected, _ = self.selector(tokens.reshape(batch * regions, frames, -1), flat_visible)
+        return selected.reshape(batch, regions, selected.shape[1], -1)
+
+    def get_multimodal_features(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        frame_mask: torch.Tensor | None = None,
+        region_pixel_values: torch.Tensor | None = None,
+        region_boxes: torch.Tensor | None = None,
+        region_visible: torch.Tensor | None = None,
+        region_times: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Video and region tokens of a batch, in placeholder order.
+
+        Samples without a video (``frame_mask`` all False) or without regions (all boxes NaN) contribute
+        no tokens, so image-, video- and text-only samples can share a batch.
+
+        Returns:
+            ``(video, region)``: (n_video_samples * N_v, D) and (n_regions * (1 + k), D), or None.
+        """
+        video_frames = region_frames = None
+        if pixel_values is not None:
+            if frame_mask is None:
+                frame_mask = torch.ones(pixel_values.shape[:2], dtype=torch.bool, device=pixel_values.device)
+            frame_mask = frame_mask.bool()
+            video_frames = pixel_values[frame_mask]  # (n_frames, 3, S, S)
+        has_regions = None
+        if region_boxes is not None:
+            if region_pixel_values is None:
+                raise ValueError("region_boxes were given without region_pixel_values (the frames they lie on)")
+            has_regions = torch.isfinite(region_boxes).all(-1).any(-1).any(-1)  # (B,) sample has a region
+            region_frames = region_pixel_values[has_regions].flatten(0, 1)  # (n*K, 3, S, S)
+        # One vision pass over the video frames and the region frames together.
+        parts = [frames for frames in (video_frames, region_frames) if frames is not None and len(frames)]
+        if not parts:
+            return None, None
+        states = self._vision_hidden_states(torch.cat(parts))
+        split = len(video_frames) if video_frames is not None else 0
+
+        video = None
+        if video_frames is not None and split:
+            patches = states[self.config.vision_feature_layer][:split]  # (n_frames, P, C)
+            grid = patches.new_zeros(*frame_mask.shape, *patches.shape[1:])  # (B, T, P, C)
+            grid[frame_mask] = patches
+            has_video = frame_mask.any(1)
+            video = self.video_tokens(grid[has_video], frame_mask[has_video]).flatten(0, 1)
+
+        region = None
+        if region_frames is not None and len(region_frames):
+            levels = [states[layer][split:] for layer in self.config.region_feature_layers]
+            boxes = region_boxes[has_regions]  # (n, R, K, 4)
+            region_ok = torch.isfinite(boxes).all(-1).any(-1)  # (n, R): padding regions are all NaN
+            safe_boxes = _fill_missing_boxes(boxes)
+            vis = None if region_visible is None else region_visible[has_regions].bool()
+            if vis is not None:
+                vis = vis & torch.isfinite(boxes).all(-1)
+            times = None if region_times is None else region_times[has_regions]
+            tokens = self.region_tokens(levels, safe_boxes.to(states[0].dtype), vis, times)  # (n, R, 1+k, D)
+            region = tokens[region_ok].flatten(0, 1)
+        return video, region
+
+    # --- forward ------------------------------------------------------------------------------------
+
+    def _scatter(
+        self, input_ids: torch.Tensor, embeds: torch.Tensor, features: torch.Tensor | None, token_id: int, name: str
+    ) -> torch.Tensor:
+        mask = input_ids == token_id  # (B, L)
+        count = int(mask.sum())
+        rows = 0 if features is None else features.shape[0]
+        if count != rows:
+            raise ValueError(
+                f"the prompt has {count} {name} placeholder tokens but the inputs give {rows} {name} features; "
+                f"build prompts with ArtemisProcessor, which expands each {name} to the exact count"
+            )
+        if count == 0:
+            return embeds
+        return embeds.masked_scatter(mask[..., None].to(embeds.device), features.to(embeds.dtype))
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values=None,
+        inputs_embeds: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        frame_mask: torch.Tensor | None = None,
+        region_pixel_values: torch.Tensor | None = None,
+        region_boxes: torch.Tensor | None = None,
+        region_visible: torch.Tensor | None = None,
+        region_times: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        """Run the LLM on text with video and region tokens scattered into its embeddings.
+
+        Args:
+            input_ids: (B, L) with ``video_token_id`` / ``region_token_id`` placeholders.
+            pixel_values: (B, T, 3, S, S) sampled video frames; ``frame_mask`` (B, T) marks real ones.
+            region_pixel_values: (B, K, 3, S, S) key frame then tracked frames.
+            region_boxes: (B, R, K, 4) normalised xyxy on the square input; NaN where unknown, a region
+                that is NaN everywhere is padding.
+            region_visible: (B, R, K) target visibility; invisible tracked frames are never selected.
+            region_times: (B, K) normalised time of each region frame.
+            labels: (B, L) with -100 on positions that carry no loss.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)  # (B, L, D)
+            video, region = self.get_multimodal_features(
+                pixel_values, frame_mask, region_pixel_values, region_boxes, region_visible, region_times
+            )
+            inputs_embeds = self._scatter(input_ids, inputs_embeds, video, self.config.video_token_id, "<video>")
+            inputs_embeds = self._scatter(input_ids, inputs_embeds, region, self.config.region_token_id, "<region>")
+        return self.language_model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            labels=labels,
+            use_cache=use_cache,
+            logits_to_keep=logits_to_keep,
+            **kwargs,
+        )
+
+    def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, **kwargs):
+        inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
+        if not is_first_iteration and kwargs.get("use_cache", True):
+            for name in VISUAL_INPUTS:
+                inputs.pop(name, None)
+        return inputs
+
+
+def _fill_missing_boxes(boxes: torch.Tensor) -> torch.Tensor:
+    """Replace NaN boxes (frames where the target is unknown) by the nearest known box of the region.
+
+    RoIAlign needs a finite box everywhere; those tokens are masked out of the selection anyway.
+    boxes: (n, R, K, 4) -> same shape, finite wherever the region has any finite box.
+    """
+    known = torch.isfinite(boxes).all(-1)  # (n, R, K)
+    if bool(known.all()):
+        return boxes
+    frames = boxes.shape[2]
+    positions = torch.arange(frames, device=boxes.device)
+    distance = (positions[:, None] - positions[None, :]).abs()  # (K, K)
+    # For each frame pick the known frame at the smallest distance (ties go to the earlier frame).
+    cost = distance[None, None].expand(*known.shape[:2], frames, frames).float()  # (n, R, K, K)
+    cost = cost.masked_fill(~known[:, :, None, :], float("inf"))
+    nearest = cost.argmin(-1)  # (n, R, K)
+    filled = torch.gather(boxes, 2, nearest[..., None].expand(-1, -1, -1, 4))
+    return torch.where(known[..., None], boxes, torch.nan_to_num(filled, nan=0.0))

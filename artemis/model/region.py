@@ -1,0 +1,196 @@
+"""The region encoder: one token per (frame, box) from multi-level vision features (GPT4RoI / Artemis).
+
+Steps, for F frames and B boxes per frame:
+
+1. take L hidden states of the vision tower (patch tokens), reshape to maps ``(F, C, h, w)`` and resize
+   level ``i`` to ``h * 2**(L-1-i)`` so the finest level is the largest (Artemis: 128, 64, 32, 16);
+2. fuse them: append 2 xy-coordinate channels, a 1x1 conv per level, then ``num_fuse`` rounds of 3x3
+   conv + GroupNorm + ReLU in which each level swaps a quarter of its channels with each neighbour;
+3. RoIAlign each box on each level (``output_size``, ``sampling_ratio``, ``aligned=True``), a 3x3 conv per
+   level, sum over levels, ReLU, flatten, Linear to ``region_hidden_size``;
+4. add a box position embedding (an MLP on the box), then a Linear to the LLM width.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from artemis.errors import ConfigError
+from artemis.model.configuration import ArtemisConfig
+
+
+class ConvGNReLU(nn.Sequential):
+    """3x3 conv (no bias, as a normalised conv needs none), GroupNorm, ReLU."""
+
+    def __init__(self, channels: int, groups: int):
+        super().__init__(
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+            nn.GroupNorm(groups, channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+class MultiLevelFuse(nn.Module):
+    """Fuse L feature maps of different sizes by exchanging channels between neighbouring levels."""
+
+    def __init__(self, in_dim: int, embed_dim: int, num_levels: int, num_fuse: int, norm_groups: int):
+        super().__init__()
+        self.num_levels = num_levels
+        self.shuffle = embed_dim // 4  # channels taken from each neighbour
+        self.keep = embed_dim - 2 * self.shuffle  # channels a level keeps of its own
+        self.input_convs = nn.ModuleList(nn.Conv2d(in_dim + 2, embed_dim, 1) for _ in range(num_levels))
+        self.fuse_convs = nn.ModuleList(ConvGNReLU(embed_dim, norm_groups) for _ in range(num_fuse))
+
+    @staticmethod
+    def _coordinates(feature: torch.Tensor) -> torch.Tensor:
+        """Two channels holding x and y in [-1, 1] at each position. (F, 2, h, w)"""
+        frames, _, height, width = feature.shape
+        ys = torch.linspace(-1, 1, height, device=feature.device, dtype=feature.dtype)
+        xs = torch.linspace(-1, 1, width, device=feature.device, dtype=feature.dtype)
+        y, x = torch.meshgrid(ys, xs, indexing="ij")
+        return torch.stack([x, y]).expand(frames, -1, -1, -1)
+
+    def _mix(self, levels: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Each level keeps its first channels and takes a quarter from the level above and below."""
+        mixed = []
+        for index, target in enumerate(levels):
+            upper = levels[min(index + 1, self.num_levels - 1)]
+            lower = levels[max(index - 1, 0)]
+            size = target.shape[-2:]
+            from_upper = upper[:, self.keep + self.shuffle :]
+            from_lower = lower[:, self.keep : self.keep + self.shuffle]
+            from_upper = F.interpolate(from_upper, size=size, mode="bilinear", align_corners=True)
+            from_lower = F.interpolate(from_lower, size=size, mode="bilinear", align_corners=True)
+            mixed.append(torch.cat([target[:, : self.keep], from_upper, from_lower], dim=1))
+        return mixed
+
+    def forward(self, levels: list[torch.Tensor]) -> list[torch.Tensor]:
+        """levels: L maps (F, C_in, h_i, w_i) -> L maps (F, C, h_i, w_i)."""
+        levels = [
+            conv(torch.cat([feature, self._coordinates(feature)], dim=1))
+            for conv, feature in zip(self.input_convs, levels, strict=True)
+        ]
+        for conv in self.fuse_convs:
+            levels = [conv(feature) for feature in self._mix(levels)]
+        return levels
+
+
+def _roi_align_op(backend: str):
+    """The RoIAlign callable for a backend name, with torchvision's signature."""
+    if backend == "torchvision":
+        from torchvision.ops import roi_align
+
+        return roi_align
+    if backend == "mmcv":
+        try:
+            from mmcv.ops import roi_align as mmcv_roi_align
+        except ImportError as error:
+            raise ConfigError(
+                "roi_backend='mmcv' needs mmcv with its compiled ops (pip install 'artemis-video[gpu]'); "
+                "use roi_backend='torchvision', which gives the same values"
+            ) from error
+
+        def roi_align(features, rois, output_size, spatial_scale, sampling_ratio, aligned):
+            return mmcv_roi_align(features, rois, output_size, spatial_scale, sampling_ratio, "avg", aligned)
+
+        return roi_align
+    raise ConfigError(f"roi_backend={backend!r} is not valid; expected 'torchvision' or 'mmcv'")
+
+
+class BoxEmbedding(nn.Module):
+    """MLP on the box: Linear(n, 256), ReLU, LN, Linear(256, out), ReLU, LN (Artemis' position embedding).
+
+    ``absolute`` feeds the normalised ``xyxy`` box (4 values). ``relative`` feeds the box, its offset from
+    the key-frame box and the token's normalised time (9 values).
+    """
+
+    def __init__(self, mode: str, out_dim: int, hidden: int = 256):
+        super().__init__()
+        self.mode = mode
+        in_dim = 4 if mode == "absolute" else 9
+        self.mlp = nn.Sequential(
+            nn.Linear(in_dim, hidden),
+            nn.ReLU(inplace=True),
+            nn.LayerNorm(hidden),
+            nn.Linear(hidden, out_dim),
+            nn.ReLU(inplace=True),
+            nn.LayerNorm(out_dim),
+        )
+
+    def forward(self, boxes: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
+        """boxes: (..., K, 4), frame 0 of K the key frame; times: (..., K) in [0, 1] -> (..., K, out)."""
+        if self.mode == "absolute":
+            return self.mlp(boxes)
+        if times is None:
+            times = torch.zeros(boxes.shape[:-1], dtype=boxes.dtype, device=boxes.device)
+        offsets = boxes - boxes[..., :1, :]  # (..., K, 4) offset from the key-frame box
+        return self.mlp(torch.cat([boxes, offsets, times.unsqueeze(-1).to(boxes.dtype)], dim=-1))
+
+
+class RegionEncoder(nn.Module):
+    """Boxes on frames -> one LLM-width token per box."""
+
+    def __init__(self, config: ArtemisConfig):
+        super().__init__()
+        self.image_size = config.vision_config.image_size
+        self.num_levels = len(config.region_feature_layers)
+        self.output_size = config.roi_output_size
+        self.sampling_ratio = config.roi_sampling_ratio
+        self.roi_backend = config.roi_backend
+        embed = config.region_embed_dim
+        self.fuse = MultiLevelFuse(
+            config.vision_config.hidden_size, embed, self.num_levels, config.region_num_fuse, config.region_norm_groups
+        )
+        self.level_convs = nn.ModuleList(nn.Conv2d(embed, embed, 3, padding=1) for _ in range(self.num_levels))
+        self.flatten_linear = nn.Linear(embed * self.output_size**2, config.region_hidden_size)
+        self.box_embedding = BoxEmbedding(config.box_embedding, config.region_hidden_size)
+        self.out_proj = nn.Linear(config.region_hidden_size, config.text_config.hidden_size)
+
+    def feature_maps(self, hidden_states: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Patch tokens of each level (F, P, C) -> fused maps, finest (largest) first. L x (F, C, h_i, w_i)"""
+        frames, patches, channels = hidden_states[0].shape
+        side = round(patches**0.5)
+        maps = []
+        for level, tokens in enumerate(hidden_states):
+            grid = tokens.transpose(1, 2).reshape(frames, channels, side, side)  # (F, C, side, side)
+            scale = 2 ** (self.num_levels - 1 - level)
+            maps.append(F.interpolate(grid, size=(side * scale, side * scale), mode="bilinear", align_corners=True))
+        return self.fuse(maps)
+
+    def forward(
+        self,
+        hidden_states: list[torch.Tensor],
+        boxes: torch.Tensor,
+        times: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Encode R boxes on each of the K region frames of B samples.
+
+        Args:
+            hidden_states: L tensors (B*K, P, C_v), patch tokens of the region frames at each level,
+                sample-major (frame ``b * K + k``).
+            boxes: (B, R, K, 4) normalised ``xyxy`` on the model's square input; frame 0 of K is the
+                key frame.
+            times: (B, K) normalised time of each region frame (used by the relative box embedding).
+
+        Returns:
+            (B, R, K, D) one LLM-width token per box.
+        """
+        batch, regions, frames, _ = boxes.shape
+        maps = self.feature_maps(hidden_states)  # L x (B*K, C, h_i, w_i)
+        per_frame = boxes.permute(0, 2, 1, 3).reshape(-1, 4)  # (B*K*R, 4), frame-major
+        frame_ids = torch.arange(batch * frames, device=boxes.device).repeat_interleave(regions)  # (B*K*R,)
+        rois = torch.cat([frame_ids[:, None].to(maps[0].dtype), per_frame.to(maps[0].dtype) * self.image_size], 1)
+        roi_align = _roi_align_op(self.roi_backend)
+        pooled = 0
+        for conv, feature in zip(self.level_convs, maps, strict=True):
+            scale = feature.shape[-1] / self.image_size  # feature cells per input pixel
+            level = roi_align(feature, rois, self.output_size, scale, self.sampling_ratio, True)  # (N, C, o, o)
+            pooled = pooled + conv(level)
+        tokens = self.flatten_linear(F.relu(pooled).flatten(1))  # (B*K*R, H_r)
+        tokens = tokens.reshape(batch, frames, regions, -1).transpose(1, 2)  # (B, R, K, H_r)
+        if times is not None:
+            times = times[:, None, :].expand(batch, regions, frames)  # (B, R, K)
+        tokens = tokens + self.box_embedding(boxes.to(tokens.dtype), times)
+        return self.out_proj(tokens)  # (B, R, K, D)

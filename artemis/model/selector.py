@@ -1,0 +1,100 @@
+"""Choose a few tracked RoI tokens per region (Artemis' k-means selector and its ablation baselines).
+
+Input: K tokens per region, index 0 the key-frame token, 1..K-1 the tracked frames in time order, and a
+visibility mask. Output: the key token followed by ``num_selected`` tracked tokens in time order. When
+fewer tokens come out (few visible frames, or k-means merging clusters) the last one is repeated, as the
+original does; with no visible tracked frame the key token stands in.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from artemis.errors import ConfigError
+
+
+class TokenSelector(nn.Module):
+    """Select ``num_selected`` of the tracked tokens: ``kmeans``, ``uniform``, ``random`` or ``all``.
+
+    k-means (``torch_kmeans.KMeans`` with a fixed seed) clusters the visible tracked tokens; one member
+    per cluster is kept. At inference it is the member nearest the cluster's centre, so the selection is
+    deterministic (the original picked a random member even at evaluation); in training a random member
+    can be chosen with ``random_member=True``.
+    """
+
+    def __init__(self, method: str, num_selected: int, max_iter: int = 3, random_member: bool = False, seed: int = 0):
+        super().__init__()
+        if method not in ("kmeans", "uniform", "random", "all"):
+            raise ConfigError(f"selector={method!r} is not valid; expected kmeans, uniform, random or all")
+        self.method = method
+        self.num_selected = num_selected
+        self.max_iter = max_iter
+        self.random_member = random_member
+        self.seed = seed
+
+    def forward(self, tokens: torch.Tensor, visible: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Select tokens.
+
+        Args:
+            tokens: (N, K, D), index 0 the key-frame token.
+            visible: (N, K) bool; tracked frames where the target was not visible are never selected.
+
+        Returns:
+            ``(selected, indices)``: (N, 1 + k, D) tokens and (N, k) the chosen frame positions (1..K-1,
+            or 0 where the key token stands in). For ``all``, k = K - 1 and every token is kept.
+        """
+        count, frames, _ = tokens.shape
+        if self.method == "all":
+            indices = torch.arange(1, frames, device=tokens.device).expand(count, -1)
+            return tokens, indices
+        if visible is None:
+            visible = torch.ones(count, frames, dtype=torch.bool, device=tokens.device)
+        rows = [self._select_one(tokens[n], visible[n]) for n in range(count)]
+        indices = torch.stack(rows)  # (N, k)
+        gathered = torch.gather(tokens, 1, indices[..., None].expand(-1, -1, tokens.shape[-1]))  # (N, k, D)
+        return torch.cat([tokens[:, :1], gathered], dim=1), indices
+
+    def _select_one(self, tokens: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+        """Positions (k,) chosen among the visible tracked tokens of one region; tokens (K, D)."""
+        k = self.num_selected
+        candidates = torch.nonzero(visible[1:]).flatten() + 1  # (n,) visible tracked positions
+        if candidates.numel() == 0:
+            return torch.zeros(k, dtype=torch.long, device=tokens.device)
+        if candidates.numel() <= k:
+            chosen = candidates
+        elif self.method == "uniform":
+            picks = torch.linspace(0, candidates.numel() - 1, k, device=tokens.device).round().long()
+            chosen = candidates[picks]
+        elif self.method == "random":
+            generator = None if self.training else torch.Generator().manual_seed(self.seed)
+            picks = torch.randperm(candidates.numel(), generator=generator)[:k].to(tokens.device)
+            chosen = candidates[picks.sort().values]
+        else:
+            chosen = self._kmeans(tokens[candidates], candidates)
+        return _pad_with_last(chosen.sort().values, k)
+
+    def _kmeans(self, features: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """One position per k-means cluster of ``features`` (n, D)."""
+        from torch_kmeans import KMeans
+
+        kmeans = KMeans(n_clusters=self.num_selected, max_iter=self.max_iter, verbose=False, seed=123)
+        result = kmeans(features.detach().float()[None])  # batch of one: (1, n, D)
+        labels, centers = result.labels[0], result.centers[0]  # (n,), (k, D)
+        chosen = []
+        for cluster in torch.unique(labels):
+            members = torch.nonzero(labels == cluster).flatten()
+            if self.training and self.random_member:
+                member = members[torch.randint(members.numel(), (1,)).item()]
+            else:
+                distances = (features[members].detach().float() - centers[cluster]).pow(2).sum(-1)
+                member = members[distances.argmin()]
+            chosen.append(positions[member])
+        return torch.stack(chosen)
+
+
+def _pad_with_last(positions: torch.Tensor, length: int) -> torch.Tensor:
+    """Repeat the last position until there are ``length`` of them."""
+    if positions.numel() >= length:
+        return positions[:length]
+    return torch.cat([positions, positions[-1:].expand(length - positions.numel())])
