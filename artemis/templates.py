@@ -99,3 +99,44 @@ ELYSIUM_REG_QUESTION = "Describe the object at {box} in Frame 1 throughout the v
 def elysium_frames_prefix(num_frames: int) -> str:
     """``"Frame 1: <image>, Frame 2: <image>, ...\\n"``, the layout Elysium puts before a question."""
     return ", ".join(f"Frame {i}: {IMAGE_TOKEN}" for i in range(1, num_frames + 1)) + "\n"
+
+# --- SynthRef (the project's synthetic referential data) -------------------------------------------
+# Several phrasings per meaning, so a model trained on SynthRef learns the attributes, not one
+# sentence. Fields: {colour}, {shape}, {size}, {from_to} ("from left to right"), {toward} ("to the
+# right"), {motion} (a verb phrase: "moves to the right", "stays still"), {count}, {objects}.
+
+SYNTHREF_MOVING_CAPTIONS = (
+    "The {colour} {shape} moves {from_to}.",
+    "A {colour} {shape} is moving {toward}.",
+    "The {size} {colour} {shape} travels {toward}.",
+    "A {size} {colour} {shape} goes {from_to}.",
+)
+"""Descriptions of one moving SynthRef object."""
+
+SYNTHREF_STILL_CAPTIONS = (
+    "The {colour} {shape} stays still.",
+    "A {colour} {shape} does not move.",
+    "The {size} {colour} {shape} remains in place.",
+)
+"""Descriptions of one SynthRef object that does not move."""
+
+SYNTHREF_SCENE_QUESTIONS = (
+    "Describe this video briefly.",
+    "What happens in this video?",
+    "Give a short description of the video.",
+)
+"""Stage-1 (alignment) questions; the answer is the scene caption."""
+
+SYNTHREF_SCENE_CAPTION = "There are {count} objects: {objects}."
+"""Stage-1 scene caption; ``{objects}`` lists "a {size} {colour} {shape} that {motion}" phrases."""
+
+SYNTHREF_COUNT_QUESTION = "How many objects are there in the video?"
+SYNTHREF_COUNT_ANSWER = "There are {count} objects."
+SYNTHREF_COLOUR_QUESTION = "What colour is the {shape} that {motion}?"
+SYNTHREF_COLOUR_ANSWER = "It is {colour}."
+SYNTHREF_SHAPE_QUESTION = "What shape is the {colour} object that {motion}?"
+SYNTHREF_SHAPE_ANSWER = "It is a {shape}."
+SYNTHREF_MOTION_QUESTION = "In which direction does the {colour} {shape} move?"
+SYNTHREF_SIZE_QUESTION = "Is the {colour} {shape} large or small?"
+SYNTHREF_SIZE_ANSWER = "It is {size}."
+SYNTHREF_COLOUR_COUNT_QUESTION = "How many {colour} objects are there?"

@@ -1,0 +1,106 @@
+"""The words of SynthRef: object descriptions, scene captions and question-answer pairs.
+
+Every sentence is built from an object's attribute labels with the templates in
+:mod:`artemis.templates`, so each answer is exactly correct for its scene. A question is only asked when
+its wording names exactly one object (e.g. "the square that moves up" when there is one such square).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from artemis import templates as T
+from artemis.data.synthref import Scene, SceneObject
+
+# (from_to, toward, verb phrase) per motion.
+MOTION_PHRASES: dict[str, tuple[str, str, str]] = {
+    "left": ("from right to left", "to the left", "moves to the left"),
+    "right": ("from left to right", "to the right", "moves to the right"),
+    "up": ("from bottom to top", "upwards", "moves up"),
+    "down": ("from top to bottom", "downwards", "moves down"),
+    "up-left": ("from the bottom right to the top left", "up and to the left", "moves up and to the left"),
+    "up-right": ("from the bottom left to the top right", "up and to the right", "moves up and to the right"),
+    "down-left": ("from the top right to the bottom left", "down and to the left", "moves down and to the left"),
+    "down-right": ("from the top left to the bottom right", "down and to the right", "moves down and to the right"),
+    "still": ("", "", "stays still"),
+}
+_NUMBERS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight")
+
+
+def number_word(count: int) -> str:
+    """``3`` -> ``"three"`` (digits beyond the table)."""
+    return _NUMBERS[count] if 0 <= count < len(_NUMBERS) else str(count)
+
+
+def _fields(obj: SceneObject) -> dict[str, str]:
+    from_to, toward, verb = MOTION_PHRASES[obj.motion]
+    return {
+        "colour": obj.colour,
+        "shape": obj.shape,
+        "size": obj.size,
+        "from_to": from_to,
+        "toward": toward,
+        "motion": verb,
+    }
+
+
+def describe_object(obj: SceneObject, rng: np.random.Generator) -> str:
+    """One sentence stating the object's colour, shape and motion (and sometimes its size)."""
+    choices = T.SYNTHREF_STILL_CAPTIONS if obj.motion == "still" else T.SYNTHREF_MOVING_CAPTIONS
+    return choices[int(rng.integers(len(choices)))].format(**_fields(obj))
+
+
+def motion_answer(obj: SceneObject) -> str:
+    """Answer to "In which direction does ... move?"."""
+    if obj.motion == "still":
+        return "It does not move."
+    return f"It {MOTION_PHRASES[obj.motion][2]}."
+
+
+def scene_caption(scene: Scene) -> str:
+    """Stage-1 caption listing every object with all four attributes, in draw order."""
+    phrases = [f"a {o.size} {o.colour} {o.shape} that {MOTION_PHRASES[o.motion][2]}" for o in scene.objects]
+    listed = phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
+    return T.SYNTHREF_SCENE_CAPTION.format(count=number_word(len(scene.objects)), objects=listed)
+
+
+def _colour_count_answer(colour: str, count: int) -> str:
+    if count == 0:
+        return f"There are no {colour} objects."
+    if count == 1:
+        return f"There is one {colour} object."
+    return f"There are {number_word(count)} {colour} objects."
+
+
+def scene_questions(scene: Scene, rng: np.random.Generator, max_questions: int = 4) -> list[tuple[str, str, str]]:
+    """Question-answer pairs about the scene, each exactly answerable.
+
+    Returns:
+        ``[(kind, question, answer), ...]``: the object count first, then up to ``max_questions - 1``
+        others drawn from the unambiguous candidates. ``kind`` is ``count``, ``colour``, ``shape``,
+        ``motion``, ``size`` or ``colour_count``.
+    """
+    objects = scene.objects
+    count = number_word(len(objects))
+    pairs = [("count", T.SYNTHREF_COUNT_QUESTION, T.SYNTHREF_COUNT_ANSWER.format(count=count))]
+    candidates: list[tuple[str, str, str]] = []
+    for obj in objects:
+        f = _fields(obj)
+        if sum(o.shape == obj.shape and o.motion == obj.motion for o in objects) == 1:
+            candidates.append(("colour", T.SYNTHREF_COLOUR_QUESTION.format(**f), T.SYNTHREF_COLOUR_ANSWER.format(**f)))
+        if sum(o.colour == obj.colour and o.motion == obj.motion for o in objects) == 1:
+            candidates.append(("shape", T.SYNTHREF_SHAPE_QUESTION.format(**f), T.SYNTHREF_SHAPE_ANSWER.format(**f)))
+        # (colour, shape) pairs are unique within a scene by construction.
+        candidates.append(("motion", T.SYNTHREF_MOTION_QUESTION.format(**f), motion_answer(obj)))
+        candidates.append(("size", T.SYNTHREF_SIZE_QUESTION.format(**f), T.SYNTHREF_SIZE_ANSWER.format(**f)))
+    colour = sorted({o.colour for o in objects})[int(rng.integers(len({o.colour for o in objects})))]
+    candidates.append(
+        (
+            "colour_count",
+            T.SYNTHREF_COLOUR_COUNT_QUESTION.format(colour=colour),
+            _colour_count_answer(colour, sum(o.colour == colour for o in objects)),
+        )
+    )
+    picked = rng.choice(len(candidates), size=min(max_questions - 1, len(candidates)), replace=False)
+    pairs.extend(candidates[int(i)] for i in sorted(picked))
+    return pairs

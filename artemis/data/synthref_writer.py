@@ -1,0 +1,232 @@
+"""Write a SynthRef split: videos, manifest and annotations in every supported format.
+
+Layout of ``OUT/<split>/``::
+
+    videos/<split>_00000.mp4        mp4v, RGB frames written as BGR by OpenCV
+    frames/<split>_00000/000000.png lossless frames (only with ``frame_folders``)
+    manifest.json                   every video, every object's labels, boxes, visibility, key frame
+    videoref45k.json                one Artemis record per object (caption = its description)
+    elysium.json                    one ElysiumTrack-1M record per object (SOT / RSOT / Video-REG)
+    llava_stage1.json               one scene-caption conversation per video
+    llava_stage2.json               one multi-turn question-answer conversation per video
+
+Every file is written atomically. Annotation files are a pure function of the arguments (byte-identical
+across runs); the mp4 files decode to identical frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from artemis import templates
+from artemis.data.formats import elysium, llava, videoref45k
+from artemis.data.records import RefSample
+from artemis.data.synthref import (
+    MOTIONS,
+    PALETTE,
+    SHAPES,
+    SIZES,
+    Scene,
+    SynthRefConfig,
+    compute_tracks,
+    generate_scene,
+    render_frames,
+    seed_sequence,
+)
+from artemis.data.synthref_text import describe_object, scene_caption, scene_questions
+from artemis.errors import VideoError
+from artemis.io import atomic_path, write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SynthRefSummary:
+    """What :func:`generate_split` wrote."""
+
+    split_dir: Path
+    num_videos: int
+    num_objects: int
+    seconds: float
+
+
+def write_video(path: Path, frames: np.ndarray, fps: float) -> None:
+    """Write ``(T, H, W, 3)`` uint8 RGB frames as an mp4 (``mp4v``), atomically."""
+    _, height, width, _ = frames.shape
+    # OpenCV picks the container from the suffix, so the temporary file must end in .mp4 too.
+    with atomic_path(path) as tmp:
+        target = tmp.with_suffix(".mp4")
+        writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+        if not writer.isOpened():
+            raise VideoError(f"OpenCV cannot write mp4v video to {target}; is FFmpeg support built in?")
+        try:
+            for frame in frames:
+                writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+            writer.release()
+            target.replace(tmp)
+        finally:
+            writer.release()
+            target.unlink(missing_ok=True)
+
+
+def write_frame_folder(folder: Path, frames: np.ndarray) -> None:
+    """Write frames as ``000000.png``, ... (lossless, so pixel checks can read them back)."""
+    for t, frame in enumerate(frames):
+        with atomic_path(folder / f"{t:06d}.png") as tmp:
+            ok, data = cv2.imencode(".png", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+            if not ok:
+                raise VideoError(f"OpenCV could not encode frame {t} of {folder}")
+            tmp.write_bytes(data.tobytes())
+
+
+def _box_json(box: tuple[float, ...] | None) -> list[int]:
+    return [] if box is None else [int(v) for v in box]
+
+
+def _video_entry(scene: Scene, video_rel: str, captions: list[str], tracks: list) -> dict[str, Any]:
+    objects = []
+    for k, (obj, track, caption) in enumerate(zip(scene.objects, tracks, captions, strict=True)):
+        objects.append(
+            {
+                "index": k,
+                "colour": obj.colour,
+                "shape": obj.shape,
+                "size": obj.size,
+                "motion": obj.motion,
+                "speed": round(obj.speed, 4),
+                "radius": obj.radius,
+                "draw_order": k,
+                "caption": caption,
+                "enters": track.enters,
+                "leaves": track.leaves,
+                "key_frame_id": track.key_frame_id,
+                "boxes": [_box_json(b) for b in track.boxes],
+                "visible": list(track.visible),
+            }
+        )
+    return {"name": scene.name, "video": video_rel, "num_frames": scene.num_frames, "objects": objects}
+
+
+def generate_split(
+    out_dir: str | Path,
+    num_videos: int,
+    seed: int = 0,
+    split: str = "train",
+    config: SynthRefConfig | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> SynthRefSummary:
+    """Generate ``num_videos`` SynthRef videos of ``split`` into ``out_dir/<split>/``.
+
+    Args:
+        out_dir: Root output directory; the split goes to its ``<split>/`` sub-directory.
+        num_videos: Number of videos.
+        seed: Base seed; with the split and video index it determines everything.
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        config: Frame size, length, frame rate, object counts, frame folders.
+        progress: Called with 1 after each video (e.g. a tqdm bar's ``update``).
+
+    Returns:
+        A summary with the split directory, counts and the time taken.
+    """
+    config = config or SynthRefConfig()
+    if num_videos < 1:
+        raise ValueError(f"num_videos must be >= 1, got {num_videos}")
+    seed_sequence(seed, split, 0)  # validates the split name before anything is written
+    started = time.perf_counter()
+    split_dir = Path(out_dir) / split
+    refs: list[RefSample] = []
+    stage1: list[RefSample] = []
+    stage2: list[RefSample] = []
+    manifest_videos = []
+    for index in range(num_videos):
+        scene = generate_scene(seed, split, index, config)
+        # Text has its own stream, so changing a template never changes the pixels.
+        text_rng = np.random.default_rng(seed_sequence(seed, split, index).spawn(3)[2])
+        tracks = compute_tracks(scene)
+        frames = render_frames(scene)  # (T, H, W, 3)
+        video_rel = f"videos/{scene.name}.mp4"
+        write_video(split_dir / video_rel, frames, config.fps)
+        source_rel = video_rel
+        if config.frame_folders:
+            source_rel = f"frames/{scene.name}"
+            write_frame_folder(split_dir / source_rel, frames)
+        captions = [describe_object(obj, text_rng) for obj in scene.objects]
+        for k, (obj, track, caption) in enumerate(zip(scene.objects, tracks, captions, strict=True)):
+            question = templates.DESCRIBE_QUESTIONS[int(text_rng.integers(len(templates.DESCRIBE_QUESTIONS)))]
+            refs.append(
+                RefSample(
+                    sample_id=f"{scene.name}_obj{k}",
+                    source="synthref",
+                    video=source_rel,
+                    frame_ids=list(range(scene.num_frames)),
+                    boxes=list(track.boxes),
+                    visible=list(track.visible),
+                    key_frame_id=track.key_frame_id,
+                    width=scene.width,
+                    height=scene.height,
+                    caption=caption,
+                    question=question,
+                    object_class=obj.shape,
+                    base_dir=split_dir,
+                    metadata={"video_name": f"{scene.name}.mp4", "vid": scene.name},
+                )
+            )
+        scene_question = templates.SYNTHREF_SCENE_QUESTIONS[
+            int(text_rng.integers(len(templates.SYNTHREF_SCENE_QUESTIONS)))
+        ]
+        stage1.append(
+            _conversation(f"{scene.name}_caption", video_rel, [(scene_question, scene_caption(scene))], split_dir)
+        )
+        qa = [(q, a) for _kind, q, a in scene_questions(scene, text_rng)]
+        stage2.append(_conversation(f"{scene.name}_qa", video_rel, qa, split_dir))
+        manifest_videos.append(_video_entry(scene, video_rel, captions, tracks))
+        if progress is not None:
+            progress(1)
+
+    manifest = {
+        "version": MANIFEST_VERSION,
+        "generator": "artemis.data.synthref",
+        "split": split,
+        "seed": seed,
+        "config": asdict(config),
+        "attributes": {
+            "colour": list(PALETTE),
+            "shape": list(SHAPES),
+            "size": list(SIZES),
+            "motion": list(MOTIONS),
+        },
+        "rules": {
+            "box": "tight pixel xyxy of the object's own mask, x2/y2 exclusive, clipped to the frame; [] when outside",
+            "visible": "at least one mask pixel not covered by an object later in draw order",
+            "key_frame_id": "frame with the most unoccluded pixels, earliest on ties",
+        },
+        "videos": manifest_videos,
+    }
+    write_json_atomic(split_dir / "manifest.json", manifest, indent=1)
+    videoref45k.write(refs, split_dir / "videoref45k.json")
+    elysium.write(refs, split_dir / "elysium.json")
+    llava.write(stage1, split_dir / "llava_stage1.json")
+    llava.write(stage2, split_dir / "llava_stage2.json")
+    seconds = time.perf_counter() - started
+    logger.info("wrote %d SynthRef videos (%d objects) to %s in %.1f s", num_videos, len(refs), split_dir, seconds)
+    return SynthRefSummary(split_dir=split_dir, num_videos=num_videos, num_objects=len(refs), seconds=seconds)
+
+
+def _conversation(sample_id: str, video: str, turns: list[tuple[str, str]], base_dir: Path) -> RefSample:
+    messages = []
+    for position, (question, answer) in enumerate(turns):
+        # Only the first human turn carries the video placeholder, as in LLaVA / Video-ChatGPT data.
+        prefix = templates.VIDEO_TOKEN + "\n" if position == 0 else ""
+        messages.append({"from": "human", "value": prefix + question})
+        messages.append({"from": "gpt", "value": answer})
+    return RefSample(sample_id=sample_id, source="synthref", video=video, conversations=messages, base_dir=base_dir)
