@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +117,60 @@ def relative_to(sample: RefSample, path: str | None, out_dir: Path) -> str | Non
         return path
     resolved = os.path.normpath(os.path.abspath(sample.base_dir / path))
     return Path(os.path.relpath(resolved, os.path.abspath(out_dir))).as_posix()
+
+
+_SEPARATORS = re.compile(r"[,\s]+")
+
+
+def read_box_rows(path: Path) -> list[list[float]]:
+    """Rows of 4 numbers from an OTB/LaSOT text file (tab, comma or space separated; blank lines skipped).
+
+    ``NaN`` values are kept (some OTB files mark absent frames with them).
+
+    Raises:
+        AnnotationError: naming the file and the line that is not 4 numbers.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"annotation file not found: {path}")
+    rows = []
+    for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        parts = [p for p in _SEPARATORS.split(line.strip()) if p]
+        if not parts:
+            continue
+        try:
+            values = [float(p) for p in parts]
+        except ValueError:
+            raise record_error(
+                path, line_number - 1, None, f"line {line_number} is {line!r}; expected x,y,w,h"
+            ) from None
+        if len(values) != 4:
+            raise record_error(path, line_number - 1, None, f"line {line_number} has {len(values)} values; expected 4")
+        rows.append(values)
+    if not rows:
+        raise record_error(path, None, None, "the track is empty; expected one x,y,w,h line per frame")
+    return rows
+
+
+def read_flags(path: Path, count: int) -> list[bool]:
+    """0/1 flags, one per frame, separated by commas or whitespace (LaSOT writes both layouts)."""
+    parts = [p for p in _SEPARATORS.split(path.read_text(encoding="utf-8").strip()) if p]
+    if len(parts) != count or any(p not in ("0", "1") for p in parts):
+        raise record_error(
+            path, None, None, f"expected {count} flags of 0 or 1 (one per frame), got {len(parts)} values"
+        )
+    return [p == "1" for p in parts]
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` of an image file (reads only what OpenCV needs)."""
+    import cv2  # imported here so reading JSON formats never needs OpenCV
+
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise record_error(path, None, None, "cannot read this image to get the frame size")
+    return int(image.shape[1]), int(image.shape[0])
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files of a frame folder, in name order."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
