@@ -1,0 +1,27 @@
+"""Track a target from one box through a whole video.
+
+>>> from artemis.track import track_video
+>>> track = track_video("clip.mp4", box=(10, 20, 110, 220), frame_index=12)  # doctest: +SKIP
+>>> track.boxes.shape, track.visible.sum()  # doctest: +SKIP
+
+Backends are picked by name (:data:`TRACKER_NAMES`): ``opencv-csrt`` (default), ``opencv-kcf``,
+``opencv-mil`` and ``given`` (boxes from annotations). See ``docs/tracking.md``.
+"""
+
+from artemis.track.base import Track, Tracker
+from artemis.track.opencv import OpenCVTracker
+from artemis.track.propagate import ArrayVideo, open_video, track_video, tracked_indices
+from artemis.track.registry import DEFAULT_TRACKER, TRACKER_NAMES, create_tracker
+
+__all__ = [
+    "DEFAULT_TRACKER",
+    "TRACKER_NAMES",
+    "ArrayVideo",
+    "OpenCVTracker",
+    "Track",
+    "Tracker",
+    "create_tracker",
+    "open_video",
+    "track_video",
+    "tracked_indices",
+]
