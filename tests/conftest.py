@@ -16,3 +16,22 @@ def reference_dir() -> Path:
     if not REFERENCE.is_dir():
         pytest.skip(f"reference material not found at {REFERENCE} (only present in the project workspace)")
     return REFERENCE
+
+
+TINY_TEXTS = (
+    "the red circle moves from left to right .",
+    "a blue square stays still .",
+    "the green triangle moves up .",
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny random Artemis checkpoint written with ``save_pretrained`` (safetensors + tokenizer)."""
+    from artemis import ArtemisModel
+    from artemis.model import build_tiny_model
+
+    model, processor = build_tiny_model(TINY_TEXTS, seed=0)
+    directory = tmp_path_factory.mktemp("tiny-artemis")
+    ArtemisModel(model, processor).save_pretrained(directory)
+    return directory

@@ -241,8 +241,12 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        # After the prefill step the KV cache holds the visual tokens; a placeholder id that appears in
+        # newly generated text is then only a word, not a slot to fill.
+        decoding = past_key_values is not None and past_key_values.get_seq_length() > 0
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)  # (B, L, D)
+        if input_ids is not None and not decoding:
             video, region = self.get_multimodal_features(
                 pixel_values, frame_mask, region_pixel_values, region_boxes, region_visible, region_times
             )

@@ -8,6 +8,8 @@ original does; with no visible tracked frame the key token stands in.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -76,7 +78,10 @@ class TokenSelector(nn.Module):
 
     def _kmeans(self, features: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """One position per k-means cluster of ``features`` (n, D)."""
-        from torch_kmeans import KMeans
+        with warnings.catch_warnings():
+            # torch_kmeans 0.2 calls torch.jit.script at import, which torch now flags as deprecated.
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            from torch_kmeans import KMeans
 
         kmeans = KMeans(n_clusters=self.num_selected, max_iter=self.max_iter, verbose=False, seed=123)
         result = kmeans(features.detach().float()[None])  # batch of one: (1, n, D)

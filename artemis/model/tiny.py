@@ -1,0 +1,39 @@
+"""Build a tiny, randomly initialised Artemis model with a word-level tokenizer.
+
+Used by the tests and as the starting point of the CPU SynthRef recipe: nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+from artemis.model.configuration import ArtemisConfig, tiny_config
+from artemis.model.modeling import ArtemisForConditionalGeneration
+from artemis.model.processing import ArtemisProcessor
+from artemis.model.tokenizer import build_word_tokenizer
+from artemis.templates import DESCRIBE_QUESTIONS, referring_prompt
+
+
+def build_tiny_model(
+    texts: Iterable[str] = (), seed: int = 0, **config_overrides
+) -> tuple[ArtemisForConditionalGeneration, ArtemisProcessor]:
+    """A tiny model whose vocabulary covers ``texts``, the describe questions and the template.
+
+    Args:
+        texts: sentences the model will read or write (captions, questions).
+        seed: torch seed of the random initialisation, so two builds are identical.
+        config_overrides: fields of :func:`tiny_config` to change (``selector``, ``box_embedding``, ...).
+    """
+    prompts = [referring_prompt(question) for question in DESCRIBE_QUESTIONS]
+    tokenizer = build_word_tokenizer([*texts, *prompts])
+    overrides = dict(config_overrides)
+    text_config = dict(tiny_config().text_config.to_dict())
+    text_config.update(overrides.pop("text_config", {}))
+    text_config["vocab_size"] = len(tokenizer)
+    config: ArtemisConfig = tiny_config(text_config=text_config, **overrides)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = ArtemisForConditionalGeneration(config)
+    return model.eval(), ArtemisProcessor.from_config(config, tokenizer)
