@@ -53,7 +53,7 @@ def sequence_sample(
                     annotation,
                     name,
                     "groundtruth",
-                    f"{count} boxes but {frames_dir} has {len(images)} frames (ids ids {len(images)}.. do not exist)",
+                    f"{count} boxes but {frames_dir} has {len(images)} frames (ids {len(images)}.. do not exist)",
                 )
             width, height = image_size(images[0])
             video = FRAME_FOLDER
