@@ -6,8 +6,9 @@ Conventions:
   exclusive: a box covering the single pixel (0, 0) is ``(0, 0, 1, 1)``. Its width is ``x2 - x1``.
 * A *normalised* box is the pixel box divided by the frame (or model input) width and height, so it lies
   in ``[0, 1]``.
-* OTB / LaSOT / HC-STVG text files store ``x, y, w, h`` with ``x, y`` 1-based: the top-left pixel of the
-  image is ``(1, 1)``. ``otb_to_xyxy`` subtracts one from ``x, y``.
+* OTB and LaSOT text files store ``x, y, w, h`` with ``x, y`` 1-based: the top-left pixel of the image
+  is ``(1, 1)``. ``otb_to_xyxy`` subtracts one from ``x, y``. HC-STVG's ``x, y, w, h`` are 0-based (its
+  boxes reach ``y = 0`` and ``y + h = height``), so they go through ``xywh_to_xyxy``.
 * Elysium writes a normalised box as text, ``[x1,y1,x2,y2]`` with each value ``round(v * 100)``.
 
 :class:`SquareTransform` maps boxes through the frame preprocessing (pad to a square, then resize) with
