@@ -4,6 +4,9 @@ artemis data synthref --out DIR --num-videos N --seed S [--split train|val|test]
                       [--frames T] [--frame-folders]
 artemis data convert --from FORMAT --to FORMAT IN OUT
 artemis data validate --format FORMAT PATH [--check-files]
+artemis data cache --data FORMAT:PATH [--data ...] --model DIR_OR_CONFIG --out DIR
+                   [--shard-index I --num-shards N] [--tracker NAME|none] [--max-region-candidates M]
+                   [--bad-records raise|skip]
 """
 
 from __future__ import annotations
@@ -22,6 +25,16 @@ def _size(text: str) -> tuple[int, int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"size {text!r} is not W,H; expected two integers such as 128,128") from None
     return width, height
+
+
+def _data_source(text: str) -> tuple[str, str]:
+    name, sep, path = text.partition(":")
+    if not sep or not path or name not in formats.FORMATS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not FORMAT:PATH; expected e.g. videoref45k:data/train/videoref45k.json with FORMAT one of "
+            f"{', '.join(formats.FORMATS)}"
+        )
+    return name, path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,6 +65,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("path", metavar="PATH", help="annotation file or folder")
     check.add_argument("--check-files", action="store_true", help="also check videos and frames exist")
     check.set_defaults(func=run_validate)
+
+    cache = commands.add_parser("cache", help="precompute frames and tracks for training (resumable, shardable)")
+    cache.add_argument(
+        "--data", dest="data", action="append", type=_data_source, required=True, metavar="FORMAT:PATH",
+        help="annotations to cache; repeat for several files",
+    )  # fmt: skip
+    cache.add_argument("--model", required=True, help="model directory or its config.json (frame size, num_frames)")
+    cache.add_argument("--out", required=True, help="cache directory (a rerun resumes where a killed run stopped)")
+    cache.add_argument("--shard-index", type=int, default=None, help="this process's shard (default: $RANK or 0)")
+    cache.add_argument("--num-shards", type=int, default=None, help="number of shards (default: $WORLD_SIZE or 1)")
+    cache.add_argument(
+        "--tracker", default="opencv-csrt",
+        help="tracker filling frames a record does not annotate (default opencv-csrt; 'none' leaves them unknown)",
+    )  # fmt: skip
+    cache.add_argument(
+        "--max-region-candidates", type=int, default=None, metavar="M",
+        help="cache at most M visible frames per target for the tracked-frame jitter (default: all)",
+    )  # fmt: skip
+    cache.add_argument("--bad-records", choices=("raise", "skip"), default="raise", help="on a malformed record")
+    cache.set_defaults(func=run_cache)
 
 
 def run_synthref(args: argparse.Namespace) -> int:
@@ -93,4 +126,27 @@ def run_validate(args: argparse.Namespace) -> int:
 
     samples = validate(args.format, args.path, check_files=args.check_files)
     print(f"{args.path}: {len(samples)} valid {args.format} samples")
+    return 0
+
+
+def run_cache(args: argparse.Namespace) -> int:
+    """Cache this shard's videos (frames and tracks) with a progress bar."""
+    from tqdm import tqdm
+
+    from artemis.data.cache import build_cache, settings_from_model
+    from artemis.data.dataset import load_entries
+
+    tracker = None if args.tracker.lower() == "none" else args.tracker
+    settings = settings_from_model(args.model, tracker=tracker, max_region_candidates=args.max_region_candidates)
+    entries, skipped = load_entries(args.data, args.bad_records)
+    with tqdm(total=len(entries), desc="caching", unit="record", file=sys.stderr) as bar:
+        summary = build_cache(
+            entries, args.out, settings, shard_index=args.shard_index, num_shards=args.num_shards,
+            on_video_done=bar.update,
+        )  # fmt: skip
+    print(
+        f"shard {summary.shard_index}/{summary.num_shards}: cached {summary.videos_written} videos "
+        f"({summary.videos_already_done} already done, {summary.records} records, {len(skipped)} bad records "
+        f"skipped) in {args.out} in {summary.seconds:.1f} s"
+    )
     return 0

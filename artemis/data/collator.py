@@ -1,0 +1,98 @@
+"""``ArtemisCollator``: a list of dataset items -> one batch for ``ArtemisForConditionalGeneration``.
+
+Referring, video-only, image and text-only samples share a batch. What is missing is padded with
+values the model reads as "nothing here":
+
+* text: ``input_ids`` padded on the right with the pad id, ``attention_mask`` 0 and ``labels`` -100 there;
+* video: frames padded to the batch's longest video with zeros and ``frame_mask`` False; a sample without
+  a video has ``frame_mask`` all False (no ``<video>`` tokens are computed for it);
+* regions: a sample without regions, or with fewer than the batch's most, gets regions whose boxes are NaN
+  everywhere (the model treats an all-NaN region as padding) on zero frames, ``region_visible`` False.
+
+Visual keys appear only when some sample of the batch has them, so a text-only batch is text only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from artemis.model.configuration import ArtemisConfig
+from artemis.model.processing import ArtemisProcessor, EncodedText
+
+__all__ = ["ArtemisCollator"]
+
+
+class ArtemisCollator:
+    """Pad and stack items of :class:`artemis.data.dataset.ReferringDataset` (``data_collator=``).
+
+    Args:
+        processor: gives the pad id (``processor.pad``) and the frame size.
+        config: gives the number of region frames ``K`` (key frame + tracked frames).
+    """
+
+    def __init__(self, processor: ArtemisProcessor, config: ArtemisConfig) -> None:
+        self.processor = processor
+        self.config = config
+
+    def __call__(self, items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Collate ``items``.
+
+        Returns:
+            ``input_ids``, ``attention_mask``, ``labels`` (B, L); when any item has a video,
+            ``pixel_values`` (B, T_max, 3, S, S) and ``frame_mask`` (B, T_max); when any has regions,
+            ``region_pixel_values`` (B, K, 3, S, S), ``region_boxes`` (B, R_max, K, 4),
+            ``region_visible`` (B, R_max, K) and ``region_times`` (B, K).
+        """
+        if not items:
+            raise ValueError("cannot collate an empty list of samples")
+        encoded = [EncodedText(item["input_ids"].tolist(), item["labels"].tolist()) for item in items]
+        batch = self.processor.pad(encoded, side="right")
+        if any("pixel_values" in item for item in items):
+            batch.update(self._videos(items))
+        if any("region_boxes" in item for item in items):
+            batch.update(self._regions(items))
+        return batch
+
+    def _frame_shape(self, items: Sequence[dict[str, torch.Tensor]]) -> tuple[int, ...]:
+        for item in items:
+            for name in ("pixel_values", "region_pixel_values"):
+                if name in item:
+                    return tuple(item[name].shape[1:])
+        size = self.processor.video_processor.image_size
+        return (3, size, size)
+
+    def _videos(self, items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        frames = max(len(item["pixel_values"]) for item in items if "pixel_values" in item)
+        pixels = torch.zeros(len(items), frames, *self._frame_shape(items))  # (B, T, 3, S, S)
+        mask = torch.zeros(len(items), frames, dtype=torch.bool)  # (B, T)
+        for row, item in enumerate(items):
+            if "pixel_values" in item:
+                count = len(item["pixel_values"])
+                pixels[row, :count] = item["pixel_values"]
+                mask[row, :count] = item.get("frame_mask", torch.ones(count, dtype=torch.bool))
+        return {"pixel_values": pixels, "frame_mask": mask}
+
+    def _regions(self, items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        count = self.config.num_region_frames  # K
+        regions = max(len(item["region_boxes"]) for item in items if "region_boxes" in item)  # R_max
+        batch = len(items)
+        pixels = torch.zeros(batch, count, *self._frame_shape(items))  # (B, K, 3, S, S)
+        boxes = torch.full((batch, regions, count, 4), float("nan"))  # (B, R, K, 4)
+        visible = torch.zeros(batch, regions, count, dtype=torch.bool)  # (B, R, K)
+        times = torch.zeros(batch, count)  # (B, K)
+        for row, item in enumerate(items):
+            if "region_boxes" not in item:
+                continue
+            if item["region_boxes"].shape[1] != count:
+                raise ValueError(
+                    f"sample {row} has {item['region_boxes'].shape[1]} region frames but the model config expects "
+                    f"{count} (1 + num_track_boxes); build the dataset with the same config as the collator"
+                )
+            own = len(item["region_boxes"])
+            pixels[row] = item["region_pixel_values"]
+            boxes[row, :own] = item["region_boxes"]
+            visible[row, :own] = item["region_visible"]
+            times[row] = item["region_times"]
+        return {"region_pixel_values": pixels, "region_boxes": boxes, "region_visible": visible, "region_times": times}
