@@ -437,7 +437,7 @@ def build_cache(
         try:
             tensors, group_records, size = _cache_group(members, settings, video_processor)
         except VideoError as error:  # name the records: the bare error names only the file
-            names = ", ".join(m.where for m in members)
+            names = ", ".join(str(m.where) for m in members)
             raise AnnotationError(f"{members[0].path}: records {names}: field 'video': {error}") from error
         relative = f"data/{group_id}.safetensors"
         with atomic_path(root / relative) as tmp:

@@ -82,9 +82,10 @@ class RecordEntry:
     _fingerprint: str | None = field(default=None, repr=False)
 
     @property
-    def where(self) -> str:
-        """The record as errors name it: ``"<index> (<id>)"``."""
-        return f"{self.index} ({self.sample.sample_id})"
+    def where(self) -> int | str:
+        """The record as errors name it: its index, and its id when that is not the index."""
+        sample_id = self.sample.sample_id
+        return self.index if sample_id == str(self.index) else f"{self.index} ({sample_id})"
 
     @property
     def key(self) -> str:
