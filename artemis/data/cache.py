@@ -1,5 +1,9 @@
 """A cache of decoded, preprocessed frames and tracks, so training decodes and tracks each video once.
 
+This module also holds what the dataset and the cache share: a record's pixels (:func:`open_media`),
+its track on every frame (:func:`record_track`) and the frames the tracked-frame jitter may pick
+(:func:`region_candidates`).
+
 What is cached, per video (one safetensors file for all the records of that video):
 
 * ``frames`` (U, S, S, 3) uint8 — the frames after :class:`~artemis.model.processing.VideoProcessor`'s
@@ -268,13 +272,22 @@ class FeatureCache:
                 f"no cache at {self.root} ({SETTINGS_FILE} missing); build it with `artemis data cache`"
             )
         self.settings = CacheSettings(**json.loads(settings_path.read_text()))
-        self._records: dict[str, _CachedRecord] = {}
+        # A record re-cached after its annotation changed has several versions; the lookup picks the one
+        # whose fingerprint matches the record as it is now.
+        self._records: dict[str, list[_CachedRecord]] = {}
         for group in _read_manifests(self.root):
             for record in group["records"]:
-                self._records[record["key"]] = _CachedRecord(
-                    group["file"], record["fingerprint"], record["slot"], record["key_frame"],
-                    group["num_frames"], group["width"], group["height"],
-                )  # fmt: skip
+                self._records.setdefault(record["key"], []).append(
+                    _CachedRecord(
+                        group["file"],
+                        record["fingerprint"],
+                        record["slot"],
+                        record["key_frame"],
+                        group["num_frames"],
+                        group["width"],
+                        group["height"],
+                    )
+                )
 
     def __len__(self) -> int:
         return len(self._records)
@@ -284,10 +297,11 @@ class FeatureCache:
 
     def video(self, entry: RecordEntry) -> CachedVideo:
         """The cached frames (and track) of ``entry``'s video."""
-        record = self._records.get(entry.key)
-        if record is None:
+        versions = self._records.get(entry.key)
+        if versions is None:
             raise entry.error(None, f"not in the cache {self.root}; run `artemis data cache` over this file first")
-        if record.fingerprint != entry.fingerprint:
+        record = next((r for r in reversed(versions) if r.fingerprint == entry.fingerprint), None)
+        if record is None:
             raise entry.error(None, f"changed since the cache {self.root} was built; rebuild the cache")
         path = self.root / record.file
         tensors = load_file(path)
