@@ -59,13 +59,23 @@ DESCRIBE_QUESTIONS = (
 """Paraphrases of the describe question; index 0 is the one inference uses by default."""
 
 
+REGION_KEY_SLOT = "<region:key>"
+"""The key-frame token of a region (1 placeholder id), where the question names the target."""
+REGION_TRACK_SLOT = "<region:track>"
+"""The selected tracked tokens of a region (``num_selected`` placeholder ids), after the tracking note."""
+
+
 def referring_prompt(question: str, num_regions: int = 1) -> str:
     """The user turn of a referring question: ``<video>``, the question, the tracking-list note.
 
-    ``question`` names each target with ``<region>``; every ``<region>`` in it is rewritten to
-    ``region1``, ``region2``, ... and the note lists one ``<region>`` placeholder per target, as Artemis
-    does for several regions. With one region the question keeps the word "<region>" replaced by
-    "region".
+    With one region the layout is the original Artemis one: the key-frame token stands where the
+    question names the target and the selected tracked tokens follow the note, e.g.
+    ``"<video>\nWhat is the <region:key> doing in this video? This is the region's video tracking
+    list:<region:track>"``. A question without ``<region>`` gets the key token after the note too.
+
+    With several regions the question's ``<region>``s become ``region1``, ``region2``, ... and the note
+    lists a full ``<region>`` (key + tracked tokens) per region, so each region's tokens stay together.
+    The processor expands ``<region>`` to ``1 + k`` ids, ``<region:key>`` to 1 and ``<region:track>`` to k.
     """
     if num_regions < 1:
         raise ValueError(f"num_regions must be >= 1, got {num_regions}")
@@ -75,8 +85,10 @@ def referring_prompt(question: str, num_regions: int = 1) -> str:
             f"question {question!r} names {count} <region> placeholders but {num_regions} regions were given"
         )
     if num_regions == 1:
-        body = question.replace(REGION_TOKEN, "region")
-        note = TRACKING_NOTE + REGION_TOKEN
+        if count:
+            body, note = question.replace(REGION_TOKEN, REGION_KEY_SLOT), TRACKING_NOTE + REGION_TRACK_SLOT
+        else:
+            body, note = question, TRACKING_NOTE + REGION_TOKEN
     else:
         body = question
         for index in range(1, num_regions + 1):
@@ -99,6 +111,7 @@ ELYSIUM_REG_QUESTION = "Describe the object at {box} in Frame 1 throughout the v
 def elysium_frames_prefix(num_frames: int) -> str:
     """``"Frame 1: <image>, Frame 2: <image>, ...\\n"``, the layout Elysium puts before a question."""
     return ", ".join(f"Frame {i}: {IMAGE_TOKEN}" for i in range(1, num_frames + 1)) + "\n"
+
 
 # --- SynthRef (the project's synthetic referential data) -------------------------------------------
 # Several phrasings per meaning, so a model trained on SynthRef learns the attributes, not one

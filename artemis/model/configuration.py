@@ -27,8 +27,9 @@ class ArtemisConfig(PreTrainedConfig):
         region_token_id: id of the ``<region>`` placeholder in the tokenizer.
         num_frames: temporal video tokens; shorter videos are zero-padded to this count (Video-ChatGPT).
         vision_feature_layer: hidden state of the vision tower used for video tokens (-2, penultimate).
-        region_feature_layers: hidden states fused by the region encoder, finest level first. Artemis
-            uses ``hidden_states[-2::-3]`` limited to 4 levels, i.e. ``[-2, -5, -8, -11]``.
+        region_feature_layers: hidden states fused by the region encoder; level 0 is resized to the
+            largest map (8x the patch grid with 4 levels), the last keeps the patch grid. Artemis takes
+            ``hidden_states[-2::-3]``, reversed, last 4: ``[-11, -8, -5, -2]``.
         region_embed_dim: channels inside the region encoder's fuse module (default: vision width).
         region_hidden_size: width of the flattened RoI feature and of the box embedding (1024).
         region_num_fuse: rounds of 3x3 conv + GroupNorm with neighbouring-level mixing (5).
@@ -91,7 +92,7 @@ class ArtemisConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         if self.region_feature_layers is None:
-            self.region_feature_layers = [-2, -5, -8, -11]
+            self.region_feature_layers = [-11, -8, -5, -2]
         self.region_feature_layers = [int(layer) for layer in self.region_feature_layers]
         if self.region_embed_dim is None:
             self.region_embed_dim = self.vision_config.hidden_size
@@ -185,7 +186,7 @@ def tiny_config(**overrides) -> ArtemisConfig:
         "region_token_id": 4,
         "num_frames": 8,
         "vision_feature_layer": -2,
-        "region_feature_layers": [-1, -2, -3],
+        "region_feature_layers": [-3, -2, -1],
         "region_hidden_size": 32,
         "region_num_fuse": 2,
         "region_norm_groups": 8,

@@ -24,13 +24,22 @@ from artemis.boxes import SquareTransform
 from artemis.errors import CheckpointError
 from artemis.io import write_json_atomic
 from artemis.model.configuration import ArtemisConfig
-from artemis.templates import REGION_TOKEN, VICUNA_V1, VIDEO_TOKEN, ConversationTemplate
+from artemis.templates import (
+    REGION_KEY_SLOT,
+    REGION_TOKEN,
+    REGION_TRACK_SLOT,
+    VICUNA_V1,
+    VIDEO_TOKEN,
+    ConversationTemplate,
+)
 
 IGNORE_INDEX = -100
 PROCESSOR_FILE = "processor_config.json"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-_PLACEHOLDER = re.compile(f"({re.escape(VIDEO_TOKEN)}|{re.escape(REGION_TOKEN)})")
+_PLACEHOLDER = re.compile(
+    "(" + "|".join(map(re.escape, (VIDEO_TOKEN, REGION_TOKEN, REGION_KEY_SLOT, REGION_TRACK_SLOT))) + ")"
+)
 
 
 @dataclass
@@ -114,8 +123,13 @@ class ArtemisProcessor:
         for piece in _PLACEHOLDER.split(text):
             if piece == VIDEO_TOKEN:
                 ids += [self.tokenizer.convert_tokens_to_ids(VIDEO_TOKEN)] * self.num_video_tokens
-            elif piece == REGION_TOKEN:
-                ids += [self.tokenizer.convert_tokens_to_ids(REGION_TOKEN)] * self.num_region_tokens
+            elif piece in (REGION_TOKEN, REGION_KEY_SLOT, REGION_TRACK_SLOT):
+                # A full region, or its key token / tracked tokens when the prompt splits them (the
+                # tokens of one region are scattered in order, key first, so the split is exact).
+                count = {REGION_TOKEN: self.num_region_tokens, REGION_KEY_SLOT: 1}.get(
+                    piece, self.num_region_tokens - 1
+                )
+                ids += [self.tokenizer.convert_tokens_to_ids(REGION_TOKEN)] * count
             elif piece:
                 ids += self.tokenizer(piece, add_special_tokens=False)["input_ids"]
         return ids

@@ -136,7 +136,15 @@ def asked_question(processor, item: dict[str, torch.Tensor]) -> int | None:
     """Which of DESCRIBE_QUESTIONS the prompt of ``item`` asks (its ids appear in the prompt)."""
     prompt = item["input_ids"][item["labels"] == IGNORE_INDEX].tolist()
     for number, question in enumerate(DESCRIBE_QUESTIONS):
-        ids = processor.tokenizer(question.replace("<region>", "region"), add_special_tokens=False)["input_ids"]
+        # The question names the target with the region's key-frame placeholder id.
+        before, after = question.split("<region>")
+        tokenize = processor.tokenizer
+        region_id = tokenize.convert_tokens_to_ids("<region>")
+        ids = [
+            *tokenize(before, add_special_tokens=False)["input_ids"],
+            region_id,
+            *tokenize(after, add_special_tokens=False)["input_ids"],
+        ]
         if any(prompt[i : i + len(ids)] == ids for i in range(len(prompt))):
             return number
     return None

@@ -34,7 +34,7 @@ def test_published_defaults_give_356_video_tokens_and_5_region_tokens():
     config = ArtemisConfig()
     assert config.num_video_tokens == 100 + 16 * 16
     assert config.num_region_tokens == 5
-    assert config.region_feature_layers == [-2, -5, -8, -11]
+    assert config.region_feature_layers == [-11, -8, -5, -2]
     assert config.vision_config.image_size == 224 and config.vision_config.patch_size == 14
 
 
