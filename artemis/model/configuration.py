@@ -16,6 +16,17 @@ SELECTORS = ("kmeans", "uniform", "random", "all")
 BOX_EMBEDDINGS = ("absolute", "relative")
 ROI_BACKENDS = ("torchvision", "mmcv")
 
+CLIP_VIT_L14_224 = {
+    "hidden_size": 1024,
+    "intermediate_size": 4096,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "image_size": 224,
+    "patch_size": 14,
+    "projection_dim": 768,
+}
+"""Shape of CLIP ViT-L/14 at 224 px (``openai/clip-vit-large-patch14``), Artemis' vision tower."""
+
 
 class ArtemisConfig(PreTrainedConfig):
     r"""Configuration of :class:`~artemis.model.modeling.ArtemisForConditionalGeneration`.
@@ -53,15 +64,7 @@ class ArtemisConfig(PreTrainedConfig):
         "vision_config": SubConfigSpec(
             config_class=AutoConfig,
             model_type="clip_vision_model",
-            init_kwargs={
-                "hidden_size": 1024,
-                "intermediate_size": 4096,
-                "num_hidden_layers": 24,
-                "num_attention_heads": 16,
-                "image_size": 224,
-                "patch_size": 14,
-                "projection_dim": 768,
-            },
+            init_kwargs=CLIP_VIT_L14_224,
         ),
         "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
     }

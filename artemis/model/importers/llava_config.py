@@ -22,20 +22,12 @@ from typing import Any
 from transformers import CLIPVisionConfig, PreTrainedConfig
 
 from artemis.errors import ConfigError
-from artemis.model.configuration import ArtemisConfig
+from artemis.model.configuration import CLIP_VIT_L14_224, ArtemisConfig
 
 # OpenAI CLIP vision towers by hub name: CLIPVisionConfig fields (the rest are CLIPVisionConfig's
 # defaults, which are these models' values: quick_gelu, layer_norm_eps 1e-5, 3 channels).
 KNOWN_CLIP_TOWERS: dict[str, dict[str, int]] = {
-    "openai/clip-vit-large-patch14": {
-        "hidden_size": 1024,
-        "intermediate_size": 4096,
-        "num_hidden_layers": 24,
-        "num_attention_heads": 16,
-        "image_size": 224,
-        "patch_size": 14,
-        "projection_dim": 768,
-    },
+    "openai/clip-vit-large-patch14": CLIP_VIT_L14_224,
     "openai/clip-vit-large-patch14-336": {
         "hidden_size": 1024,
         "intermediate_size": 4096,
