@@ -161,6 +161,29 @@ class ArtemisModel:
             progress=progress,
         )
 
+    def track_with_llm(
+        self,
+        video: str | Path | VideoReader,
+        box: Box | None = None,
+        frame_index: int = 0,
+        *,
+        expression: str | None = None,
+        box_format: BoxFormat = "xyxy",
+        **options: Any,
+    ) -> Track:
+        """The LLM writes the target's box on every frame (Elysium box output; ``video_layout="frames"``).
+
+        SOT: ``box`` on ``frame_index``. RSOT: ``expression`` ("the red circle"). Returns an
+        :class:`artemis.boxout.BoxOutTrack` (a :class:`Track` with per-frame parse status and the generated
+        texts). ``options``: ``clip_length``, ``stride`` and ``generate`` keyword arguments. See
+        :func:`artemis.boxout.track_with_llm`.
+        """
+        from artemis.boxout import track_with_llm
+
+        return track_with_llm(
+            self, video, box=box, frame_index=frame_index, expression=expression, box_format=box_format, **options
+        )
+
     def describe(
         self,
         video: str | Path | VideoReader,
@@ -289,12 +312,20 @@ def _as_box_list(boxes: Box | Sequence[Box]) -> list[np.ndarray]:
 
 
 def load_model(
-    directory: str | Path, config: ArtemisConfig, dtype: torch.dtype = torch.float32
+    directory: str | Path, config: ArtemisConfig, dtype: torch.dtype = torch.float32, quantization_config: Any = None
 ) -> ArtemisForConditionalGeneration:
-    """Load weights with a clear error when their shapes do not match the config."""
+    """Load weights with a clear error when their shapes do not match the config.
+
+    ``quantization_config`` (a ``BitsAndBytesConfig``) quantises the layers it selects while loading.
+    """
     try:
         model, info = ArtemisForConditionalGeneration.from_pretrained(
-            directory, config=config, dtype=dtype, local_files_only=True, output_loading_info=True
+            directory,
+            config=config,
+            dtype=dtype,
+            local_files_only=True,
+            output_loading_info=True,
+            quantization_config=quantization_config,
         )
     except (RuntimeError, ValueError, OSError) as error:
         raise CheckpointError(

@@ -15,6 +15,7 @@ from transformers.configuration_utils import SubConfigSpec
 SELECTORS = ("kmeans", "uniform", "random", "all")
 BOX_EMBEDDINGS = ("absolute", "relative")
 ROI_BACKENDS = ("torchvision", "mmcv")
+VIDEO_LAYOUTS = ("pooled", "frames")
 
 CLIP_VIT_L14_224 = {
     "hidden_size": 1024,
@@ -36,7 +37,13 @@ class ArtemisConfig(PreTrainedConfig):
         text_config: the LLM's config (or dict). Default: a Llama config (Vicuna-7B shape).
         video_token_id: id of the ``<video>`` placeholder in the tokenizer.
         region_token_id: id of the ``<region>`` placeholder in the tokenizer.
-        num_frames: temporal video tokens; shorter videos are zero-padded to this count (Video-ChatGPT).
+        num_frames: frames the video tokens cover; shorter videos are zero-padded to this count.
+        video_layout: ``"pooled"`` (Artemis / Video-ChatGPT: ``num_frames`` temporal tokens + one spatial
+            token per patch, which loses where things are on each frame) or ``"frames"`` (Elysium-style box
+            output: each frame's patch grid average-pooled to ``frame_pool_size`` x ``frame_pool_size``
+            tokens, frames in order, so the LLM can say where the target is on every frame).
+        frame_pool_size: tokens per side of each frame in the ``"frames"`` layout (adaptive average
+            pooling of the patch grid; at most the grid's side). Unused by ``"pooled"``.
         vision_feature_layer: hidden state of the vision tower used for video tokens (-2, penultimate).
         region_feature_layers: hidden states fused by the region encoder; level 0 is resized to the
             largest map (8x the patch grid with 4 levels), the last keeps the patch grid. Artemis takes
@@ -74,6 +81,8 @@ class ArtemisConfig(PreTrainedConfig):
     video_token_id: int = 32000
     region_token_id: int = 32001
     num_frames: int = 100
+    video_layout: Literal["pooled", "frames"] = "pooled"
+    frame_pool_size: int = 4
     vision_feature_layer: int = -2
     region_feature_layers: list[int] | None = None
     region_embed_dim: int | None = None
@@ -112,6 +121,15 @@ class ArtemisConfig(PreTrainedConfig):
         choice("selector", self.selector, SELECTORS)
         choice("box_embedding", self.box_embedding, BOX_EMBEDDINGS)
         choice("roi_backend", self.roi_backend, ROI_BACKENDS)
+        choice("video_layout", self.video_layout, VIDEO_LAYOUTS)
+        if self.video_layout == "frames" and not 1 <= self.frame_pool_size <= self.patches_per_side:
+            raise ConfigError(
+                f"frame_pool_size={self.frame_pool_size} must be between 1 and the patch grid's side "
+                f"{self.patches_per_side} (image_size {self.vision_config.image_size} / patch_size "
+                f"{self.vision_config.patch_size}); e.g. frame_pool_size=4"
+            )
+        if self.num_frames < 1:
+            raise ConfigError(f"num_frames={self.num_frames} must be >= 1")
         num_hidden = self.vision_config.num_hidden_layers + 1  # embeddings + one per layer
         for layer in [self.vision_feature_layer, *self.region_feature_layers]:
             if not -num_hidden <= layer < num_hidden:
@@ -137,8 +155,19 @@ class ArtemisConfig(PreTrainedConfig):
 
     @property
     def num_video_tokens(self) -> int:
-        """Tokens one ``<video>`` expands to: ``num_frames`` temporal + one spatial token per patch."""
+        """Tokens one ``<video>`` expands to.
+
+        ``"pooled"``: ``num_frames`` temporal + one spatial token per patch. ``"frames"``:
+        ``frame_pool_size**2`` tokens per frame for ``num_frames`` frames.
+        """
+        if self.video_layout == "frames":
+            return self.num_frames * self.frame_pool_size**2
         return self.num_frames + self.patches_per_side**2
+
+    @property
+    def tokens_per_frame(self) -> int:
+        """Video tokens of one frame in the ``"frames"`` layout."""
+        return self.frame_pool_size**2
 
     @property
     def num_region_tokens(self) -> int:

@@ -8,6 +8,8 @@ with the KV cache: the visual inputs are used on the first (prefill) step only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
@@ -19,7 +21,17 @@ from artemis.model.region import RegionEncoder
 from artemis.model.selector import TokenSelector
 
 # Inputs used to build the prompt's embeddings; after the prefill step the KV cache holds their effect.
-VISUAL_INPUTS = ("pixel_values", "frame_mask", "region_pixel_values", "region_boxes", "region_visible", "region_times")
+VISUAL_INPUTS = (
+    "pixel_values",
+    "frame_mask",
+    "video_features",
+    "video_feature_mask",
+    "region_pixel_values",
+    "region_hidden_states",
+    "region_boxes",
+    "region_visible",
+    "region_times",
+)
 
 
 class MultiModalProjector(nn.Module):
@@ -89,26 +101,67 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         output = self.vision_tower(pixel_values=frames, output_hidden_states=True, return_dict=True)
         return tuple(state[:, 1:] for state in output.hidden_states)  # drop CLS
 
-    def video_tokens(self, patches: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
-        """Video-ChatGPT pooling of per-frame patch features, then the projector.
+    def pool_video_features(self, patches: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+        """Video-ChatGPT pooling of per-frame patch features: what the projector turns into video tokens.
+
+        Public so that a cache of precomputed ``video_features`` (``artemis data cache --features``) pools
+        exactly as the model does.
 
         Args:
             patches: (B, T, P, C_v) features of the sampled frames (padding frames included).
             frame_mask: (B, T) True for real frames.
 
         Returns:
-            (B, num_frames + P, D): T temporal tokens (mean over space) zero-padded to ``num_frames``,
-            then P spatial tokens (mean over the real frames).
+            (B, num_frames + P, C_v): T temporal features (mean over space) zero-padded to ``num_frames``,
+            then P spatial features (mean over the real frames). With ``video_layout="frames"``:
+            (B, num_frames * s*s, C_v) from :meth:`pool_frame_features`.
         """
         frames = patches.shape[1]
         if frames > self.config.num_frames:
             raise ValueError(f"got {frames} frames but the model takes at most num_frames={self.config.num_frames}")
+        if self.config.video_layout == "frames":
+            return self.pool_frame_features(patches, frame_mask)
         weights = frame_mask.to(patches.dtype)[..., None]  # (B, T, 1)
         temporal = patches.mean(dim=2) * weights  # (B, T, C)
         temporal = nn.functional.pad(temporal, (0, 0, 0, self.config.num_frames - frames))  # (B, N_t, C)
         counts = weights.sum(dim=1).clamp(min=1)[..., None]  # (B, 1, 1)
         spatial = (patches * weights[..., None]).sum(dim=1) / counts  # (B, P, C)
-        return self.mm_projector(torch.cat([temporal, spatial], dim=1))  # (B, N_t + P, D)
+        return torch.cat([temporal, spatial], dim=1)  # (B, N_t + P, C)
+
+    def pool_frame_features(self, patches: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+        """``video_layout="frames"``: each frame's patch grid average-pooled to ``frame_pool_size`` per side,
+        frames kept in order (Elysium-style box output needs to know where things are on each frame).
+
+        Args:
+            patches: (B, T, P, C_v) features of the sampled frames, P = grid side squared.
+            frame_mask: (B, T) True for real frames.
+
+        Returns:
+            (B, num_frames * s*s, C_v), s = ``frame_pool_size``, row-major over each frame's pooled grid;
+            padding frames and frames past T are zero features, as the pooled layout pads its temporal ones.
+        """
+        batch, frames, count, channels = patches.shape
+        side = self.config.patches_per_side
+        if count != side * side:
+            raise ValueError(f"got {count} patches per frame but the vision tower gives a {side}x{side} grid")
+        grid = patches.reshape(batch * frames, side, side, channels).permute(0, 3, 1, 2)  # (B*T, C, g, g)
+        pooled = nn.functional.adaptive_avg_pool2d(grid, self.config.frame_pool_size)  # (B*T, C, s, s)
+        pooled = pooled.flatten(2).transpose(1, 2).reshape(batch, frames, -1, channels)  # (B, T, s*s, C)
+        pooled = pooled * frame_mask.to(pooled.dtype)[..., None, None]  # padding frames -> zeros
+        pooled = nn.functional.pad(pooled, (0, 0, 0, 0, 0, self.config.num_frames - frames))  # (B, N_t, s*s, C)
+        return pooled.flatten(1, 2)  # (B, N_t * s*s, C)
+
+    def video_tokens(self, patches: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+        """Video tokens from per-frame patch features: :meth:`pool_video_features`, then the projector.
+
+        Args:
+            patches: (B, T, P, C_v) features of the sampled frames (padding frames included).
+            frame_mask: (B, T) True for real frames.
+
+        Returns:
+            (B, num_video_tokens, D): num_frames + P tokens (pooled layout) or num_frames * s*s (frames).
+        """
+        return self.mm_projector(self.pool_video_features(patches, frame_mask))  # (B, N_v, D)
 
     def region_tokens(
         self,
@@ -142,15 +195,25 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         region_boxes: torch.Tensor | None = None,
         region_visible: torch.Tensor | None = None,
         region_times: torch.Tensor | None = None,
+        video_features: torch.Tensor | None = None,
+        video_feature_mask: torch.Tensor | None = None,
+        region_hidden_states: Sequence[torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Video and region tokens of a batch, in placeholder order.
 
-        Samples without a video (``frame_mask`` all False) or without regions (all boxes NaN) contribute
-        no tokens, so image-, video- and text-only samples can share a batch.
+        Each part comes from pixels or from precomputed vision features (the vision tower is frozen in
+        every published stage, so ``artemis data cache --features`` can run it once): ``video_features``
+        replace ``pixel_values``/``frame_mask``, ``region_hidden_states`` replace ``region_pixel_values``.
+        Both give the same tokens. Samples without a video (``frame_mask`` or ``video_feature_mask`` all
+        False) or without regions (all boxes NaN) contribute no tokens, so image-, video- and text-only
+        samples can share a batch.
 
         Returns:
             ``(video, region)``: (n_video_samples * N_v, D) and (n_regions * (1 + k), D), or None.
         """
+        _check_feature_inputs(
+            pixel_values, frame_mask, video_features, video_feature_mask, region_pixel_values, region_hidden_states
+        )
         video_frames = region_frames = None
         if pixel_values is not None:
             if frame_mask is None:
@@ -159,28 +222,41 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             video_frames = pixel_values[frame_mask]  # (n_frames, 3, S, S)
         has_regions = None
         if region_boxes is not None:
-            if region_pixel_values is None:
-                raise ValueError("region_boxes were given without region_pixel_values (the frames they lie on)")
+            if region_pixel_values is None and region_hidden_states is None:
+                raise ValueError(
+                    "region_boxes were given without region_pixel_values or region_hidden_states (the frames they "
+                    "lie on)"
+                )
             has_regions = torch.isfinite(region_boxes).all(-1).any(-1).any(-1)  # (B,) sample has a region
-            region_frames = region_pixel_values[has_regions].flatten(0, 1)  # (n*K, 3, S, S)
+            if region_pixel_values is not None:
+                region_frames = region_pixel_values[has_regions].flatten(0, 1)  # (n*K, 3, S, S)
         # One vision pass over the video frames and the region frames together.
         parts = [frames for frames in (video_frames, region_frames) if frames is not None and len(frames)]
-        if not parts:
-            return None, None
-        states = self._vision_hidden_states(torch.cat(parts))
+        states = self._vision_hidden_states(torch.cat(parts)) if parts else None
         split = len(video_frames) if video_frames is not None else 0
 
-        video = None
+        pooled = None  # (n_video_samples, N_v, C_v)
         if video_frames is not None and split:
             patches = states[self.config.vision_feature_layer][:split]  # (n_frames, P, C)
             grid = patches.new_zeros(*frame_mask.shape, *patches.shape[1:])  # (B, T, P, C)
             grid[frame_mask] = patches
             has_video = frame_mask.any(1)
-            video = self.video_tokens(grid[has_video], frame_mask[has_video]).flatten(0, 1)
+            pooled = self.pool_video_features(grid[has_video], frame_mask[has_video])
+        elif video_features is not None:
+            pooled = self._checked_video_features(video_features, video_feature_mask)
+        video = None
+        if pooled is not None and len(pooled):
+            weight = self.mm_projector.linear_1.weight  # cached features may be stored in another dtype
+            video = self.mm_projector(pooled.to(device=weight.device, dtype=weight.dtype)).flatten(0, 1)  # (n*N_v, D)
 
-        region = None
+        levels = None  # each (n*K, P, C_v)
         if region_frames is not None and len(region_frames):
             levels = [states[layer][split:] for layer in self.config.region_feature_layers]
+        elif region_hidden_states is not None and has_regions is not None and bool(has_regions.any()):
+            levels = self._checked_region_hidden_states(region_hidden_states, has_regions)
+        region = None
+        if levels is not None:
+            dtype = self.vision_tower.dtype
             boxes = region_boxes[has_regions]  # (n, R, K, 4)
             region_ok = torch.isfinite(boxes).all(-1).any(-1)  # (n, R): padding regions are all NaN
             safe_boxes = _fill_missing_boxes(boxes)
@@ -188,9 +264,47 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             if vis is not None:
                 vis = vis & torch.isfinite(boxes).all(-1)
             times = None if region_times is None else region_times[has_regions]
-            tokens = self.region_tokens(levels, safe_boxes.to(states[0].dtype), vis, times)  # (n, R, 1+k, D)
+            tokens = self.region_tokens(levels, safe_boxes.to(dtype), vis, times)  # (n, R, 1+k, D)
             region = tokens[region_ok].flatten(0, 1)
         return video, region
+
+    def _checked_video_features(self, features: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """(B, N_v, C_v) precomputed pooled features -> the rows of the samples that have a video."""
+        expected = (self.config.num_video_tokens, self.config.vision_config.hidden_size)
+        if features.dim() != 3 or tuple(features.shape[1:]) != expected:
+            raise ValueError(
+                f"video_features have shape {tuple(features.shape)}; expected (B, {expected[0]}, {expected[1]}) "
+                "(num_frames + patches, vision hidden size): the output of pool_video_features for this model"
+            )
+        if mask is None:
+            return features
+        if mask.shape != features.shape[:1]:
+            raise ValueError(
+                f"video_feature_mask has shape {tuple(mask.shape)}; expected ({features.shape[0]},): one bool per "
+                "sample, True where it has a video"
+            )
+        return features[mask.bool()]
+
+    def _checked_region_hidden_states(
+        self, hidden_states: Sequence[torch.Tensor], has_regions: torch.Tensor
+    ) -> list[torch.Tensor]:
+        """One (B, K, P, C_v) tensor per region level -> (n*K, P, C_v) of the samples with regions."""
+        layers = self.config.region_feature_layers
+        if len(hidden_states) != len(layers):
+            raise ValueError(
+                f"region_hidden_states has {len(hidden_states)} levels but region_feature_layers={layers} needs "
+                f"{len(layers)}, one (B, K, P, C_v) tensor per layer"
+            )
+        levels = []
+        for layer, level in zip(layers, hidden_states, strict=True):
+            if level.dim() != 4 or level.shape[0] != has_regions.shape[0]:
+                raise ValueError(
+                    f"region_hidden_states for layer {layer} have shape {tuple(level.shape)}; expected "
+                    f"({has_regions.shape[0]}, K, P, C_v): the patch tokens (no CLS) of each region frame"
+                )
+            tower = self.vision_tower
+            levels.append(level[has_regions].flatten(0, 1).to(device=tower.device, dtype=tower.dtype))  # (n*K, P, C_v)
+        return levels
 
     # --- forward ------------------------------------------------------------------------------------
 
@@ -222,6 +336,9 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         region_boxes: torch.Tensor | None = None,
         region_visible: torch.Tensor | None = None,
         region_times: torch.Tensor | None = None,
+        video_features: torch.Tensor | None = None,
+        video_feature_mask: torch.Tensor | None = None,
+        region_hidden_states: Sequence[torch.Tensor] | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
@@ -237,6 +354,12 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
                 that is NaN everywhere is padding.
             region_visible: (B, R, K) target visibility; invisible tracked frames are never selected.
             region_times: (B, K) normalised time of each region frame.
+            video_features: (B, num_frames + P, C_v) precomputed :meth:`pool_video_features` output, instead
+                of ``pixel_values``; ``video_feature_mask`` (B,) marks the samples that have a video
+                (default: all). A sample without one may hold any values (the collator writes zeros).
+            region_hidden_states: instead of ``region_pixel_values``, one (B, K, P, C_v) tensor per
+                ``config.region_feature_layers``: the vision tower's patch tokens (CLS dropped) of each
+                region frame at that layer.
             labels: (B, L) with -100 on positions that carry no loss.
         """
         if (input_ids is None) == (inputs_embeds is None):
@@ -248,8 +371,9 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             inputs_embeds = self.get_input_embeddings()(input_ids)  # (B, L, D)
         if input_ids is not None and not decoding:
             video, region = self.get_multimodal_features(
-                pixel_values, frame_mask, region_pixel_values, region_boxes, region_visible, region_times
-            )
+                pixel_values, frame_mask, region_pixel_values, region_boxes, region_visible, region_times,
+                video_features, video_feature_mask, region_hidden_states,
+            )  # fmt: skip
             inputs_embeds = self._scatter(input_ids, inputs_embeds, video, self.config.video_token_id, "<video>")
             inputs_embeds = self._scatter(input_ids, inputs_embeds, region, self.config.region_token_id, "<region>")
         return self.language_model(
@@ -269,6 +393,31 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             for name in VISUAL_INPUTS:
                 inputs.pop(name, None)
         return inputs
+
+
+def _check_feature_inputs(
+    pixel_values: torch.Tensor | None,
+    frame_mask: torch.Tensor | None,
+    video_features: torch.Tensor | None,
+    video_feature_mask: torch.Tensor | None,
+    region_pixel_values: torch.Tensor | None,
+    region_hidden_states: Sequence[torch.Tensor] | None,
+) -> None:
+    """Each visual part comes from pixels or from precomputed features, never both."""
+    if pixel_values is not None and video_features is not None:
+        raise ValueError(
+            "got both pixel_values and video_features for the video; pass one (video_features are the pooled "
+            "vision features of those pixels, e.g. from `artemis data cache --features`)"
+        )
+    if region_pixel_values is not None and region_hidden_states is not None:
+        raise ValueError(
+            "got both region_pixel_values and region_hidden_states for the region frames; pass one "
+            "(region_hidden_states are the vision features of those frames)"
+        )
+    if video_features is not None and frame_mask is not None:
+        raise ValueError("frame_mask goes with pixel_values; with video_features mark samples by video_feature_mask")
+    if video_feature_mask is not None and video_features is None:
+        raise ValueError("video_feature_mask was given without video_features")
 
 
 def _fill_missing_boxes(boxes: torch.Tensor) -> torch.Tensor:

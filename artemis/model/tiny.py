@@ -25,8 +25,14 @@ def build_tiny_model(
         texts: sentences the model will read or write (captions, questions).
         seed: torch seed of the random initialisation, so two builds are identical.
         config_overrides: fields of :func:`tiny_config` to change (``selector``, ``box_embedding``, ...).
+            With ``video_layout="frames"`` the vocabulary also covers the box-out (Elysium) prompts and
+            answers, so the model can be trained for :mod:`artemis.boxout`.
     """
     prompts = [referring_prompt(question) for question in DESCRIBE_QUESTIONS]
+    if config_overrides.get("video_layout") == "frames":
+        from artemis.boxout import boxout_vocabulary  # deferred: artemis.boxout imports the model package
+
+        prompts += boxout_vocabulary()  # box-out prompts and answers: frame labels, numbers 0..100
     tokenizer = build_word_tokenizer([*texts, *prompts])
     overrides = dict(config_overrides)
     text_config = dict(tiny_config().text_config.to_dict())
