@@ -69,6 +69,8 @@ def build_video_inputs(
     config: ArtemisConfig,
     video_processor: VideoProcessor,
     rng: np.random.Generator | None = None,
+    *,
+    read_pixels: bool = True,
 ) -> VideoInputs:
     """Read the frames the model needs (once each) and build its inputs.
 
@@ -81,6 +83,8 @@ def build_video_inputs(
         config: sizes (``num_frames``, ``num_track_boxes``).
         video_processor: the frame preprocessing.
         rng: training-time jitter of the tracked-frame sampling; None at inference.
+        read_pixels: False leaves out ``pixel_values``, ``frame_mask`` and ``region_pixel_values`` (and reads
+            no frame): for a caller that has the frames' vision features instead (a features cache).
     """
     total = reader.num_frames
     video_frames = sample_indices(total, min(config.num_frames, total), "midpoint")
@@ -88,9 +92,6 @@ def build_video_inputs(
     tracked = track_frame_indices(union_visible, key_frame, config.num_track_boxes, rng)
     region_frames = np.concatenate([[key_frame], tracked]).astype(np.int64)  # (K,)
 
-    wanted = np.unique(np.concatenate([video_frames, region_frames]))
-    pixels = video_processor(reader.get_frames(wanted.tolist()))  # (U, 3, S, S)
-    position = {int(frame): row for row, frame in enumerate(wanted)}
     transform = video_processor.transform_for(reader.width, reader.height)
 
     region_boxes = np.stack([transform.boxes_to_model(np.asarray(b)[region_frames]) for b in boxes])  # (R, K, 4)
@@ -98,12 +99,15 @@ def build_video_inputs(
     region_visible &= np.isfinite(region_boxes).all(-1)
     region_visible[:, 0] = True  # the user's own box
     times = region_frames / max(total - 1, 1)
-    tensors = {
-        "pixel_values": pixels[[position[int(f)] for f in video_frames]][None],  # (1, T, 3, S, S)
-        "frame_mask": torch.ones(1, len(video_frames), dtype=torch.bool),
-        "region_pixel_values": pixels[[position[int(f)] for f in region_frames]][None],  # (1, K, 3, S, S)
-        "region_boxes": torch.from_numpy(region_boxes).float()[None],  # (1, R, K, 4)
-        "region_visible": torch.from_numpy(region_visible)[None],  # (1, R, K)
-        "region_times": torch.from_numpy(times).float()[None],  # (1, K)
-    }
+    tensors = {}
+    if read_pixels:
+        wanted = np.unique(np.concatenate([video_frames, region_frames]))
+        pixels = video_processor(reader.get_frames(wanted.tolist()))  # (U, 3, S, S)
+        position = {int(frame): row for row, frame in enumerate(wanted)}
+        tensors["pixel_values"] = pixels[[position[int(f)] for f in video_frames]][None]  # (1, T, 3, S, S)
+        tensors["frame_mask"] = torch.ones(1, len(video_frames), dtype=torch.bool)
+        tensors["region_pixel_values"] = pixels[[position[int(f)] for f in region_frames]][None]  # (1, K, 3, S, S)
+    tensors["region_boxes"] = torch.from_numpy(region_boxes).float()[None]  # (1, R, K, 4)
+    tensors["region_visible"] = torch.from_numpy(region_visible)[None]  # (1, R, K)
+    tensors["region_times"] = torch.from_numpy(times).float()[None]  # (1, K)
     return VideoInputs(tensors, video_frames, region_frames, region_visible)
