@@ -6,7 +6,8 @@ artemis data convert --from FORMAT --to FORMAT IN OUT
 artemis data validate --format FORMAT PATH [--check-files]
 artemis data cache --data FORMAT:PATH [--data ...] --model DIR_OR_CONFIG --out DIR
                    [--shard-index I --num-shards N] [--tracker NAME|none] [--max-region-candidates M]
-                   [--bad-records raise|skip]
+                   [--bad-records raise|skip] [--features [--feature-dtype float32|float16|bfloat16]
+                   [--device DEVICE] [--feature-batch-size N]]
 """
 
 from __future__ import annotations
@@ -84,6 +85,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="cache at most M visible frames per target for the tracked-frame jitter (default: all)",
     )  # fmt: skip
     cache.add_argument("--bad-records", choices=("raise", "skip"), default="raise", help="on a malformed record")
+    cache.add_argument(
+        "--features", action="store_true",
+        help="also run the (frozen) vision tower once and cache its features instead of frames; --model must then "
+        "be the model directory with its weights",
+    )  # fmt: skip
+    cache.add_argument(
+        "--feature-dtype", choices=("float32", "float16", "bfloat16"), default="float32",
+        help="dtype the features are stored in (default float32; float16 halves the size)",
+    )  # fmt: skip
+    cache.add_argument(
+        "--device", default=None,
+        help="device of the vision tower with --features (default: cuda:$LOCAL_RANK when CUDA is available, else cpu)",
+    )  # fmt: skip
+    cache.add_argument("--feature-batch-size", type=int, default=32, help="frames per vision-tower pass (default 32)")
     cache.set_defaults(func=run_cache)
 
 
@@ -129,8 +144,18 @@ def run_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _feature_device(device: str | None) -> str:
+    import os
+
+    import torch
+
+    if device is not None:
+        return device
+    return f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu"
+
+
 def run_cache(args: argparse.Namespace) -> int:
-    """Cache this shard's videos (frames and tracks) with a progress bar."""
+    """Cache this shard's videos (frames and tracks, or vision features and tracks) with a progress bar."""
     from tqdm import tqdm
 
     from artemis.data.cache import build_cache, settings_from_model
@@ -138,11 +163,21 @@ def run_cache(args: argparse.Namespace) -> int:
 
     tracker = None if args.tracker.lower() == "none" else args.tracker
     settings = settings_from_model(args.model, tracker=tracker, max_region_candidates=args.max_region_candidates)
+    extractor = None
+    if args.features:
+        from artemis.model.features import VisionFeatureExtractor
+
+        if args.feature_batch_size < 1:
+            raise ConfigError(f"--feature-batch-size must be >= 1, got {args.feature_batch_size}")
+        extractor = VisionFeatureExtractor.from_pretrained(
+            args.model, device=_feature_device(args.device), batch_size=args.feature_batch_size
+        )
+        settings = settings.with_features(extractor.config, extractor.fingerprint, args.feature_dtype)
     entries, skipped = load_entries(args.data, args.bad_records)
     with tqdm(total=len(entries), desc="caching", unit="record", file=sys.stderr) as bar:
         summary = build_cache(
             entries, args.out, settings, shard_index=args.shard_index, num_shards=args.num_shards,
-            on_video_done=bar.update,
+            on_video_done=bar.update, extractor=extractor,
         )  # fmt: skip
     print(
         f"shard {summary.shard_index}/{summary.num_shards}: cached {summary.videos_written} videos "

@@ -1,25 +1,26 @@
-"""A cache of decoded, preprocessed frames and tracks, so training decodes and tracks each video once.
-
-This module also holds what the dataset and the cache share: a record's pixels (:func:`open_media`),
-its track on every frame (:func:`record_track`) and the frames the tracked-frame jitter may pick
-(:func:`region_candidates`).
+"""A cache of what training would redo every epoch: decoding, tracking and, optionally, the vision tower.
 
 What is cached, per video (one safetensors file for all the records of that video):
 
-* ``frames`` (U, S, S, 3) uint8 — the frames after :class:`~artemis.model.processing.VideoProcessor`'s
-  pad-to-square and resize, before normalisation: the exact uint8 image the processor normalises, so
-  feeding it back through the processor gives bit-identical ``pixel_values`` (checked on every write).
-  A quarter of the size of float32 pixel values and independent of the source resolution.
-* ``frame_ids`` (U,) — which frames those are: the video-token frames (segment midpoints) and every frame
-  the tracked-frame jitter may pick (the target's visible frames, thinned to ``max_region_candidates``
-  when set). So every epoch's jitter draw is served from the cache, with no fixed set of draws.
 * per referring record ``boxes.<slot>`` (N, 4) float64 and ``visible.<slot>`` (N,) bool — the target on
   every frame: the annotation, plus :func:`artemis.track.track_video` from the key box on frames the
   record does not annotate (when a tracker is set).
+* a **frames cache** (the default): ``frames`` (U, S, S, 3) uint8 — the frames after
+  :class:`~artemis.model.processing.VideoProcessor`'s pad-to-square and resize, before normalisation: the
+  exact uint8 image the processor normalises, so feeding it back through the processor gives bit-identical
+  ``pixel_values`` (checked on every write) — and ``frame_ids`` (U,): the video-token frames (segment
+  midpoints) and every frame the tracked-frame jitter may pick (the target's visible frames, thinned to
+  ``max_region_candidates`` when set). So every epoch's jitter draw is served from the cache.
+* a **features cache** (``features=True``; the vision tower is frozen in every published stage):
+  ``video_features`` (num_frames + P, C_v) — the model's ``pool_video_features`` of the video-token frames,
+  the model input that replaces ``pixel_values`` — and, for every frame the jitter may pick (and each key
+  frame), ``region_frame_ids`` (U_r,) with ``region.<level>`` (U_r, P, C_v): the patch tokens of each
+  ``region_feature_layers`` level, the input that replaces ``region_pixel_values``. Stored in
+  ``feature_dtype``; no frames. The settings hold :func:`~artemis.model.features.vision_fingerprint` of the
+  vision tower and the layers used, and a model with other vision weights is refused.
 
-Not cached: vision-tower hidden states. The model takes pixel values only; caching hidden states needs a
-model input for them (see ``docs/data.md``), and with jittered region frames it would mean the features of
-every candidate frame at several layers.
+A dataset reading a frames cache returns pixels, one reading a features cache returns features; both give
+the same samples (and the same jitter draws) as the videos.
 
 Layout of the cache directory::
 
@@ -39,35 +40,54 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import cv2
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from artemis.data.media import open_media, read_image, record_track, region_candidates, video_frame_indices
 from artemis.errors import AnnotationError, ConfigError, VideoError
 from artemis.io import atomic_path, write_json_atomic
 from artemis.model.processing import CLIP_MEAN, CLIP_STD, PROCESSOR_FILE, VideoProcessor
-from artemis.track.propagate import ArrayVideo
-from artemis.video.sampling import sample_indices
 
 if TYPE_CHECKING:
     from artemis.data.dataset import RecordEntry
+    from artemis.model.configuration import ArtemisConfig
+    from artemis.model.features import VisionFeatureExtractor
 
 logger = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
 SETTINGS_FILE = "cache_config.json"
+FEATURE_DTYPES = ("float32", "float16", "bfloat16")
 
-__all__ = ["CacheSettings", "CacheSummary", "CachedVideo", "FeatureCache", "build_cache", "settings_from_model"]
+__all__ = [
+    "FEATURE_DTYPES",
+    "CacheSettings",
+    "CacheSummary",
+    "CachedVideo",
+    "FeatureCache",
+    "build_cache",
+    "open_media",
+    "read_image",
+    "record_track",
+    "region_candidates",
+    "settings_from_model",
+    "video_frame_indices",
+]
 
 
 @dataclass
 class CacheSettings:
-    """Everything that decides the cached tensors; a dataset reads a cache only when they match its own."""
+    """Everything that decides the cached tensors; a dataset reads a cache only when they match its own.
+
+    The ``features`` fields are set by :meth:`with_features` (None in a frames cache): the stored dtype, the
+    vision tower's fingerprint and the layers and video layout the features were taken with.
+    """
 
     image_size: int
     image_mean: list[float] = field(default_factory=lambda: list(CLIP_MEAN))
@@ -76,12 +96,42 @@ class CacheSettings:
     max_region_candidates: int | None = None
     tracker: str | None = None
     version: int = CACHE_VERSION
+    features: bool = False
+    feature_dtype: str | None = None
+    vision_fingerprint: str | None = None
+    vision_feature_layer: int | None = None
+    region_feature_layers: list[int] | None = None
+    video_layout: str | None = None
+    frame_pool_size: int | None = None
 
     def video_processor(self) -> VideoProcessor:
         return VideoProcessor(self.image_size, tuple(self.image_mean), tuple(self.image_std))
 
+    def with_features(self, config: ArtemisConfig, fingerprint: str, dtype: str = "float32") -> CacheSettings:
+        """These settings for a features cache of a model with ``config`` and vision ``fingerprint``."""
+        if dtype not in FEATURE_DTYPES:
+            raise ConfigError(f"feature dtype {dtype!r} is not supported; expected one of {', '.join(FEATURE_DTYPES)}")
+        layout = getattr(config, "video_layout", "pooled")
+        return replace(
+            self,
+            features=True,
+            feature_dtype=dtype,
+            vision_fingerprint=fingerprint,
+            vision_feature_layer=int(config.vision_feature_layer),
+            region_feature_layers=[int(layer) for layer in config.region_feature_layers],
+            video_layout=layout,
+            frame_pool_size=int(config.frame_pool_size) if layout == "frames" else None,
+        )
+
     def check_matches(self, wanted: CacheSettings) -> None:
         """Raise a :class:`ConfigError` naming every field where the cache differs from ``wanted``."""
+        if self.features and wanted.features and self.vision_fingerprint != wanted.vision_fingerprint:
+            raise ConfigError(
+                f"the cache's vision features were computed by another vision tower (fingerprint "
+                f"{self.vision_fingerprint}) than this model's ({wanted.vision_fingerprint}); rebuild the cache with "
+                "`artemis data cache --features --model DIR` for this model's weights (into a new --out), or use a "
+                "cache without --features"
+            )
         mine, theirs = asdict(self), asdict(wanted)
         diffs = [
             f"{name}: cache {mine[name]!r}, dataset {theirs[name]!r}" for name in mine if mine[name] != theirs[name]
@@ -116,126 +166,65 @@ def settings_from_model(
     )
 
 
-# --- frames and tracks -------------------------------------------------------------------------------
-
-
-def read_image(path: Path) -> np.ndarray:
-    """An image file as ``(H, W, 3)`` uint8 RGB."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise VideoError(f"cannot read image {path}; expected a .jpg/.png file")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def open_media(entry: RecordEntry) -> Any:
-    """A reader (``num_frames``, ``width``, ``height``, ``get_frames``) over the record's pixels.
-
-    A video file or frame folder opens a :class:`~artemis.video.VideoReader`; frame images (Elysium)
-    and a single image are decoded into an :class:`ArrayVideo` whose frame ``i`` is the ``i``-th image.
-    """
-    sample = entry.sample
-    if sample.frame_paths is not None:
-        return ArrayVideo([read_image(sample.resolve(p)) for p in sample.frame_paths])
-    if entry.kind == "image":
-        return ArrayVideo(read_image(sample.resolve(sample.image))[None])
-    from artemis.video import VideoReader  # deferred: the readers pull in decord/av on import
-
-    return VideoReader(sample.resolve(sample.video))
-
-
-def record_track(entry: RecordEntry, reader: Any, tracker: str | None) -> tuple[np.ndarray, np.ndarray, int]:
-    """The target's box on every frame of ``reader``.
-
-    Annotated frames keep their annotation (a box, or absent). With ``tracker`` set, frames the record
-    does not annotate are filled by :func:`artemis.track.track_video` from the key box; otherwise they
-    are unknown (NaN, not visible).
-
-    Returns:
-        ``(boxes, visible, key_frame)``: (N, 4) float64 pixel xyxy, (N,) bool and the key frame's index.
-    """
-    sample = entry.sample
-    total = reader.num_frames
-    # Frame images (Elysium) form their own video: frame i of the record is image i.
-    frame_ids = list(range(len(sample.frame_ids))) if sample.frame_paths is not None else sample.frame_ids
-    if max(frame_ids) >= total:
-        raise entry.error("frame_id", f"frame {max(frame_ids)} does not exist: the video has {total} frames")
-    record_boxes, record_visible = sample.boxes_array()  # (T, 4), (T,)
-    boxes = np.full((total, 4), np.nan)  # (N, 4)
-    visible = np.zeros(total, dtype=bool)  # (N,)
-    boxes[frame_ids] = record_boxes
-    visible[frame_ids] = record_visible
-    key_frame = frame_ids[sample.key_index]
-    annotated = np.zeros(total, dtype=bool)
-    annotated[frame_ids] = True
-    if tracker is not None and not annotated.all():
-        from artemis.track import track_video
-
-        track = track_video(reader, np.asarray(sample.key_box), key_frame, tracker=tracker)
-        boxes[~annotated] = track.boxes[~annotated]
-        visible[~annotated] = track.visible[~annotated]
-    return boxes, visible, key_frame
-
-
-def region_candidates(visible: np.ndarray, key_frame: int, limit: int | None) -> np.ndarray:
-    """The frames the tracked-frame jitter may pick: the visible frames, at most ``limit`` of them.
-
-    With ``limit`` the visible frames are thinned to ``limit`` evenly spread ones (a fixed, seed-free
-    choice), which bounds what a cache must hold for long videos. Returns a (N,) bool mask.
-    """
-    if limit is None:
-        return visible
-    frames = np.flatnonzero(visible & (np.arange(len(visible)) != key_frame))
-    if len(frames) <= limit:
-        return visible
-    keep = np.zeros_like(visible)
-    keep[frames[sample_indices(len(frames), limit, "uniform")]] = True
-    keep[key_frame] = visible[key_frame]
-    return keep
-
-
-def video_frame_indices(total: int, num_frames: int) -> np.ndarray:
-    """Frames of the video tokens: midpoints of ``min(num_frames, total)`` segments (as inference)."""
-    return sample_indices(total, min(num_frames, total), "midpoint")
-
-
 # --- reading -----------------------------------------------------------------------------------------
 
 
 class CachedVideo:
-    """The cached frames of one video, with the reading interface ``build_video_inputs`` uses.
+    """The cached tensors of one video, with the reading interface ``build_video_inputs`` uses.
 
-    ``width``/``height`` are the source's (boxes are mapped with them); ``get_frames`` returns the cached
-    (N, S, S, 3) uint8 frames, which the video processor turns into the same pixel values as the source.
+    ``width``/``height`` are the source's (boxes are mapped with them). A frames cache serves
+    ``get_frames``: the cached (N, S, S, 3) uint8 frames, which the video processor turns into the same
+    pixel values as the source. A features cache serves ``video_features`` and
+    :meth:`region_hidden_states` instead, read from the file only for the frames asked for.
 
     Attributes:
         track: ``(boxes (N, 4), visible (N,), key_frame)`` of the record it was opened for, or None.
+        video_features: (num_frames + P, C_v) pooled video features (features cache), else None.
     """
 
     def __init__(
         self,
         path: Path,
-        frames: np.ndarray,
+        frames: np.ndarray | None,
         frame_ids: np.ndarray,
         num_frames: int,
         width: int,
         height: int,
         track: tuple[np.ndarray, np.ndarray, int] | None = None,
+        video_features: torch.Tensor | None = None,
+        num_levels: int = 0,
     ) -> None:
         self.path = path
         self.num_frames, self.width, self.height = num_frames, width, height
-        self._frames = frames  # (U, S, S, 3)
-        self._rows = {int(frame): row for row, frame in enumerate(frame_ids)}
+        self._frames = frames  # (U, S, S, 3), or None in a features cache
+        self._rows = {int(frame): row for row, frame in enumerate(frame_ids)}  # frame -> row of the file
         self.track = track
+        self.video_features = video_features
+        self.num_levels = num_levels
 
-    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
-        """(N, S, S, 3) uint8 cached frames at ``indices``."""
+    def _lookup(self, indices: Sequence[int]) -> list[int]:
         missing = [int(i) for i in indices if int(i) not in self._rows]
         if missing:
             raise VideoError(
                 f"frames {missing[:5]} are not in the cache file {self.path}; the cache was built for other "
                 "settings or data, rebuild it with `artemis data cache`"
             )
-        return self._frames[[self._rows[int(i)] for i in indices]]
+        return [self._rows[int(i)] for i in indices]
+
+    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
+        """(N, S, S, 3) uint8 cached frames at ``indices``."""
+        if self._frames is None:
+            raise VideoError(
+                f"{self.path} is in a features cache, which holds vision features instead of frames; read it "
+                "through ReferringDataset, or build a cache without --features for pixels"
+            )
+        return self._frames[self._lookup(indices)]
+
+    def region_hidden_states(self, indices: Sequence[int]) -> tuple[torch.Tensor, ...]:
+        """Per region level, (N, P, C_v) hidden states of the frames ``indices`` (features cache)."""
+        rows = self._lookup(indices)
+        with safe_open(str(self.path), framework="pt") as handle:
+            return tuple(handle.get_slice(f"region.{level}")[rows] for level in range(self.num_levels))
 
 
 @dataclass
@@ -304,16 +293,26 @@ class FeatureCache:
         if record is None:
             raise entry.error(None, f"changed since the cache {self.root} was built; rebuild the cache")
         path = self.root / record.file
-        tensors = load_file(path)
+        size = (record.num_frames, record.width, record.height)
+        if self.settings.features:  # the region levels are read per item, only the frames it draws
+            names = ["video_features", "region_frame_ids"]
+            if record.slot is not None:
+                names += [f"boxes.{record.slot}", f"visible.{record.slot}"]
+            with safe_open(str(path), framework="pt") as handle:
+                tensors = {name: handle.get_tensor(name) for name in names}
+        else:
+            tensors = load_file(path)
         track = None
         if record.slot is not None:
             boxes = tensors[f"boxes.{record.slot}"].numpy()
             visible = tensors[f"visible.{record.slot}"].numpy()
             track = (boxes, visible, int(record.key_frame))
-        return CachedVideo(
-            path, tensors["frames"].numpy(), tensors["frame_ids"].numpy(), record.num_frames, record.width,
-            record.height, track,
-        )  # fmt: skip
+        if self.settings.features:
+            levels = len(self.settings.region_feature_layers or [])
+            return CachedVideo(
+                path, None, tensors["region_frame_ids"].numpy(), *size, track, tensors["video_features"], levels
+            )
+        return CachedVideo(path, tensors["frames"].numpy(), tensors["frame_ids"].numpy(), *size, track)
 
 
 # --- writing -----------------------------------------------------------------------------------------
@@ -376,12 +375,18 @@ def _shard_from_env(shard_index: int | None, num_shards: int | None) -> tuple[in
     return shard_index, num_shards
 
 
-def _cache_group(members: list[RecordEntry], settings: CacheSettings, video_processor: VideoProcessor) -> tuple:
+def _cache_group(
+    members: list[RecordEntry],
+    settings: CacheSettings,
+    video_processor: VideoProcessor,
+    extractor: VisionFeatureExtractor | None,
+) -> tuple:
     """Decode (and track) one video: the tensors of its file and the manifest records."""
     reader = open_media(members[0])
     try:
         total = reader.num_frames
-        needed = set(video_frame_indices(total, settings.num_frames).tolist())
+        video_ids = video_frame_indices(total, settings.num_frames)  # (T,)
+        region_needed: set[int] = set()
         tensors: dict[str, torch.Tensor] = {}
         records = []
         for slot, entry in enumerate(members):
@@ -389,20 +394,48 @@ def _cache_group(members: list[RecordEntry], settings: CacheSettings, video_proc
             if entry.kind == "referring":
                 boxes, visible, key_frame = record_track(entry, reader, settings.tracker)
                 candidates = region_candidates(visible, key_frame, settings.max_region_candidates)
-                needed |= {key_frame, *np.flatnonzero(candidates).tolist()}
+                region_needed |= {key_frame, *np.flatnonzero(candidates).tolist()}
                 tensors[f"boxes.{slot}"] = torch.from_numpy(boxes)  # (N, 4) float64
                 tensors[f"visible.{slot}"] = torch.from_numpy(visible)  # (N,) bool
                 record.update(slot=slot, key_frame=int(key_frame))
             records.append(record)
-        frame_ids = np.array(sorted(needed), dtype=np.int64)  # (U,)
+        region_ids = np.array(sorted(region_needed), dtype=np.int64)  # (U_r,)
+        frame_ids = np.union1d(video_ids, region_ids).astype(np.int64)  # (U,)
         frames = reader.get_frames(frame_ids.tolist())  # (U, H, W, 3)
         size = {"num_frames": int(total), "width": int(reader.width), "height": int(reader.height)}
     finally:
         if hasattr(reader, "close"):
             reader.close()
-    tensors["frames"] = torch.from_numpy(quantise_frames(video_processor, frames))  # (U, S, S, 3)
-    tensors["frame_ids"] = torch.from_numpy(frame_ids)
+    if extractor is None:
+        tensors["frames"] = torch.from_numpy(quantise_frames(video_processor, frames))  # (U, S, S, 3)
+        tensors["frame_ids"] = torch.from_numpy(frame_ids)
+        return tensors, records, size
+    row = {int(frame): index for index, frame in enumerate(frame_ids)}
+    video, levels = extractor(
+        video_processor(frames), [row[int(f)] for f in video_ids], [row[int(f)] for f in region_ids]
+    )
+    dtype = getattr(torch, settings.feature_dtype)
+    tensors["video_features"] = video.to(device="cpu", dtype=dtype).contiguous()  # (N_v, C_v)
+    tensors["region_frame_ids"] = torch.from_numpy(region_ids)
+    for level, states in enumerate(levels):
+        tensors[f"region.{level}"] = states.to(device="cpu", dtype=dtype).contiguous()  # (U_r, P, C_v)
     return tensors, records, size
+
+
+def _check_extractor(settings: CacheSettings, extractor: VisionFeatureExtractor | None) -> None:
+    """A features cache needs the extractor whose weights and layers the settings name."""
+    if not settings.features:
+        if extractor is not None:
+            raise ConfigError("an extractor was given for a cache without features; use settings.with_features(...)")
+        return
+    if extractor is None:
+        raise ConfigError(
+            "settings ask for vision features but no extractor was given; pass "
+            "extractor=VisionFeatureExtractor.from_pretrained(model_dir) (the CLI: --features --model DIR)"
+        )
+    own = settings.with_features(extractor.config, extractor.fingerprint, settings.feature_dtype)
+    if own != settings:
+        settings.check_matches(own)
 
 
 def build_cache(
@@ -413,6 +446,7 @@ def build_cache(
     shard_index: int | None = None,
     num_shards: int | None = None,
     on_video_done: Callable[[int], None] | None = None,
+    extractor: VisionFeatureExtractor | None = None,
 ) -> CacheSummary:
     """Cache this shard's videos into ``out_dir``, skipping the ones a previous run finished.
 
@@ -422,13 +456,17 @@ def build_cache(
         shard_index, num_shards: this process's share, video ``g`` going to shard ``g % num_shards``;
             default ``RANK``/``WORLD_SIZE`` (torchrun) or a single shard.
         on_video_done: called with the number of records of each video written (a progress bar's update).
+        extractor: computes the vision features of a features cache (``settings.features``); its vision
+            tower must be the one ``settings`` name (:meth:`CacheSettings.with_features`).
 
     Raises:
-        ConfigError: ``out_dir`` holds a cache built with other settings.
+        ConfigError: ``out_dir`` holds a cache built with other settings (another model's vision tower
+            included), or the extractor does not fit ``settings``.
     """
     started = time.perf_counter()
     root = Path(out_dir)
     shard_index, num_shards = _shard_from_env(shard_index, num_shards)
+    _check_extractor(settings, extractor)
     settings_path = root / SETTINGS_FILE
     if settings_path.exists():
         CacheSettings(**json.loads(settings_path.read_text())).check_matches(settings)
@@ -449,7 +487,7 @@ def build_cache(
             skipped += 1
             continue
         try:
-            tensors, group_records, size = _cache_group(members, settings, video_processor)
+            tensors, group_records, size = _cache_group(members, settings, video_processor, extractor)
         except VideoError as error:  # name the records: the bare error names only the file
             names = ", ".join(str(m.where) for m in members)
             raise AnnotationError(f"{members[0].path}: records {names}: field 'video': {error}") from error

@@ -8,6 +8,9 @@ values the model reads as "nothing here":
   a video has ``frame_mask`` all False (no ``<video>`` tokens are computed for it);
 * regions: a sample without regions, or with fewer than the batch's most, gets regions whose boxes are NaN
   everywhere (the model treats an all-NaN region as padding) on zero frames, ``region_visible`` False.
+* precomputed features (items of a features cache): ``video_features`` stacked, zeros and
+  ``video_feature_mask`` False for a sample without a video; ``region_hidden_states`` stacked per level,
+  zeros for a sample without regions (its boxes are all NaN, so they are never read).
 
 Visual keys appear only when some sample of the batch has them, so a text-only batch is text only.
 """
@@ -43,14 +46,25 @@ class ArtemisCollator:
             ``input_ids``, ``attention_mask``, ``labels`` (B, L); when any item has a video,
             ``pixel_values`` (B, T_max, 3, S, S) and ``frame_mask`` (B, T_max); when any has regions,
             ``region_pixel_values`` (B, K, 3, S, S), ``region_boxes`` (B, R_max, K, 4),
-            ``region_visible`` (B, R_max, K) and ``region_times`` (B, K).
+            ``region_visible`` (B, R_max, K) and ``region_times`` (B, K). From a features cache
+            ``video_features`` (B, N_v, C_v) and ``video_feature_mask`` (B,) replace the pixels and frame
+            mask, and ``region_hidden_states`` (a tuple of (B, K, P, C_v), one per region level) replaces
+            ``region_pixel_values``; their dtype is the cache's.
         """
         if not items:
             raise ValueError("cannot collate an empty list of samples")
         encoded = [EncodedText(item["input_ids"].tolist(), item["labels"].tolist()) for item in items]
         batch = self.processor.pad(encoded, side="right")
+        for pixels, features in (("pixel_values", "video_features"), ("region_pixel_values", "region_hidden_states")):
+            if any(pixels in item for item in items) and any(features in item for item in items):
+                raise ValueError(
+                    f"some samples have {pixels} and others {features}; the model takes one of them per batch, so "
+                    "draw a batch from one dataset (all from videos / a frames cache, or all from a features cache)"
+                )
         if any("pixel_values" in item for item in items):
             batch.update(self._videos(items))
+        if any("video_features" in item for item in items):
+            batch.update(self._video_features(items))
         if any("region_boxes" in item for item in items):
             batch.update(self._regions(items))
         return batch
@@ -74,11 +88,26 @@ class ArtemisCollator:
                 mask[row, :count] = item.get("frame_mask", torch.ones(count, dtype=torch.bool))
         return {"pixel_values": pixels, "frame_mask": mask}
 
+    def _video_features(self, items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        example = next(item["video_features"] for item in items if "video_features" in item)  # (N_v, C_v)
+        features = example.new_zeros(len(items), *example.shape)  # (B, N_v, C_v)
+        mask = torch.zeros(len(items), dtype=torch.bool)  # (B,)
+        for row, item in enumerate(items):
+            if "video_features" in item:
+                features[row] = item["video_features"]
+                mask[row] = True
+        return {"video_features": features, "video_feature_mask": mask}
+
     def _regions(self, items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         count = self.config.num_region_frames  # K
         regions = max(len(item["region_boxes"]) for item in items if "region_boxes" in item)  # R_max
         batch = len(items)
-        pixels = torch.zeros(batch, count, *self._frame_shape(items))  # (B, K, 3, S, S)
+        with_features = any("region_hidden_states" in item for item in items)
+        if with_features:
+            example = next(item["region_hidden_states"] for item in items if "region_hidden_states" in item)
+            levels = [level.new_zeros(batch, *level.shape) for level in example]  # each (B, K, P, C_v)
+        else:
+            pixels = torch.zeros(batch, count, *self._frame_shape(items))  # (B, K, 3, S, S)
         boxes = torch.full((batch, regions, count, 4), float("nan"))  # (B, R, K, 4)
         visible = torch.zeros(batch, regions, count, dtype=torch.bool)  # (B, R, K)
         times = torch.zeros(batch, count)  # (B, K)
@@ -91,8 +120,13 @@ class ArtemisCollator:
                     f"{count} (1 + num_track_boxes); build the dataset with the same config as the collator"
                 )
             own = len(item["region_boxes"])
-            pixels[row] = item["region_pixel_values"]
+            if with_features:
+                for level, states in zip(levels, item["region_hidden_states"], strict=True):
+                    level[row] = states
+            else:
+                pixels[row] = item["region_pixel_values"]
             boxes[row, :own] = item["region_boxes"]
             visible[row, :own] = item["region_visible"]
             times[row] = item["region_times"]
-        return {"region_pixel_values": pixels, "region_boxes": boxes, "region_visible": visible, "region_times": times}
+        frames = {"region_hidden_states": tuple(levels)} if with_features else {"region_pixel_values": pixels}
+        return {**frames, "region_boxes": boxes, "region_visible": visible, "region_times": times}

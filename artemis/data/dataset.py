@@ -16,7 +16,9 @@ resume, and different from one epoch to the next. Call :meth:`ReferringDataset.s
 :class:`EpochCallback` does it for the ``Trainer``).
 
 Frames come either from the videos (opened per item, so no reader is shared across data-loader
-workers) or from a cache written by :mod:`artemis.data.cache`; both give identical tensors.
+workers) or from a cache written by :mod:`artemis.data.cache`; both give identical tensors. A cache built
+with vision features gives ``video_features`` / ``region_hidden_states`` in place of ``pixel_values`` /
+``region_pixel_values`` (the same model outputs; the rest of the item, jitter draws included, is identical).
 """
 
 from __future__ import annotations
@@ -35,14 +37,8 @@ from torch.utils.data import Dataset
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from artemis.data import formats
-from artemis.data.cache import (
-    CacheSettings,
-    FeatureCache,
-    open_media,
-    record_track,
-    region_candidates,
-    video_frame_indices,
-)
+from artemis.data.cache import CacheSettings, FeatureCache
+from artemis.data.media import open_media, record_track, region_candidates, video_frame_indices
 from artemis.data.records import RefSample, record_error
 from artemis.errors import AnnotationError, ArtemisError, BoxError, ConfigError, VideoError
 from artemis.model.configuration import ArtemisConfig
@@ -244,6 +240,11 @@ class ReferringDataset(Dataset):
     ``region_boxes`` (1, K, 4), ``region_visible`` (1, K) and ``region_times`` (K,). Batch them with
     :class:`artemis.data.collator.ArtemisCollator`.
 
+    With a features cache (``artemis data cache --features``) an item has ``video_features``
+    (num_frames + P, C_v) instead of ``pixel_values`` and ``frame_mask``, and ``region_hidden_states`` (one
+    (K, P, C_v) tensor per ``region_feature_layers``) instead of ``region_pixel_values``; pass ``model=``
+    so the dataset can check that the features came from its vision tower.
+
     Attributes:
         entries: the records, in file order.
         skipped: the errors of the records skipped at construction (``bad_records="skip"``).
@@ -262,6 +263,7 @@ class ReferringDataset(Dataset):
         max_region_candidates: int | None = None,
         max_length: int | None = None,
         cache_dir: str | Path | None = None,
+        model: Any = None,
         skipped: list[AnnotationError] | None = None,
     ) -> None:
         self.entries = entries
@@ -278,10 +280,16 @@ class ReferringDataset(Dataset):
         if len(self.weights) < sources or any(w < 0 for w in self.weights):
             raise ConfigError(f"weights={list(self.weights)}: expected one weight >= 0 per file ({sources} files)")
         self.cache = None if cache_dir is None else FeatureCache(cache_dir)
+        self.features = self.cache is not None and self.cache.settings.features
         if self.cache is not None:
             if self.tracker is None:  # the tracks were made when the cache was built
                 self.tracker = self.cache.settings.tracker
-            self.cache.settings.check_matches(self.cache_settings())
+            wanted = self.cache_settings()
+            if self.features:
+                wanted = wanted.with_features(
+                    config, _vision_fingerprint(model, cache_dir), self.cache.settings.feature_dtype
+                )
+            self.cache.settings.check_matches(wanted)
         self._order = self._mix(0)
 
     @classmethod
@@ -307,7 +315,7 @@ class ReferringDataset(Dataset):
                 videos, chosen by a hash of the video path, so no video is in both); None keeps all.
             bad_records: ``"raise"`` on a malformed record, or ``"skip"`` it (counted in ``skipped``).
             seed: base of every random choice.
-            options: ``tracker``, ``max_region_candidates``, ``max_length``, ``cache_dir`` (see
+            options: ``tracker``, ``max_region_candidates``, ``max_length``, ``cache_dir``, ``model`` (see
                 :class:`ReferringDataset`).
         """
         entries, skipped = load_entries(files, bad_records)
@@ -396,11 +404,15 @@ class ReferringDataset(Dataset):
             boxes, visible, key_frame = self._track(entry, reader)
             candidates = region_candidates(visible, key_frame, self.max_region_candidates)
             inputs = build_video_inputs(
-                reader, key_frame, [boxes], [candidates], self.config, self.processor.video_processor, rng=rng
-            )
+                reader, key_frame, [boxes], [candidates], self.config, self.processor.video_processor, rng=rng,
+                read_pixels=not self.features,
+            )  # fmt: skip
+            item = {name: value[0] for name, value in inputs.tensors.items()}  # drop the batch dim
+            if self.features:
+                item["video_features"] = reader.video_features  # (N_v, C_v)
+                item["region_hidden_states"] = reader.region_hidden_states(inputs.region_frames)  # L x (K, P, C_v)
         finally:
             _close(reader)
-        item = {name: value[0] for name, value in inputs.tensors.items()}  # drop the batch dim
         item.update(self._text(entry, [(referring_prompt(question), answer)]))
         return item
 
@@ -409,6 +421,9 @@ class ReferringDataset(Dataset):
         if entry.kind == "text":
             return item
         reader = self._open(entry)
+        if self.features:
+            item["video_features"] = reader.video_features  # (N_v, C_v)
+            return item
         try:
             frames = reader.get_frames(video_frame_indices(reader.num_frames, self.config.num_frames).tolist())
         finally:
@@ -431,6 +446,19 @@ class ReferringDataset(Dataset):
                 )
             ids, labels = ids[: self.max_length], labels[: self.max_length]
         return {"input_ids": torch.tensor(ids, dtype=torch.long), "labels": torch.tensor(labels, dtype=torch.long)}
+
+
+def _vision_fingerprint(model: Any, cache_dir: str | Path) -> str:
+    """The fingerprint of ``model``'s vision tower, which a features cache must have been built with."""
+    from artemis.model.features import vision_fingerprint
+
+    if getattr(model, "vision_tower", None) is None:
+        raise ConfigError(
+            f"the cache {cache_dir} holds vision features, so the dataset needs the model they are for: pass "
+            "model=<the ArtemisForConditionalGeneration being trained> (only its vision weights' hash is kept), "
+            "or use a cache built without --features"
+        )
+    return vision_fingerprint(model.vision_tower)
 
 
 def _close(reader: Any) -> None:

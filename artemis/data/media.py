@@ -1,0 +1,102 @@
+"""What the dataset and the cache share: a record's pixels, its track on every frame, and which frames are used.
+
+:func:`open_media` opens a record's video, frame images or image; :func:`record_track` lays its target's
+boxes on every frame (the tracker filling frames it does not annotate); :func:`region_candidates` are the
+frames the tracked-frame jitter may pick and :func:`video_frame_indices` the frames of the video tokens.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+
+from artemis.errors import VideoError
+from artemis.track.propagate import ArrayVideo
+from artemis.video.sampling import sample_indices
+
+if TYPE_CHECKING:
+    from artemis.data.dataset import RecordEntry
+
+__all__ = ["open_media", "read_image", "record_track", "region_candidates", "video_frame_indices"]
+
+
+def read_image(path: Path) -> np.ndarray:
+    """An image file as ``(H, W, 3)`` uint8 RGB."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise VideoError(f"cannot read image {path}; expected a .jpg/.png file")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def open_media(entry: RecordEntry) -> Any:
+    """A reader (``num_frames``, ``width``, ``height``, ``get_frames``) over the record's pixels.
+
+    A video file or frame folder opens a :class:`~artemis.video.VideoReader`; frame images (Elysium)
+    and a single image are decoded into an :class:`ArrayVideo` whose frame ``i`` is the ``i``-th image.
+    """
+    sample = entry.sample
+    if sample.frame_paths is not None:
+        return ArrayVideo([read_image(sample.resolve(p)) for p in sample.frame_paths])
+    if entry.kind == "image":
+        return ArrayVideo(read_image(sample.resolve(sample.image))[None])
+    from artemis.video import VideoReader  # deferred: the readers pull in decord/av on import
+
+    return VideoReader(sample.resolve(sample.video))
+
+
+def record_track(entry: RecordEntry, reader: Any, tracker: str | None) -> tuple[np.ndarray, np.ndarray, int]:
+    """The target's box on every frame of ``reader``.
+
+    Annotated frames keep their annotation (a box, or absent). With ``tracker`` set, frames the record
+    does not annotate are filled by :func:`artemis.track.track_video` from the key box; otherwise they
+    are unknown (NaN, not visible).
+
+    Returns:
+        ``(boxes, visible, key_frame)``: (N, 4) float64 pixel xyxy, (N,) bool and the key frame's index.
+    """
+    sample = entry.sample
+    total = reader.num_frames
+    # Frame images (Elysium) form their own video: frame i of the record is image i.
+    frame_ids = list(range(len(sample.frame_ids))) if sample.frame_paths is not None else sample.frame_ids
+    if max(frame_ids) >= total:
+        raise entry.error("frame_id", f"frame {max(frame_ids)} does not exist: the video has {total} frames")
+    record_boxes, record_visible = sample.boxes_array()  # (T, 4), (T,)
+    boxes = np.full((total, 4), np.nan)  # (N, 4)
+    visible = np.zeros(total, dtype=bool)  # (N,)
+    boxes[frame_ids] = record_boxes
+    visible[frame_ids] = record_visible
+    key_frame = frame_ids[sample.key_index]
+    annotated = np.zeros(total, dtype=bool)
+    annotated[frame_ids] = True
+    if tracker is not None and not annotated.all():
+        from artemis.track import track_video
+
+        track = track_video(reader, np.asarray(sample.key_box), key_frame, tracker=tracker)
+        boxes[~annotated] = track.boxes[~annotated]
+        visible[~annotated] = track.visible[~annotated]
+    return boxes, visible, key_frame
+
+
+def region_candidates(visible: np.ndarray, key_frame: int, limit: int | None) -> np.ndarray:
+    """The frames the tracked-frame jitter may pick: the visible frames, at most ``limit`` of them.
+
+    With ``limit`` the visible frames are thinned to ``limit`` evenly spread ones (a fixed, seed-free
+    choice), which bounds what a cache must hold for long videos. Returns a (N,) bool mask.
+    """
+    if limit is None:
+        return visible
+    frames = np.flatnonzero(visible & (np.arange(len(visible)) != key_frame))
+    if len(frames) <= limit:
+        return visible
+    keep = np.zeros_like(visible)
+    keep[frames[sample_indices(len(frames), limit, "uniform")]] = True
+    keep[key_frame] = visible[key_frame]
+    return keep
+
+
+def video_frame_indices(total: int, num_frames: int) -> np.ndarray:
+    """Frames of the video tokens: midpoints of ``min(num_frames, total)`` segments (as inference)."""
+    return sample_indices(total, min(num_frames, total), "midpoint")
