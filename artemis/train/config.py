@@ -1,0 +1,349 @@
+"""Training configs: one YAML file per stage, validated before any compute is spent.
+
+A config has six sections (see ``configs/`` and ``TRAIN_AND_VALIDATE.md``)::
+
+    stage: referring                 # a name, written into the stage output
+    model:   where the weights start (a previous stage, a tiny random model, or CLIP + LLM directories)
+    train:   which parts train (projector, llm: full | lora | frozen, region_encoder, vision_tower)
+    lora:    peft LoRA settings (used when train.llm is lora)
+    quantization: bitsandbytes 4/8-bit loading of the LLM (QLoRA)
+    data:    annotation files with formats and weights, and the dataset options
+    training: keyword arguments of transformers.TrainingArguments (output_dir, learning_rate, ...)
+
+Every key is checked: an unknown one is a :class:`ConfigError` naming it and the closest valid key.
+``--section.key value`` overrides on the command line use the same names (values parsed as YAML).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from artemis.errors import ConfigError
+
+__all__ = [
+    "DataFile",
+    "DataSection",
+    "LoraSection",
+    "ModelSection",
+    "QuantizationSection",
+    "TrainConfig",
+    "TrainableSection",
+    "apply_overrides",
+    "load_config",
+]
+
+LLM_MODES = ("full", "lora", "frozen")
+
+
+@dataclass
+class ModelSection:
+    """Where the weights come from: exactly one of ``base``, ``tiny`` or ``vision_tower`` + ``language_model``.
+
+    Attributes:
+        base: an artemis model directory or a previous stage's output directory (any kind it saved).
+        tiny: build a tiny random model: ``{seed, vocab_from: [annotation files], <ArtemisConfig fields>}``.
+        vision_tower: a local CLIP vision model directory (real-scale stage 1).
+        language_model: a local causal LM directory with its tokenizer (Vicuna-7B v1.5 in the paper).
+        config: ArtemisConfig fields for a model composed from ``vision_tower`` + ``language_model``.
+    """
+
+    base: str | None = None
+    tiny: dict[str, Any] | None = None
+    vision_tower: str | None = None
+    language_model: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainableSection:
+    """Which parts of the model train; everything else is frozen."""
+
+    projector: bool = True
+    llm: str = "frozen"
+    region_encoder: bool = False
+    vision_tower: bool = False
+
+
+@dataclass
+class LoraSection:
+    """peft LoRA on the LLM: ``target_modules: all-linear`` means every linear layer of the LLM but its head."""
+
+    r: int = 16
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: str | list[str] = "all-linear"
+
+
+@dataclass
+class QuantizationSection:
+    """bitsandbytes quantisation of the LLM's linear layers at load time (4-bit NF4 for QLoRA)."""
+
+    bits: int | None = None
+    quant_type: str = "nf4"
+    double_quant: bool = True
+
+
+@dataclass
+class DataFile:
+    format: str
+    path: str
+    weight: float = 1.0
+
+
+@dataclass
+class DataSection:
+    """The training mix and the options of :class:`artemis.data.dataset.ReferringDataset`.
+
+    Attributes:
+        files: ``[{format, path, weight}]``; a weight of 2 draws each record twice per epoch.
+        eval_files: the same for an evaluation set (optional).
+        max_length: longest token sequence; longer samples are cut after their placeholders.
+        tracker: tracker for records whose track is not annotated (``null`` requires annotated tracks).
+        max_region_candidates / cache_dir / bad_records: passed to the dataset.
+        seed: seed of the dataset's random draws (jitter, paraphrases, mixing).
+        log_samples: write ``samples-rank<r>.jsonl`` with the ids each rank trained on (to check sharding).
+    """
+
+    files: list[DataFile] = field(default_factory=list)
+    eval_files: list[DataFile] = field(default_factory=list)
+    max_length: int | None = 2048
+    tracker: str | None = None
+    max_region_candidates: int | None = None
+    cache_dir: str | None = None
+    bad_records: str = "raise"
+    seed: int = 0
+    log_samples: bool = False
+
+
+@dataclass
+class TrainConfig:
+    stage: str
+    model: ModelSection
+    train: TrainableSection = field(default_factory=TrainableSection)
+    lora: LoraSection = field(default_factory=LoraSection)
+    quantization: QuantizationSection = field(default_factory=QuantizationSection)
+    data: DataSection = field(default_factory=DataSection)
+    training: dict[str, Any] = field(default_factory=dict)
+    source: str | None = None  # the YAML file it came from (for messages)
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.training["output_dir"])
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data.pop("source")
+        return data
+
+
+_SECTIONS: dict[str, type] = {
+    "model": ModelSection,
+    "train": TrainableSection,
+    "lora": LoraSection,
+    "quantization": QuantizationSection,
+    "data": DataSection,
+}
+
+
+def _closest(name: str, valid: list[str]) -> str:
+    match = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
+    return f"; did you mean {match[0]!r}?" if match else f"; valid keys: {', '.join(sorted(valid))}"
+
+
+def _unknown(where: str, name: str, valid: list[str]) -> ConfigError:
+    return ConfigError(f"unknown config key '{where}{name}'{_closest(name, valid)}")
+
+
+def _fields(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _build(cls: type, values: Any, where: str) -> Any:
+    if values is None:
+        return cls()
+    if not isinstance(values, dict):
+        raise ConfigError(f"config section {where.rstrip('.')!r} must be a mapping, got {values!r}")
+    names = _fields(cls)
+    for name in values:
+        if name not in names:
+            raise _unknown(where, name, names)
+    return cls(**values)
+
+
+def _training_fields() -> list[str]:
+    from transformers import TrainingArguments
+
+    return [f.name for f in dataclasses.fields(TrainingArguments) if f.init]
+
+
+def _data_files(items: Any, where: str) -> list[DataFile]:
+    if not isinstance(items, list):
+        raise ConfigError(f"{where} must be a list of {{format, path, weight}} entries, got {items!r}")
+    files = []
+    for index, item in enumerate(items):
+        files.append(_build(DataFile, item, f"{where}[{index}]."))
+    return files
+
+
+def config_from_dict(raw: Any, source: str | None = None) -> TrainConfig:
+    """Check every key of ``raw`` (a parsed YAML mapping) and build the :class:`TrainConfig`."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"a training config must be a YAML mapping, got {type(raw).__name__} ({source})")
+    top = _fields(TrainConfig)
+    top.remove("source")
+    for name in raw:
+        if name not in top:
+            raise _unknown("", name, top)
+    if "stage" not in raw or "model" not in raw:
+        raise ConfigError(f"the config {source or ''} needs 'stage' and 'model' sections".replace("  ", " "))
+    sections = {name: _build(cls, raw.get(name), f"{name}.") for name, cls in _SECTIONS.items()}
+    data = sections["data"]
+    data.files = _data_files(data.files, "data.files")
+    data.eval_files = _data_files(data.eval_files, "data.eval_files")
+    training = raw.get("training") or {}
+    if not isinstance(training, dict):
+        raise ConfigError(f"config section 'training' must be a mapping, got {training!r}")
+    valid = _training_fields()
+    for name in training:
+        if name not in valid:
+            raise _unknown("training.", name, valid)
+    if "output_dir" not in training:
+        raise ConfigError("training.output_dir is required: the directory the stage writes its output to")
+    config = TrainConfig(stage=str(raw["stage"]), training=dict(training), source=source, **sections)
+    validate(config)
+    return config
+
+
+def validate(config: TrainConfig) -> None:
+    """Checks that need no files: consistent choices and values in range."""
+    model, train = config.model, config.train
+    sources = [model.base is not None, model.tiny is not None, model.vision_tower is not None]
+    if sum(sources) != 1:
+        raise ConfigError(
+            "set exactly one of model.base (an artemis model or stage output), model.tiny (a random tiny "
+            "model) or model.vision_tower + model.language_model (compose from CLIP and an LLM)"
+        )
+    if (model.vision_tower is None) != (model.language_model is None):
+        raise ConfigError("model.vision_tower and model.language_model go together: set both or neither")
+    if train.llm not in LLM_MODES:
+        raise ConfigError(f"train.llm={train.llm!r}; expected one of {', '.join(LLM_MODES)}")
+    if config.quantization.bits not in (None, 4, 8):
+        raise ConfigError(f"quantization.bits={config.quantization.bits!r}; expected null, 4 or 8")
+    if config.quantization.bits is not None and train.llm == "full":
+        raise ConfigError("a quantised LLM cannot be trained in full; use train.llm: lora (QLoRA) or frozen")
+    if config.lora.r < 1 or not 0 <= config.lora.dropout < 1:
+        raise ConfigError(f"lora.r={config.lora.r} must be >= 1 and lora.dropout={config.lora.dropout} in [0, 1)")
+    if not any([train.projector, train.llm != "frozen", train.region_encoder, train.vision_tower]):
+        raise ConfigError("nothing trains: enable at least one of train.projector, llm, region_encoder, vision_tower")
+    if not config.data.files:
+        raise ConfigError("data.files is empty: list the annotation files to train on")
+    if config.data.bad_records not in ("raise", "skip"):
+        raise ConfigError(f"data.bad_records={config.data.bad_records!r}; expected 'raise' or 'skip'")
+
+
+def check_paths(config: TrainConfig) -> None:
+    """Every file and directory the config names must exist (checked before the model is built)."""
+    named: list[tuple[str, str | None]] = [
+        ("model.base", config.model.base),
+        ("model.vision_tower", config.model.vision_tower),
+        ("model.language_model", config.model.language_model),
+        ("data.cache_dir", config.data.cache_dir),
+    ]
+    deepspeed = config.training.get("deepspeed")
+    if isinstance(deepspeed, str):  # it may also be an inline dict
+        named.append(("training.deepspeed", deepspeed))
+    named += [(f"data.files.{i}.path", f.path) for i, f in enumerate(config.data.files)]
+    named += [(f"data.eval_files.{i}.path", f.path) for i, f in enumerate(config.data.eval_files)]
+    for i, spec in enumerate((config.model.tiny or {}).get("vocab_from", [])):
+        named.append((f"model.tiny.vocab_from.{i}", str(spec).partition(":")[2] or str(spec)))
+    for key, path in named:
+        if path is not None and not Path(path).exists():
+            raise ConfigError(f"{key}: {path} does not exist; fix the path in the config or pass --{key} PATH")
+
+
+# --- loading -----------------------------------------------------------------------------------------
+
+
+# YAML 1.1 (PyYAML) reads ``1e-4`` (no dot) as a string; every other reader takes it as a number.
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _expand(value: Any) -> Any:
+    """``$VAR`` / ``${VAR}`` in strings come from the environment (an unset one is an error); ``1e-4`` is a float."""
+    if isinstance(value, str) and _FLOAT.fullmatch(value):
+        return float(value)
+    if isinstance(value, str) and "$" in value:
+        expanded = os.path.expandvars(value)
+        if "$" in expanded:
+            raise ConfigError(f"{value!r} names an environment variable that is not set; export it first")
+        return expanded
+    if isinstance(value, dict):
+        return {k: _expand(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v) for v in value]
+    return value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``["--training.learning_rate", "1e-4", ...]`` (or ``key=value``) to a parsed config."""
+    pairs: list[tuple[str, str]] = []
+    items = list(overrides)
+    while items:
+        item = items.pop(0)
+        if not item.startswith("--"):
+            raise ConfigError(f"expected an override like --section.key VALUE, got {item!r}")
+        key = item[2:]
+        if "=" in key:
+            key, value = key.split("=", 1)
+        elif items and not items[0].startswith("--"):
+            value = items.pop(0)
+        else:
+            raise ConfigError(f"override --{key} has no value; write --{key} VALUE")
+        pairs.append((key, value))
+    for key, text in pairs:
+        value = yaml.safe_load(text) if text != "" else None
+        node: Any = raw
+        parts = key.split(".")
+        for depth, part in enumerate(parts):
+            last = depth == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"override --{key}: {part!r} is not an index of a {len(node)}-item list")
+                if last:
+                    node[int(part)] = value
+                else:
+                    node = node[int(part)]
+                continue
+            if last:
+                node[part] = value
+            else:
+                if node.get(part) is None:  # a section left empty (or null) in the YAML
+                    node[part] = {}
+                node = node[part]
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML config, apply command-line overrides, expand ``$VARS`` and validate it.
+
+    Relative paths in the config are relative to the working directory (as in the scripts).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config {path} does not exist; the presets are in configs/ (e.g. stage3_referring.yaml)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config {path} is not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {path} must be a YAML mapping at the top level")
+    raw = apply_overrides(raw, overrides or [])
+    return config_from_dict(_expand(raw), source=str(path))

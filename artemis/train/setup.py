@@ -1,0 +1,205 @@
+"""Build the model a training config starts from, then freeze, quantise and wrap it with LoRA.
+
+Three starting points (``model`` section of the config):
+
+* ``base`` — an artemis model directory or any previous stage output (:func:`artemis.train.stages.load_stage`);
+* ``tiny`` — a tiny random model whose word vocabulary covers the text of some annotation files (the
+  CPU recipe); the stage then also writes this starting model to ``<output_dir>/base`` so the chain of
+  stage outputs stays loadable;
+* ``vision_tower`` + ``language_model`` — local CLIP and LLM directories composed into a new model with
+  a fresh projector and region encoder (stage 1 at real scale), ``<video>``/``<region>`` added to the
+  LLM's tokenizer.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from artemis.errors import CheckpointError, ConfigError
+from artemis.train.config import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["build_model", "lora_target_regex", "set_trainable", "vocabulary_texts", "wrap_lora"]
+
+# The model's parts as named in ``train:`` and the module attribute each one is.
+PARTS = {"projector": "mm_projector", "region_encoder": "region_encoder", "vision_tower": "vision_tower"}
+
+
+def vocabulary_texts(files: list[str]) -> list[str]:
+    """Every question, answer, caption and conversation turn of ``["FORMAT:PATH", ...]``."""
+    from artemis.data.dataset import load_entries
+
+    specs = []
+    for item in files:
+        fmt, sep, path = str(item).partition(":")
+        if not sep:
+            raise ConfigError(f"model.tiny.vocab_from entry {item!r} must be FORMAT:PATH, e.g. llava:data/train.json")
+        specs.append((fmt, path))
+    entries, _ = load_entries(specs)
+    texts: list[str] = []
+    for entry in entries:
+        sample = entry.sample
+        texts += [t for t in (sample.question, sample.answer, sample.caption) if t]
+        texts += [turn["value"] for turn in sample.conversations or []]
+    return texts
+
+
+def _tiny(spec: dict[str, Any]) -> tuple[Any, Any]:
+    from artemis.model.tiny import build_tiny_model
+
+    spec = dict(spec)
+    seed = int(spec.pop("seed", 0))
+    texts = vocabulary_texts(spec.pop("vocab_from", []))
+    try:
+        model, processor = build_tiny_model(texts, seed=seed, **spec)
+    except TypeError as error:
+        raise ConfigError(f"model.tiny: {error}; its keys are seed, vocab_from and ArtemisConfig fields") from None
+    return model.train(), processor
+
+
+def _compose(vision_dir: str, llm_dir: str, fields: dict[str, Any], dtype: torch.dtype) -> tuple[Any, Any]:
+    """A new Artemis model from a local CLIP vision tower and a local causal LM (nothing downloaded)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, CLIPVisionModel
+
+    from artemis.model import ArtemisConfig, ArtemisForConditionalGeneration, ArtemisProcessor
+    from artemis.templates import REGION_TOKEN, VIDEO_TOKEN
+
+    vision = CLIPVisionModel.from_pretrained(vision_dir, dtype=dtype, local_files_only=True)
+    llm = AutoModelForCausalLM.from_pretrained(llm_dir, dtype=dtype, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(llm_dir, local_files_only=True)
+    tokenizer.add_special_tokens({"additional_special_tokens": [VIDEO_TOKEN, REGION_TOKEN]})
+    if tokenizer.pad_token is None:  # Vicuna/LLaMA have none; LLaVA pads with unk
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    if len(tokenizer) > llm.get_input_embeddings().num_embeddings:
+        llm.resize_token_embeddings(len(tokenizer))
+    config = ArtemisConfig(
+        vision_config=vision.config,
+        text_config=llm.config,
+        video_token_id=tokenizer.convert_tokens_to_ids(VIDEO_TOKEN),
+        region_token_id=tokenizer.convert_tokens_to_ids(REGION_TOKEN),
+        **fields,
+    )
+    model = ArtemisForConditionalGeneration(config)
+    # Swap the randomly initialised sub-models for the loaded ones (same configs, so same shapes).
+    model.vision_tower = vision
+    model.language_model = llm
+    return model.to(dtype), ArtemisProcessor.from_config(config, tokenizer)
+
+
+def quantization_config(config: TrainConfig) -> Any:
+    """A ``BitsAndBytesConfig`` for the LLM's linear layers, or None (everything else stays in full precision)."""
+    bits = config.quantization.bits
+    if bits is None:
+        return None
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ConfigError("quantization.bits needs bitsandbytes: pip install 'artemis-video[train]'") from None
+    from transformers import BitsAndBytesConfig
+
+    skip = ["vision_tower", "mm_projector", "region_encoder", "lm_head"]
+    if bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=config.quantization.quant_type,
+        bnb_4bit_use_double_quant=config.quantization.double_quant,
+        bnb_4bit_compute_dtype=torch.bfloat16 if torch.cuda.is_available() else torch.float32,
+        llm_int8_skip_modules=skip,
+    )
+
+
+def build_model(config: TrainConfig, dtype: torch.dtype = torch.float32) -> tuple[Any, Any, str | None]:
+    """``(model, processor, base)``: the starting model of the stage and where it came from."""
+    from artemis.train.stages import load_stage
+
+    section = config.model
+    if section.base is not None:
+        model, processor = load_stage(section.base, quantization_config=quantization_config(config))
+        base = section.base
+    elif section.tiny is not None:
+        if config.quantization.bits is not None:
+            raise ConfigError("quantization needs a saved model: train a tiny stage first, then QLoRA from it")
+        model, processor = _tiny(section.tiny)
+        base = None  # the runner saves the random start to <output_dir>/base
+    else:
+        if config.quantization.bits is not None:
+            raise ConfigError("compose the model in an unquantised stage 1 first; quantise from its output")
+        model, processor = _compose(section.vision_tower, section.language_model, section.config, dtype)
+        base = None
+    if section.config and section.vision_tower is None:
+        raise ConfigError("model.config applies when composing from vision_tower + language_model only")
+    if not isinstance(model.config.model_type, str) or model.config.model_type != "artemis":
+        raise CheckpointError(f"the starting model is a {model.config.model_type!r}, not an artemis model")
+    return model, processor, base
+
+
+def set_trainable(model: torch.nn.Module, config: TrainConfig) -> dict[str, int]:
+    """Freeze everything, then unfreeze the parts ``train:`` names; return trainable counts per part."""
+    train = config.train
+    model.requires_grad_(False)
+    for part, attribute in PARTS.items():
+        if getattr(train, part):
+            getattr(model, attribute).requires_grad_(True)
+    if train.llm == "full":
+        model.language_model.requires_grad_(True)
+    counts = {
+        part: sum(p.numel() for p in getattr(model, attr).parameters() if p.requires_grad)
+        for part, attr in PARTS.items()
+    }
+    counts["llm"] = sum(p.numel() for p in model.language_model.parameters() if p.requires_grad)
+    return counts
+
+
+def lora_target_regex(model: torch.nn.Module, targets: str | list[str]) -> str:
+    """A peft ``target_modules`` regex: the LLM's linear layers (all but the head, as Artemis), or the named ones."""
+    if isinstance(targets, str) and targets != "all-linear":
+        targets = [targets]
+    if targets == "all-linear":
+        names = set()
+        for name, module in model.language_model.named_modules():
+            if isinstance(module, torch.nn.Linear) and not name.endswith("lm_head"):
+                names.add(name.rsplit(".", 1)[-1])
+        targets = sorted(names)
+    if not targets:
+        raise ConfigError("lora.target_modules matches no linear layer of the LLM")
+    return rf"language_model\..*\.({'|'.join(re.escape(t) for t in targets)})"
+
+
+def wrap_lora(model: Any, config: TrainConfig) -> Any:
+    """Add LoRA to the LLM (peft); the other trained parts become ``modules_to_save`` of the adapter."""
+    try:
+        from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    except ImportError:
+        raise ConfigError("train.llm: lora needs peft: pip install 'artemis-video[train]'") from None
+    if config.quantization.bits is not None:
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=bool(config.training.get("gradient_checkpointing"))
+        )
+    save = [attr for part, attr in PARTS.items() if getattr(config.train, part)]
+    lora = LoraConfig(
+        r=config.lora.r,
+        lora_alpha=config.lora.alpha,
+        lora_dropout=config.lora.dropout,
+        target_modules=lora_target_regex(model, config.lora.target_modules),
+        modules_to_save=save or None,
+        bias="none",
+    )
+    peft_model = get_peft_model(model, lora)
+    if config.training.get("gradient_checkpointing"):
+        peft_model.enable_input_require_grads()
+    return peft_model
+
+
+def save_base(model: Any, processor: Any, directory: Path) -> Path:
+    """Write the random starting model of a tiny stage, so later stages can rebuild the chain."""
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return directory

@@ -1,0 +1,76 @@
+"""Tiny stage configs on a SynthRef split, shared by the training tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# A tiny model small enough for a CPU test: 32 px CLIP, the test-sized Llama.
+TINY_VISION = {
+    "model_type": "clip_vision_model",
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 2,
+    "image_size": 32,
+    "patch_size": 4,
+    "projection_dim": 32,
+}
+
+
+def stage_config(root: Path, out: Path, stage: str, **changes: Any) -> dict[str, Any]:
+    """A tiny-recipe stage config (``pretrain``, ``finetune`` or ``referring``) as a dict."""
+    train_dir = root / "train"
+    model: dict[str, Any]
+    if stage == "pretrain":
+        model = {
+            "tiny": {
+                "seed": 0,
+                "vocab_from": [
+                    f"llava:{train_dir / 'llava_stage1.json'}",
+                    f"videoref45k:{train_dir / 'videoref45k.json'}",
+                ],
+                "box_embedding": "relative",
+                "vision_config": TINY_VISION,
+            }
+        }
+        trains = {"projector": True, "llm": "frozen", "region_encoder": False, "vision_tower": True}
+        files = [{"format": "llava", "path": str(train_dir / "llava_stage1.json")}]
+    elif stage == "finetune":
+        model = {"base": str(out / "stage1")}
+        trains = {"projector": True, "llm": "full", "region_encoder": False, "vision_tower": False}
+        files = [{"format": "llava", "path": str(train_dir / "llava_stage1.json")}]
+    else:
+        model = {"base": str(out / "stage2")}
+        trains = {"projector": True, "llm": "lora", "region_encoder": True, "vision_tower": False}
+        files = [{"format": "videoref45k", "path": str(train_dir / "videoref45k.json")}]
+    config: dict[str, Any] = {
+        "stage": stage,
+        "model": model,
+        "train": trains,
+        "data": {"files": files, "max_length": 256},
+        "training": {
+            "output_dir": str(out / {"pretrain": "stage1", "finetune": "stage2"}.get(stage, "stage3")),
+            "max_steps": 4,
+            "per_device_train_batch_size": 4,
+            "learning_rate": 2e-3,
+            "logging_steps": 1,
+            "save_steps": 2,
+            "seed": 0,
+            "disable_tqdm": True,
+        },
+    }
+    for key, value in changes.items():
+        section, _, name = key.partition("__")
+        if name:
+            config[section][name] = value
+        else:
+            config[section] = value
+    return config
+
+
+def write_config(path: Path, config: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
