@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from artemis.cli.eval_models import TRACKING_KEYS, close_reader, open_sample, print_result, read_samples
-from artemis.errors import AnnotationError, ConfigError
+from artemis.errors import AnnotationError, CheckpointError, ConfigError
 from artemis.eval.tracking import CONVENTIONS
 
 SOT_FORMATS = ("lasot", "otb", "elysium", "videoref45k")
@@ -235,14 +235,19 @@ def run_rsot(args: argparse.Namespace) -> int:
     from artemis.api import ArtemisModel, resolve_model_dir
     from artemis.boxout import require_frames_layout
     from artemis.eval.runner import run_predictions
+    from artemis.model import ArtemisConfig
 
     fmt, path, samples = read_samples(args.data, RSOT_FORMATS, args.limit)
     samples = [s for s in samples if s.caption]
     if not samples:
         raise AnnotationError(f"{path}: no record has a description (object_description / caption) to refer by")
     model_dir = resolve_model_dir(args.model)
+    try:
+        config = ArtemisConfig.from_pretrained(model_dir, local_files_only=True)
+    except (OSError, ValueError, KeyError) as error:
+        raise CheckpointError(f"no Artemis config in {model_dir}: {error}") from error
+    require_frames_layout(config)  # before loading the weights
     model = ArtemisModel.from_pretrained(model_dir)
-    require_frames_layout(model.config)
     options = _boxout_options(args)
 
     def predict(sample: Any) -> dict[str, Any]:
