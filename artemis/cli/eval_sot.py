@@ -242,6 +242,8 @@ def run_rsot(args: argparse.Namespace) -> int:
     if not samples:
         raise AnnotationError(f"{path}: no record has a description (object_description / caption) to refer by")
     model_dir = resolve_model_dir(args.model)
+    if not (model_dir / "config.json").is_file():
+        raise CheckpointError(f"{model_dir} has no config.json; pass a directory written by save_pretrained")
     try:
         config = ArtemisConfig.from_pretrained(model_dir, local_files_only=True)
     except (OSError, ValueError, KeyError) as error:
