@@ -209,3 +209,21 @@ def test_features_need_the_weights_not_only_the_config(model_dir: Path, tmp_path
     (tmp_path / "config.json").write_text((model_dir / "config.json").read_text())
     with pytest.raises(CheckpointError, match=r"no vision_tower weights .* not only its config\.json"):
         VisionFeatureExtractor.from_pretrained(tmp_path)
+
+
+def test_thinned_candidates_repeat_frames_as_the_videos_do(files, tiny, model_dir: Path, tmp_path: Path) -> None:
+    model, processor = tiny
+    entries, _ = load_entries(files[:1])
+    raw = ReferringDataset(entries, processor, model.config, max_region_candidates=3, seed=9)
+    extractor = VisionFeatureExtractor.from_pretrained(model_dir)
+    build_cache(entries, tmp_path, _settings(raw, extractor), extractor=extractor)
+    cached = ReferringDataset(
+        entries, processor, model.config, max_region_candidates=3, seed=9, cache_dir=tmp_path, model=model
+    )
+    collate = ArtemisCollator(processor, model.config)
+    times = raw[0]["region_times"]
+    assert len(set(times.tolist())) < len(times)  # 6 tracked frames from 3 candidates: some repeat
+    with torch.no_grad():
+        for index in range(len(raw)):
+            expected, actual = model(**collate([raw[index]])).logits, model(**collate([cached[index]])).logits
+            torch.testing.assert_close(actual, expected, rtol=0, atol=1e-5)
