@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 from torch.utils.data import Dataset
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from artemis.errors import ConfigError
@@ -57,7 +57,11 @@ def training_arguments(config: TrainConfig) -> TrainingArguments:
             logger.info("no CUDA device: training in fp32 (bf16/fp16 are for GPUs)")
         values["bf16"] = values["fp16"] = False
         values.pop("tf32", None)  # a CUDA (Ampere) setting
+        values.setdefault("dataloader_pin_memory", False)
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # Accelerate sets up multi-process CPU training (MULTI_CPU, DDP over gloo) only when told
+            # it runs on CPU; otherwise every rank would train alone on its share of the data.
+            values.setdefault("use_cpu", True)
             values.setdefault("ddp_backend", "gloo")
     values = {k: v for k, v in values.items() if k in TrainingArguments.__dataclass_fields__}
     try:
@@ -182,11 +186,21 @@ def run_training(config: TrainConfig, *, resume: bool | str = "auto") -> Path:
     args = training_arguments(config)
     output_dir = config.output_dir
     started = time.perf_counter()
-    model, processor, base = build_model(config)
+    set_seed(args.seed)  # new weights (projector, region encoder, a tiny model) are the same on every rank
+    saved_start = output_dir / "base"
+    checkpoint = _resume_point(output_dir, resume)
+    if config.model.base is None and checkpoint and (saved_start / "config.json").exists():
+        # Resuming a stage that began from new weights: start from the very same ones.
+        from artemis.train.stages import load_stage
+
+        model, processor = load_stage(saved_start)
+        base = str(saved_start)
+    else:
+        model, processor, base = build_model(config)
     if base is None:  # a tiny or composed start exists nowhere else: keep it with the stage
-        base = output_dir / "base"
-        if args.should_save and not (base / "config.json").exists():
-            save_base(model, processor, base)
+        base = str(saved_start)
+        if args.should_save:
+            save_base(model, processor, saved_start)
     counts = set_trainable(model, config)
     kind = save_kind(config)
     if kind == "lora":
@@ -209,7 +223,6 @@ def run_training(config: TrainConfig, *, resume: bool | str = "auto") -> Path:
         callbacks=[EpochCallback(train_data)],
         save_kind=kind,
     )
-    checkpoint = _resume_point(output_dir, resume)
     if checkpoint:
         logger.warning("resuming from %s", checkpoint)
     result = trainer.train(resume_from_checkpoint=checkpoint)
