@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from artemis.boxes import BoxFormat, validate_box
-from artemis.errors import CheckpointError, VideoError
+from artemis.errors import CheckpointError, ConfigError, VideoError
 from artemis.model.configuration import ArtemisConfig
 from artemis.model.inputs import build_video_inputs
 from artemis.model.modeling import ArtemisForConditionalGeneration
@@ -131,6 +131,19 @@ class ArtemisModel:
     @property
     def config(self) -> ArtemisConfig:
         return self.model.config
+
+    def set_selector(self, method: str) -> None:
+        """Switch the token selector at inference (``kmeans``, ``uniform`` or ``random``; the ablation).
+
+        ``all`` changes how many tokens a region has, which the trained prompt layout fixes, so it is refused.
+        """
+        from artemis.model.selector import TokenSelector
+
+        if method == "all" and self.config.selector != "all":
+            raise ConfigError("selector 'all' changes the region token count; train a model with selector: all")
+        config = self.config
+        self.model.selector = TokenSelector(method, config.num_selected, config.kmeans_max_iter, False)
+        config.selector = method
 
     # --- the three verbs ----------------------------------------------------------------------------
 

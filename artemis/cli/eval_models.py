@@ -37,6 +37,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     synthref.add_argument("--track", action="store_true", help="run the model's tracker instead of exact boxes")
     synthref.add_argument("--no-controls", action="store_true", help="skip the box-swap and box-blind controls")
     synthref.add_argument("--max-new-tokens", type=int, default=64, help="generation length")
+    synthref.add_argument(
+        "--selector",
+        choices=("kmeans", "uniform", "random"),
+        help="override the model's token selector at inference (the selector ablation)",
+    )
     synthref.add_argument("--json", action="store_true", help="print the metrics as JSON")
     synthref.set_defaults(func=run_synthref)
 
@@ -113,6 +118,8 @@ def run_synthref(args: argparse.Namespace) -> int:
     if args.limit:
         targets = targets[: args.limit]
     model = ArtemisModel.from_pretrained(model_dir)
+    if args.selector:
+        model.set_selector(args.selector)
     predictor = SynthRefPredictor(
         model,
         seed=args.seed,
@@ -128,6 +135,7 @@ def run_synthref(args: argparse.Namespace) -> int:
         "track": args.track,
         "controls": not args.no_controls,
         "max_new_tokens": args.max_new_tokens,
+        "selector": model.config.selector,
     }
     run = run_predictions(
         targets, predictor, args.out, sample_id=lambda t: t.sample_id, settings=settings, description="synthref"

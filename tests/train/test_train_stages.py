@@ -140,3 +140,60 @@ def test_resume_after_kill_continues_exactly(synthref_root: Path, tmp_path: Path
     assert expected.keys() == got.keys()
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_stage1_composes_clip_and_an_llm_from_directories(synthref_root: Path, tmp_path: Path) -> None:
+    """Real-scale stage 1 starts from a local CLIP and a local LLM (here tiny ones saved to disk)."""
+    from train_helpers import TINY_VISION
+    from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+
+    from artemis.model.tokenizer import build_word_tokenizer
+    from artemis.templates import REGION_TOKEN, VIDEO_TOKEN
+
+    texts = [r["caption"] for r in json.loads((synthref_root / "train" / "videoref45k.json").read_text())]
+    texts += [t["value"] for r in json.loads((synthref_root / "train" / "llava_stage1.json").read_text())
+              for t in r["conversations"]]  # fmt: skip
+    tokenizer = build_word_tokenizer(texts)
+    clip = CLIPVisionModel(CLIPVisionConfig(**{k: v for k, v in TINY_VISION.items() if k != "model_type"}))
+    clip.save_pretrained(tmp_path / "clip")
+    llm_config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                             num_key_value_heads=2, vocab_size=len(tokenizer) - 2)  # fmt: skip
+    llm = LlamaForCausalLM(llm_config)
+    llm.save_pretrained(tmp_path / "llm")
+    tokenizer.save_pretrained(tmp_path / "llm")
+
+    raw = stage_config(
+        synthref_root,
+        tmp_path,
+        "pretrain",
+        model={
+            "vision_tower": str(tmp_path / "clip"),
+            "language_model": str(tmp_path / "llm"),
+            "config": {
+                "num_frames": 8,
+                "region_feature_layers": [-3, -2, -1],
+                "region_hidden_size": 32,
+                "region_num_fuse": 2,
+                "region_norm_groups": 8,
+                "roi_output_size": 4,
+                "num_track_boxes": 6,
+                "num_selected": 3,
+            },
+        },  # fmt: skip
+        train={"projector": True, "llm": "frozen", "region_encoder": False, "vision_tower": False},
+        training__max_steps=2,
+    )
+    out = run_training(load_config(write_config(tmp_path / "compose.yaml", raw)))
+    model, processor = load_stage(out)
+    assert model.config.video_token_id == processor.tokenizer.convert_tokens_to_ids(VIDEO_TOKEN)
+    assert model.config.region_token_id == processor.tokenizer.convert_tokens_to_ids(REGION_TOKEN)
+    assert model.get_input_embeddings().num_embeddings >= len(tokenizer)
+    # The towers are the saved ones, untouched; only the projector trained.
+    for name, value in clip.state_dict().items():
+        assert torch.equal(model.vision_tower.state_dict()[name], value), name
+    for name, value in llm.state_dict().items():
+        if "embed_tokens" not in name and "lm_head" not in name:  # resized for the two placeholders
+            assert torch.equal(model.language_model.state_dict()[name], value), name
+    assert set(load_file(str(out / "trainables.safetensors"))) == {
+        name for name, _ in model.named_parameters() if name.startswith("mm_projector")
+    }

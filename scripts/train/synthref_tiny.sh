@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The default model, synthref-tiny, from nothing on a CPU: generate SynthRef, run the three stages,
+# merge the LoRA, and score the result on a held-out test split.
+#   OUT         output root (default runs/synthref-tiny); the merged model is $OUT/synthref-tiny
+#   SEED        data seed (default 0); splits draw from disjoint seed streams, so train and test never overlap
+#   NUM_VIDEOS  training videos (default 1200)
+#   INSTALL=1   also copy the model into artemis/assets/synthref-tiny (the bundled default)
+# Arguments are passed to every stage as config overrides.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export OUT="${OUT:-runs/synthref-tiny}"
+export SYNTHREF="${SYNTHREF:-$OUT/data}"
+SEED="${SEED:-0}"
+NUM_VIDEOS="${NUM_VIDEOS:-1200}"
+start=$(date +%s)
+
+artemis data synthref --out "$SYNTHREF" --num-videos "$NUM_VIDEOS" --seed "$SEED" --split train
+artemis data synthref --out "$SYNTHREF" --num-videos 100 --seed "$SEED" --split test
+for stage in stage1_pretrain stage2_finetune stage3_referring; do
+    artemis train --config "configs/synthref_tiny/$stage.yaml" "$@"
+done
+artemis merge-lora "$OUT/stage3" "$OUT/synthref-tiny"
+echo "trained in $(( $(date +%s) - start )) s; model in $OUT/synthref-tiny ($(du -sh "$OUT/synthref-tiny" | cut -f1))" >&2
+
+if [ "${INSTALL:-0}" = "1" ]; then
+    rm -rf artemis/assets/synthref-tiny
+    mkdir -p artemis/assets
+    cp -r "$OUT/synthref-tiny" artemis/assets/synthref-tiny
+    echo "installed as the bundled default: artemis/assets/synthref-tiny" >&2
+fi
+if [ "${EVAL:-1}" = "1" ]; then
+    artemis eval synthref --model "$OUT/synthref-tiny" --data "$SYNTHREF/test" --out "$OUT/eval-test" --json
+fi
