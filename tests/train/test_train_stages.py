@@ -179,7 +179,7 @@ def test_stage1_composes_clip_and_an_llm_from_directories(synthref_root: Path, t
                 "num_track_boxes": 6,
                 "num_selected": 3,
             },
-        },  # fmt: skip
+        },
         train={"projector": True, "llm": "frozen", "region_encoder": False, "vision_tower": False},
         training__max_steps=2,
     )
