@@ -50,6 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    # bitsandbytes (pulled in by peft) warns on every import on CPU that an optional kernels package is
+    # missing; it changes nothing for artemis, so keep it out of every command's output.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
