@@ -121,11 +121,13 @@ class ArtemisTrainer(Trainer):
         super()._load_from_checkpoint(resume_from_checkpoint, model)
 
 
-def _datasets(config: TrainConfig, processor: Any, model_config: Any) -> tuple[Any, Any]:
+def _datasets(config: TrainConfig, processor: Any, model: Any) -> tuple[Any, Any]:
     from artemis.data.dataset import ReferringDataset
 
     data = config.data
+    model_config = processor_config(model)
     options = {
+        "model": model.get_base_model() if hasattr(model, "get_base_model") else model,  # checks a features cache
         "seed": data.seed,
         "bad_records": data.bad_records,
         "tracker": data.tracker,
@@ -138,6 +140,13 @@ def _datasets(config: TrainConfig, processor: Any, model_config: Any) -> tuple[A
         specs = [(f.format, f.path) for f in files]
         return ReferringDataset.from_files(specs, processor, model_config, weights=[f.weight for f in files], **options)
 
+    if data.cache_dir is not None and config.train.vision_tower:
+        settings = json.loads((Path(data.cache_dir) / "cache_config.json").read_text())
+        if settings.get("features"):
+            raise ConfigError(
+                f"data.cache_dir {data.cache_dir} holds vision features, which cannot train the vision tower; "
+                "set train.vision_tower: false or use a frames cache (artemis data cache without --features)"
+            )
     train = build(data.files)
     evaluation = build(data.eval_files) if data.eval_files else None
     if len(train) == 0:
@@ -205,7 +214,7 @@ def run_training(config: TrainConfig, *, resume: bool | str = "auto") -> Path:
     kind = save_kind(config)
     if kind == "lora":
         model = wrap_lora(model, config)
-    train_data, eval_data = _datasets(config, processor, processor_config(model))
+    train_data, eval_data = _datasets(config, processor, model)
     from artemis.data.collator import ArtemisCollator
     from artemis.data.dataset import EpochCallback
 

@@ -197,3 +197,20 @@ def test_stage1_composes_clip_and_an_llm_from_directories(synthref_root: Path, t
     assert set(load_file(str(out / "trainables.safetensors"))) == {
         name for name, _ in model.named_parameters() if name.startswith("mm_projector")
     }
+
+
+@pytest.mark.parametrize("features", [False, True], ids=["frames-cache", "features-cache"])
+def test_stage3_trains_from_a_cache(chain: Path, synthref_root: Path, tmp_path: Path, features: bool) -> None:
+    """Training reads a cache built by `artemis data cache` (frames, or the frozen tower's features)."""
+    annotations = synthref_root / "train" / "videoref45k.json"
+    command = [sys.executable, "-m", "artemis.cli", "data", "cache", "--data", f"videoref45k:{annotations}"]
+    command += ["--model", str(chain / "stage2"), "--out", str(tmp_path / "cache"), "--tracker", "none"]
+    result = subprocess.run(command + (["--features"] if features else []), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "run"
+    out.mkdir()
+    raw = stage_config(synthref_root, out, "referring", model={"base": str(chain / "stage2")})
+    raw["data"]["cache_dir"] = str(tmp_path / "cache")
+    summary = json.loads((run_training(load_config(write_config(out / "c.yaml", raw))) / SUMMARY_FILE).read_text())
+    assert summary["global_step"] == 4
+    assert all(0 < loss < 100 for _, loss in summary["losses"])
