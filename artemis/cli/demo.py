@@ -83,8 +83,13 @@ def run(args: argparse.Namespace) -> int:
     scores = score_sequence(pred_xywh[key:], gt_xywh[key:], absent=~np.isfinite(truth[key:]).all(1))
 
     text = None
+    matches = None
     if model is not None:
+        from artemis.eval.synthref import Vocabulary, parse_description
+
         text = model.describe(reader, box, key, track=track).text
+        labels = {name: target[name] for name in ("colour", "shape", "motion")}
+        matches = parse_description(text, Vocabulary.from_manifest(manifest)).matches(labels)
     caption = f"artemis: {text}" if text else "(no model: tracking only)"
     frames = list(draw_track(reader, track, labels="target", captions=caption))
     video_out = write_video(out / "demo.mp4", frames, reader.fps)
@@ -95,7 +100,9 @@ def run(args: argparse.Namespace) -> int:
         "key_frame": key,
         "box": box,
         "track_success_auc": scores.success_auc,
+        "model": None if model is None else args.model,
         "description": text,
+        "description_matches": matches,
         "files": {"video": str(video_out), "gif": str(gif_out)},
     }
     write_json_atomic(out / "result.json", result)
@@ -107,5 +114,8 @@ def run(args: argparse.Namespace) -> int:
         f"success AUC {scores.success_auc:.3f} against the exact boxes"
     )
     print(f"description: {text if text is not None else '(no model available)'}")
+    if matches is not None:
+        verdicts = ", ".join(f"{name} {'right' if ok else 'wrong'}" for name, ok in matches.items())
+        print(f"checked:     {verdicts} (against the generator's labels)")
     print(f"wrote:       {video_out}, {gif_out}, {out / 'result.json'}")
     return 0
