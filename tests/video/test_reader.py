@@ -417,12 +417,12 @@ def test_wrong_backend_for_the_source(tmp_path: Path, mjpg_avi: Path) -> None:
 def test_pyav_counting_by_decoding_keeps_seeks_exact(reference_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The fallback used when packets do not prove the count (damage, missing timestamps) is exact too."""
     pytest.importorskip("av")
-    from artemis.video import reader as reader_module
+    from artemis.video import backends
 
     path = reference_dir / "videos" / "carphone_pristine.mp4"  # B-frames: decode order != display order
     indices = [119, 0, 60, 61, 5, 118]
     expected = VideoReader(path, "pyav").get_frames(indices)
-    monkeypatch.setattr(reader_module._PyAVDecoder, "_index_from_packets", lambda self: False)
+    monkeypatch.setattr(backends.PyAVDecoder, "_index_from_packets", lambda self: False)
     with VideoReader(path, "pyav") as reader:
         assert reader.num_frames == 120
         np.testing.assert_array_equal(reader.get_frames(indices), expected)
