@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,20 @@ def load_record_list(path: str | Path, what: str) -> list[dict[str, Any]]:
         if not isinstance(record, dict):
             raise record_error(path, index, None, f"expected a JSON object, got a JSON {_json_type(record)}")
     return data
+
+
+def read_record_list(
+    path: str | Path, what: str, parse_record: Callable[[dict[str, Any], Path, int], RefSample]
+) -> list[RefSample]:
+    """The ``read`` of a format stored as a JSON list of records: load the list, parse each record.
+
+    Args:
+        path: The file.
+        what: The format's name, for the error message.
+        parse_record: The format's ``parse_record(record, path, index)``.
+    """
+    path = Path(path)
+    return [parse_record(record, path, index) for index, record in enumerate(load_record_list(path, what))]
 
 
 def _json_type(value: Any) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from artemis.data.formats._common import load_record_list, optional, relative_to, require
+from artemis.data.formats._common import optional, read_record_list, relative_to, require
 from artemis.data.records import RefSample, record_error
 from artemis.io import write_json_atomic
 
@@ -54,8 +54,7 @@ def read(path: str | Path) -> list[RefSample]:
     Raises:
         AnnotationError: naming the file, the record index and the field at fault.
     """
-    path = Path(path)
-    return [parse_record(record, path, index) for index, record in enumerate(load_record_list(path, NAME))]
+    return read_record_list(path, NAME, parse_record)
 
 
 def to_record(sample: RefSample, out_dir: Path) -> dict[str, Any]:

@@ -19,9 +19,9 @@ from typing import Any
 
 from artemis.data.formats._common import (
     clean_number,
-    load_record_list,
     optional,
     parse_box_values,
+    read_record_list,
     relative_to,
     require,
 )
@@ -93,8 +93,7 @@ def read(path: str | Path) -> list[RefSample]:
     Raises:
         AnnotationError: naming the file, the record index and the field at fault.
     """
-    path = Path(path)
-    return [parse_record(record, path, index) for index, record in enumerate(load_record_list(path, NAME))]
+    return read_record_list(path, NAME, parse_record)
 
 
 def to_record(sample: RefSample, out_dir: Path) -> dict[str, Any]:
