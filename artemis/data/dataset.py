@@ -90,12 +90,16 @@ class RecordEntry:
 
     @property
     def media(self) -> str | None:
-        """What the record's pixels come from (a resolved video, image or frame list), or None for text."""
+        """What the record's pixels come from (an absolute video, image or frame list), or None for text.
+
+        Absolute, so an annotation file named by a relative path in one run and an absolute one in
+        another (``artemis data cache`` from one folder, training from another) is the same record.
+        """
         sample = self.sample
         if sample.frame_paths is not None:
-            return json.dumps([str(sample.resolve(p)) for p in sample.frame_paths])
+            return json.dumps([str(Path(sample.resolve(p)).resolve()) for p in sample.frame_paths])
         path = sample.resolve(sample.video if sample.video is not None else sample.image)
-        return None if path is None else str(path)
+        return None if path is None else str(Path(path).resolve())
 
     @property
     def fingerprint(self) -> str:

@@ -227,3 +227,24 @@ def test_thinned_candidates_repeat_frames_as_the_videos_do(files, tiny, model_di
         for index in range(len(raw)):
             expected, actual = model(**collate([raw[index]])).logits, model(**collate([cached[index]])).logits
             torch.testing.assert_close(actual, expected, rtol=0, atol=1e-5)
+
+
+def test_cache_built_from_a_relative_path_serves_an_absolute_one(tmp_path, monkeypatch):
+    """`artemis data cache` run with a relative annotation path serves a dataset given the absolute path."""
+    from artemis.model.tiny import build_tiny_model
+
+    generate_split(tmp_path, 2, seed=3, split="train", config=SynthRefConfig(width=64, height=64, num_frames=12))
+    model, processor = build_tiny_model(["a"], seed=0)
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    monkeypatch.chdir(tmp_path)
+    from artemis.cli import main
+
+    relative = "videoref45k:train/videoref45k.json"
+    assert main(["data", "cache", "--data", relative, "--model", "model", "--out", "cache", "--tracker", "none"]) == 0
+    files = [("videoref45k", tmp_path / "train" / "videoref45k.json")]
+    cached = ReferringDataset.from_files(files, processor, model.config, cache_dir=tmp_path / "cache")
+    raw = ReferringDataset.from_files(files, processor, model.config)
+    for index in range(len(raw)):
+        for name, value in raw[index].items():
+            assert torch.equal(cached[index][name], value), name
