@@ -55,8 +55,9 @@ class ArtemisConfig(PreTrainedConfig):
         roi_output_size / roi_sampling_ratio: RoIAlign settings (14, 2).
         roi_backend: ``"torchvision"`` (default, CPU and CUDA) or ``"mmcv"`` (when installed).
         box_embedding: ``"absolute"`` embeds the normalised box only (the original Artemis, needed to load
-            its checkpoint); ``"relative"`` also embeds each box's offset from the key-frame box and the
-            token's normalised time, which is what lets a small model learn motion (DESIGN.md).
+            its checkpoint); ``"relative"`` also embeds each box's offset from the key-frame box (raw and
+            signed by the direction of time) and the token's normalised time, which is what lets a small
+            model learn motion (DESIGN.md, docs/design.md).
         num_track_boxes: tracked frames whose RoI tokens the selector chooses from (8).
         selector: ``"kmeans"`` (Artemis), ``"uniform"``, ``"random"`` or ``"all"`` (keep every tracked token).
         num_selected: tokens the selector keeps (4); each region gets ``1 + num_selected`` tokens.

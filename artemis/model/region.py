@@ -103,13 +103,16 @@ class BoxEmbedding(nn.Module):
     """MLP on the box: Linear(n, 256), ReLU, LN, Linear(256, out), ReLU, LN (Artemis' position embedding).
 
     ``absolute`` feeds the normalised ``xyxy`` box (4 values). ``relative`` feeds the box, its offset from
-    the key-frame box and the token's normalised time (9 values).
+    the key-frame box, that offset signed by the direction of time (``offset * sign(t - t_key)``: for a
+    target moving steadily it points along the motion whether the frame comes before or after the key
+    frame, so the direction is a linear read-out instead of a product the MLP must learn) and the
+    token's normalised time (13 values).
     """
 
     def __init__(self, mode: str, out_dim: int, hidden: int = 256):
         super().__init__()
         self.mode = mode
-        in_dim = 4 if mode == "absolute" else 9
+        in_dim = 4 if mode == "absolute" else 13
         self.mlp = nn.Sequential(
             nn.Linear(in_dim, hidden),
             nn.ReLU(inplace=True),
@@ -125,8 +128,10 @@ class BoxEmbedding(nn.Module):
             return self.mlp(boxes)
         if times is None:
             times = torch.zeros(boxes.shape[:-1], dtype=boxes.dtype, device=boxes.device)
+        times = times.to(boxes.dtype)
         offsets = boxes - boxes[..., :1, :]  # (..., K, 4) offset from the key-frame box
-        return self.mlp(torch.cat([boxes, offsets, times.unsqueeze(-1).to(boxes.dtype)], dim=-1))
+        forward = offsets * torch.sign(times - times[..., :1]).unsqueeze(-1)  # (..., K, 4) along time
+        return self.mlp(torch.cat([boxes, offsets, forward, times.unsqueeze(-1)], dim=-1))
 
 
 class RegionEncoder(nn.Module):
