@@ -51,6 +51,10 @@ class ArtemisConfig(PreTrainedConfig):
         region_embed_dim: channels inside the region encoder's fuse module (default: vision width).
         region_hidden_size: width of the flattened RoI feature and of the box embedding (1024).
         region_num_fuse: rounds of 3x3 conv + GroupNorm with neighbouring-level mixing (5).
+        region_content_norm: LayerNorm the flattened RoI feature before the box embedding is added (False,
+            as the original). The box embedding ends in a LayerNorm while the RoI feature is unbounded; in
+            a tiny model trained from scratch the RoI part grew to ~15x the box part, drowning the box and
+            motion information, so the tiny recipe turns this on (docs/design.md).
         region_norm_groups: GroupNorm groups in the fuse module (64).
         roi_output_size / roi_sampling_ratio: RoIAlign settings (14, 2).
         roi_backend: ``"torchvision"`` (default, CPU and CUDA) or ``"mmcv"`` (when installed).
@@ -89,6 +93,7 @@ class ArtemisConfig(PreTrainedConfig):
     region_embed_dim: int | None = None
     region_hidden_size: int = 1024
     region_num_fuse: int = 5
+    region_content_norm: bool = False
     region_norm_groups: int = 64
     roi_output_size: int = 14
     roi_sampling_ratio: int = 2

@@ -150,6 +150,8 @@ class RegionEncoder(nn.Module):
         )
         self.level_convs = nn.ModuleList(nn.Conv2d(embed, embed, 3, padding=1) for _ in range(self.num_levels))
         self.flatten_linear = nn.Linear(embed * self.output_size**2, config.region_hidden_size)
+        # Optional (not in the original): keeps the RoI feature on the box embedding's scale.
+        self.content_norm = nn.LayerNorm(config.region_hidden_size) if config.region_content_norm else nn.Identity()
         self.box_embedding = BoxEmbedding(config.box_embedding, config.region_hidden_size)
         self.out_proj = nn.Linear(config.region_hidden_size, config.text_config.hidden_size)
 
@@ -193,7 +195,7 @@ class RegionEncoder(nn.Module):
             scale = feature.shape[-1] / self.image_size  # feature cells per input pixel
             level = roi_align(feature, rois, self.output_size, scale, self.sampling_ratio, True)  # (N, C, o, o)
             pooled = pooled + conv(level)
-        tokens = self.flatten_linear(F.relu(pooled).flatten(1))  # (B*K*R, H_r)
+        tokens = self.content_norm(self.flatten_linear(F.relu(pooled).flatten(1)))  # (B*K*R, H_r)
         tokens = tokens.reshape(batch, frames, regions, -1).transpose(1, 2)  # (B, R, K, H_r)
         if times is not None:
             times = times[:, None, :].expand(batch, regions, frames)  # (B, R, K)
