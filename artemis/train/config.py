@@ -74,12 +74,17 @@ class TrainableSection:
 
 @dataclass
 class LoraSection:
-    """peft LoRA on the LLM: ``target_modules: all-linear`` means every linear layer of the LLM but its head."""
+    """peft LoRA on the LLM: ``target_modules: all-linear`` means every linear layer of the LLM but its head.
+
+    ``modules_to_save`` names LLM modules trained in full next to the adapter, e.g. ``[embed_tokens, lm_head]``
+    when the stage's answers use words the earlier stages never trained (peft's usual way to add tokens).
+    """
 
     r: int = 16
     alpha: int = 16
     dropout: float = 0.05
     target_modules: str | list[str] = "all-linear"
+    modules_to_save: list[str] = field(default_factory=list)
 
 
 @dataclass

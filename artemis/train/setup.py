@@ -182,7 +182,7 @@ def wrap_lora(model: Any, config: TrainConfig) -> Any:
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=bool(config.training.get("gradient_checkpointing"))
         )
-    save = [attr for part, attr in PARTS.items() if getattr(config.train, part)]
+    save = [attr for part, attr in PARTS.items() if getattr(config.train, part)] + list(config.lora.modules_to_save)
     lora = LoraConfig(
         r=config.lora.r,
         lora_alpha=config.lora.alpha,

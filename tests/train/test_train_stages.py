@@ -214,3 +214,20 @@ def test_stage3_trains_from_a_cache(chain: Path, synthref_root: Path, tmp_path: 
     summary = json.loads((run_training(load_config(write_config(out / "c.yaml", raw))) / SUMMARY_FILE).read_text())
     assert summary["global_step"] == 4
     assert all(0 < loss < 100 for _, loss in summary["losses"])
+
+
+def test_stage3_lora_can_train_the_embeddings_in_full(chain: Path, synthref_root: Path, tmp_path: Path) -> None:
+    """``lora.modules_to_save`` adds LLM modules trained in full to the adapter; loading and merging apply them."""
+    out = tmp_path / "run"
+    out.mkdir()
+    raw = stage_config(synthref_root, out, "referring", model={"base": str(chain / "stage2")})
+    raw["lora"] = {"modules_to_save": ["embed_tokens", "lm_head"]}
+    stage3 = run_training(load_config(write_config(out / "c.yaml", raw)))
+    adapter = load_file(str(stage3 / "adapter" / "adapter_model.safetensors"))
+    full = [name for name in adapter if "lora_" not in name]
+    assert any("embed_tokens" in name for name in full) and any("lm_head" in name for name in full)
+    trained, _ = load_stage(stage3)
+    start, _ = load_stage(chain / "stage2")
+    embeddings = trained.language_model.get_input_embeddings().weight
+    assert not torch.equal(embeddings, start.language_model.get_input_embeddings().weight)
+    assert not torch.equal(trained.get_output_embeddings().weight, start.get_output_embeddings().weight)
