@@ -51,10 +51,13 @@ class ArtemisConfig(PreTrainedConfig):
         region_embed_dim: channels inside the region encoder's fuse module (default: vision width).
         region_hidden_size: width of the flattened RoI feature and of the box embedding (1024).
         region_num_fuse: rounds of 3x3 conv + GroupNorm with neighbouring-level mixing (5).
-        region_content_norm: LayerNorm the flattened RoI feature before the box embedding is added (False,
-            as the original). The box embedding ends in a LayerNorm while the RoI feature is unbounded; in
-            a tiny model trained from scratch the RoI part grew to ~15x the box part, drowning the box and
-            motion information, so the tiny recipe turns this on (docs/design.md).
+        region_content_norm: normalise the flattened RoI feature before the box embedding is added:
+            ``False`` (the original), ``"layer"`` (LayerNorm; ``True`` means this) or ``"batch"``
+            (BatchNorm without affine parameters: every channel keeps unit variance across the RoIs of
+            a batch, running statistics at inference). In a tiny model trained from scratch the
+            unbounded RoI part grew to ~15x the box part; under a LayerNorm it collapsed instead to one
+            constant vector that carried no colour or shape. The tiny recipe uses ``"batch"``
+            (docs/design.md).
         region_norm_groups: GroupNorm groups in the fuse module (64).
         roi_output_size / roi_sampling_ratio: RoIAlign settings (14, 2).
         roi_backend: ``"torchvision"`` (default, CPU and CUDA) or ``"mmcv"`` (when installed).
@@ -93,7 +96,7 @@ class ArtemisConfig(PreTrainedConfig):
     region_embed_dim: int | None = None
     region_hidden_size: int = 1024
     region_num_fuse: int = 5
-    region_content_norm: bool = False
+    region_content_norm: bool | Literal["layer", "batch"] = False
     region_norm_groups: int = 64
     roi_output_size: int = 14
     roi_sampling_ratio: int = 2
@@ -128,6 +131,10 @@ class ArtemisConfig(PreTrainedConfig):
         choice("box_embedding", self.box_embedding, BOX_EMBEDDINGS)
         choice("roi_backend", self.roi_backend, ROI_BACKENDS)
         choice("video_layout", self.video_layout, VIDEO_LAYOUTS)
+        if self.region_content_norm not in (False, True, "layer", "batch"):
+            raise ConfigError(
+                f"region_content_norm={self.region_content_norm!r} is not valid; expected false, 'layer' or 'batch'"
+            )
         if self.video_layout == "frames" and not 1 <= self.frame_pool_size <= self.patches_per_side:
             raise ConfigError(
                 f"frame_pool_size={self.frame_pool_size} must be between 1 and the patch grid's side "

@@ -134,6 +134,19 @@ class BoxEmbedding(nn.Module):
         return self.mlp(torch.cat([boxes, offsets, forward, times.unsqueeze(-1)], dim=-1))
 
 
+def _content_norm(kind: bool | str, width: int) -> nn.Module:
+    """The RoI feature's normalisation (``region_content_norm``).
+
+    ``"batch"`` has no affine parameters on purpose: with a learnable scale the RoI part could still
+    shrink to nothing, which is the collapse it is there to prevent.
+    """
+    if kind == "batch":
+        return nn.BatchNorm1d(width, affine=False)
+    if kind in (True, "layer"):
+        return nn.LayerNorm(width)
+    return nn.Identity()
+
+
 class RegionEncoder(nn.Module):
     """Boxes on frames -> one LLM-width token per box."""
 
@@ -151,7 +164,7 @@ class RegionEncoder(nn.Module):
         self.level_convs = nn.ModuleList(nn.Conv2d(embed, embed, 3, padding=1) for _ in range(self.num_levels))
         self.flatten_linear = nn.Linear(embed * self.output_size**2, config.region_hidden_size)
         # Optional (not in the original): keeps the RoI feature on the box embedding's scale.
-        self.content_norm = nn.LayerNorm(config.region_hidden_size) if config.region_content_norm else nn.Identity()
+        self.content_norm = _content_norm(config.region_content_norm, config.region_hidden_size)
         self.box_embedding = BoxEmbedding(config.box_embedding, config.region_hidden_size)
         self.out_proj = nn.Linear(config.region_hidden_size, config.text_config.hidden_size)
 

@@ -139,6 +139,8 @@ def test_invalid_settings_are_rejected_with_the_fix():
         tiny_config(region_feature_layers=[-11])
     with pytest.raises(ConfigError, match="roi_backend"):
         tiny_config(roi_backend="cuda")
+    with pytest.raises(ConfigError, match="region_content_norm='group'"):
+        tiny_config(region_content_norm="group")
 
 
 def test_mmcv_backend_without_mmcv_names_the_fix(tiny):
@@ -160,3 +162,29 @@ def test_token_counts_follow_the_selector_setting():
     assert tiny_config(selector="all").num_region_tokens == 1 + tiny_config().num_track_boxes
     assert tiny_config(num_selected=2).num_region_tokens == 3
     assert np.isclose(tiny_config().num_video_tokens, 8 + 64)
+
+
+def test_batch_normalised_rois_keep_their_variance_and_round_trip(tmp_path):
+    """``region_content_norm="batch"``: in training every RoI channel has unit variance across the batch, so
+    the RoI part cannot collapse to a constant; at inference the running statistics are used and saved."""
+    model, processor = build_tiny_model(seed=2, box_embedding="relative", region_content_norm="batch")
+    encoder = model.region_encoder
+    assert isinstance(encoder.content_norm, torch.nn.BatchNorm1d) and not list(encoder.content_norm.parameters())
+    captured = []
+    encoder.content_norm.register_forward_hook(lambda module, args, out: captured.append((args[0], out)))
+    batch = _batch(processor, model.config)
+    model.train()
+    model(**batch)
+    rois, normalised = captured[-1]  # (N, H_r) before and after
+    assert rois.shape[0] == model.config.num_region_frames
+    spread = rois.var(0, unbiased=False)
+    expected = spread / (spread + encoder.content_norm.eps)  # unit variance up to BatchNorm's eps
+    torch.testing.assert_close(normalised.var(0, unbiased=False), expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(normalised.mean(0), torch.zeros_like(expected), atol=1e-5, rtol=0)
+    assert encoder.content_norm.num_batches_tracked.item() == 1
+    model.eval()
+    model.save_pretrained(tmp_path)
+    loaded = ArtemisForConditionalGeneration.from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(loaded.region_encoder.content_norm.running_var, encoder.content_norm.running_var)
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch).logits, loaded(**batch).logits, rtol=0, atol=0)
