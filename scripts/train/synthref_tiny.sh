@@ -16,7 +16,15 @@ start=$(date +%s)
 
 artemis data synthref --out "$SYNTHREF" --num-videos "$NUM_VIDEOS" --seed "$SEED" --split train
 artemis data synthref --out "$SYNTHREF" --num-videos 100 --seed "$SEED" --split test
-for stage in stage1_pretrain stage2_finetune stage3_referring; do
+artemis train --config configs/synthref_tiny/stage1_pretrain.yaml "$@"
+# The vision tower is frozen in every stage: run it once over every training video; stages 2 and 3
+# read its features from the cache.
+data=()
+for file in llava:llava_stage1.json llava:llava_stage2.json videoref45k:videoref45k.json; do
+    data+=(--data "${file%%:*}:$SYNTHREF/train/${file#*:}")
+done
+artemis data cache "${data[@]}" --model "$OUT/stage1/base" --out "$OUT/cache" --tracker none --features
+for stage in stage2_finetune stage3_referring; do
     artemis train --config "configs/synthref_tiny/$stage.yaml" "$@"
 done
 artemis merge-lora "$OUT/stage3" "$OUT/synthref-tiny"
