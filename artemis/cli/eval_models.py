@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from artemis.cli.describe import DEFAULT_MODEL
 from artemis.errors import AnnotationError
 
 TRACKING_KEYS = ("success_auc", "precision_20px", "norm_precision_020", "ao", "sr50")
@@ -29,7 +30,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "synthref",
         help="attribute accuracy of a model's descriptions on a SynthRef split (+ box-swap/blind controls)",
     )
-    synthref.add_argument("--model", required=True, help="model directory (or bundled model name)")
+    synthref.add_argument("--model", default=DEFAULT_MODEL, help=f"model directory or bundled name ({DEFAULT_MODEL})")
     synthref.add_argument("--data", required=True, type=Path, help="SynthRef split folder (has manifest.json)")
     synthref.add_argument("--out", type=Path, default=Path("eval-synthref"), help="output directory")
     synthref.add_argument("--limit", type=int, help="only the first N objects (a rerun with more resumes)")
@@ -46,7 +47,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     synthref.set_defaults(func=run_synthref)
 
     reg = commands.add_parser("reg", help="Video-REG: describe each record's target, score with pycocoevalcap")
-    reg.add_argument("--model", required=True, help="model directory (or bundled model name)")
+    reg.add_argument("--model", default=DEFAULT_MODEL, help=f"model directory or bundled name ({DEFAULT_MODEL})")
     reg.add_argument("--data", required=True, help="FORMAT:FILE, FORMAT one of videoref45k, elysium, hcstvg")
     reg.add_argument("--out", type=Path, default=Path("eval-reg"), help="output directory")
     reg.add_argument("--limit", type=int, help="only the first N records")
