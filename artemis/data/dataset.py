@@ -102,6 +102,22 @@ class RecordEntry:
         return None if path is None else str(Path(path).resolve())
 
     @property
+    def split_key(self) -> str:
+        """The video's identity for the train/val split: the last folder and the file name of its media.
+
+        Not the absolute path, so the split is the same wherever the data set is stored.
+        """
+        sample = self.sample
+        if sample.frame_paths is not None and sample.frame_paths:
+            media = Path(sample.resolve(sample.frame_paths[0])).parent
+        else:
+            path = sample.resolve(sample.video if sample.video is not None else sample.image)
+            if path is None:
+                return self.key
+            media = Path(path)
+        return "/".join(media.parts[-2:])
+
+    @property
     def fingerprint(self) -> str:
         """Hash of everything that decides the record's pixels and track (stale-cache detection)."""
         if self._fingerprint is None:
@@ -316,7 +332,8 @@ class ReferringDataset(Dataset):
             weights: per file, how many times its records are drawn per epoch (``2.0`` twice each,
                 ``0.5`` a different random half every epoch); default 1 each.
             split: keep the ``"train"`` or ``"val"`` part of a split by video (``val_fraction`` of the
-                videos, chosen by a hash of the video path, so no video is in both); None keeps all.
+                videos, chosen by a hash of the video's folder and file name, so no video is in both and the
+                split does not depend on where the data set is stored); None keeps all.
             bad_records: ``"raise"`` on a malformed record, or ``"skip"`` it (counted in ``skipped``).
             seed: base of every random choice.
             options: ``tracker``, ``max_region_candidates``, ``max_length``, ``cache_dir``, ``model`` (see
@@ -326,7 +343,7 @@ class ReferringDataset(Dataset):
         if split is not None:
             if split not in ("train", "val"):
                 raise ConfigError(f"split={split!r}; expected 'train', 'val' or None")
-            entries = [e for e in entries if (_unit_hash(e.media or e.key) < val_fraction) == (split == "val")]
+            entries = [e for e in entries if (_unit_hash(e.split_key) < val_fraction) == (split == "val")]
         return cls(entries, processor, config, weights=weights, seed=seed, skipped=skipped, **options)
 
     def cache_settings(self) -> CacheSettings:

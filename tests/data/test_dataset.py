@@ -239,3 +239,20 @@ def test_mixing_weights_and_split(split: Path, tiny) -> None:
     val = ReferringDataset.from_files(files, processor, model.config, split="val", val_fraction=0.4)
     assert len(train) + len(val) == len(dataset.entries) and len(val) > 0
     assert not {e.media for e in train.entries} & {e.media for e in val.entries}
+
+
+def test_split_does_not_depend_on_where_the_data_lives(split: Path, tiny, tmp_path: Path) -> None:
+    """The train/val split hashes the video's folder and name, not its absolute path."""
+    import shutil
+
+    model, processor = tiny
+    moved = tmp_path / "elsewhere" / "deeper"
+    shutil.copytree(split, moved)
+
+    def val_videos(root: Path) -> list[str]:
+        files = [("videoref45k", root / "videoref45k.json"), ("llava", root / "llava_stage2.json")]
+        val = ReferringDataset.from_files(files, processor, model.config, split="val", val_fraction=0.5)
+        return sorted(e.split_key for e in val.entries)
+
+    here, there = val_videos(split), val_videos(moved)
+    assert here == there and here
