@@ -152,4 +152,10 @@ SYNTHREF_SHAPE_ANSWER = "It is a {shape}."
 SYNTHREF_MOTION_QUESTION = "In which direction does the {colour} {shape} move?"
 SYNTHREF_SIZE_QUESTION = "Is the {colour} {shape} large or small?"
 SYNTHREF_SIZE_ANSWER = "It is {size}."
+SYNTHREF_REGION_QUESTIONS = {
+    "colour": ("What colour is the <region>?", "Which colour does the <region> have?"),
+    "shape": ("What shape is the <region>?", "Which shape does the <region> have?"),
+    "motion": ("In which direction does the <region> move?", "Where does the <region> go in this video?"),
+}
+"""Short referring questions about one attribute of the boxed object (``videoref45k_attributes.json``)."""
 SYNTHREF_COLOUR_COUNT_QUESTION = "How many {colour} objects are there?"

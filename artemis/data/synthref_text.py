@@ -57,6 +57,20 @@ def motion_answer(obj: SceneObject) -> str:
     return f"It {MOTION_PHRASES[obj.motion][2]}."
 
 
+def attribute_questions(obj: SceneObject, rng: np.random.Generator) -> list[tuple[str, str, str]]:
+    """``[(kind, question, answer)]`` about the boxed object's colour, shape and motion, one each."""
+    answers = {
+        "colour": T.SYNTHREF_COLOUR_ANSWER.format(colour=obj.colour),
+        "shape": T.SYNTHREF_SHAPE_ANSWER.format(shape=obj.shape),
+        "motion": motion_answer(obj),
+    }
+    rows = []
+    for kind, answer in answers.items():
+        paraphrases = T.SYNTHREF_REGION_QUESTIONS[kind]
+        rows.append((kind, paraphrases[int(rng.integers(len(paraphrases)))], answer))
+    return rows
+
+
 def scene_caption(scene: Scene) -> str:
     """Stage-1 caption listing every object with all four attributes, in draw order."""
     phrases = [f"a {o.size} {o.colour} {o.shape} that {MOTION_PHRASES[o.motion][2]}" for o in scene.objects]

@@ -6,6 +6,8 @@ Layout of ``OUT/<split>/``::
     frames/<split>_00000/000000.png lossless frames (only with ``frame_folders``)
     manifest.json                   every video, every object's labels, boxes, visibility, key frame
     videoref45k.json                one Artemis record per object (caption = its description)
+    videoref45k_attributes.json     three Artemis records per object: one short question and answer
+                                    each about its colour, shape and motion
     elysium.json                    one ElysiumTrack-1M record per object (SOT / RSOT / Video-REG)
     llava_stage1.json               one scene-caption conversation per video
     llava_stage2.json               one multi-turn question-answer conversation per video
@@ -19,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +43,7 @@ from artemis.data.synthref import (
     render_frames,
     seed_sequence,
 )
-from artemis.data.synthref_text import describe_object, scene_caption, scene_questions
+from artemis.data.synthref_text import attribute_questions, describe_object, scene_caption, scene_questions
 from artemis.errors import VideoError
 from artemis.io import atomic_path, write_json_atomic
 
@@ -145,6 +147,7 @@ def generate_split(
     started = time.perf_counter()
     split_dir = Path(out_dir) / split
     refs: list[RefSample] = []
+    attribute_refs: list[RefSample] = []
     stage1: list[RefSample] = []
     stage2: list[RefSample] = []
     manifest_videos = []
@@ -181,6 +184,13 @@ def generate_split(
                     metadata={"video_name": f"{scene.name}.mp4", "vid": scene.name},
                 )
             )
+        # Its own stream too, so the attribute questions leave every other file unchanged.
+        attribute_rng = np.random.default_rng(seed_sequence(seed, split, index).spawn(4)[3])
+        for k, obj in enumerate(scene.objects):
+            target = refs[len(refs) - len(scene.objects) + k]
+            for kind, question, answer in attribute_questions(obj, attribute_rng):
+                sample_id = f"{scene.name}_obj{k}_{kind}"
+                attribute_refs.append(replace(target, sample_id=sample_id, question=question, caption=answer))
         scene_question = templates.SYNTHREF_SCENE_QUESTIONS[
             int(text_rng.integers(len(templates.SYNTHREF_SCENE_QUESTIONS)))
         ]
@@ -214,6 +224,7 @@ def generate_split(
     }
     write_json_atomic(split_dir / "manifest.json", manifest, indent=1)
     videoref45k.write(refs, split_dir / "videoref45k.json")
+    videoref45k.write(attribute_refs, split_dir / "videoref45k_attributes.json")
     elysium.write(refs, split_dir / "elysium.json")
     llava.write(stage1, split_dir / "llava_stage1.json")
     llava.write(stage2, split_dir / "llava_stage2.json")

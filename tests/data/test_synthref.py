@@ -23,7 +23,14 @@ from artemis.data.synthref import (
 from artemis.data.synthref_text import MOTION_PHRASES, scene_questions
 from artemis.data.synthref_writer import generate_split
 
-ANNOTATIONS = ("manifest.json", "videoref45k.json", "elysium.json", "llava_stage1.json", "llava_stage2.json")
+ANNOTATIONS = (
+    "manifest.json",
+    "videoref45k.json",
+    "videoref45k_attributes.json",
+    "elysium.json",
+    "llava_stage1.json",
+    "llava_stage2.json",
+)
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +140,24 @@ def test_annotation_files_parse_and_agree_with_the_manifest(split_dir: Path) -> 
     stage2 = formats.read("llava", split_dir / "llava_stage2.json")
     assert len(stage1) == len(stage2) == len(manifest["videos"])
     assert stage1[0].conversations[0]["value"].startswith("<video>\n")
+
+
+def test_attribute_questions_name_the_boxed_objects_attributes(split_dir: Path) -> None:
+    """videoref45k_attributes.json: per object, one colour, one shape and one motion question on its track."""
+    manifest = json.loads((split_dir / "manifest.json").read_text())
+    objects = [o for v in manifest["videos"] for o in v["objects"]]
+    refs = formats.read("videoref45k", split_dir / "videoref45k.json")
+    attributes = formats.read("videoref45k", split_dir / "videoref45k_attributes.json")
+    assert len(attributes) == 3 * len(objects)
+    for position, (ref, obj) in enumerate(zip(refs, objects, strict=True)):
+        colour, shape, motion = attributes[3 * position : 3 * position + 3]
+        for record in (colour, shape, motion):
+            assert record.boxes == ref.boxes and record.key_frame_id == ref.key_frame_id and record.video == ref.video
+            assert "<region>" in record.question
+        assert "colour" in colour.question and colour.caption == f"It is {obj['colour']}."
+        assert "shape" in shape.question and shape.caption == f"It is a {obj['shape']}."
+        still = obj["motion"] == "still"
+        assert motion.caption == ("It does not move." if still else f"It {MOTION_PHRASES[obj['motion']][2]}.")
 
 
 def test_question_answers_are_exact() -> None:
