@@ -52,7 +52,7 @@ class ArtemisPreTrainedModel(PreTrainedModel):
     config_class = ArtemisConfig
     input_modalities = ("video", "text")
     supports_gradient_checkpointing = True
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["past_key_values", "cache"]
     _no_split_modules = ["LlamaDecoderLayer", "CLIPEncoderLayer"]
     _supports_flash_attn = True
     _supports_sdpa = True
@@ -366,7 +366,10 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         # After the prefill step the KV cache holds the visual tokens; a placeholder id that appears in
         # newly generated text is then only a word, not a slot to fill.
-        decoding = past_key_values is not None and past_key_values.get_seq_length() > 0
+        # transformers 5.24 renamed the LLM's ``past_key_values`` to ``cache`` (the old name warns until 5.40):
+        # accept either, and pass on only the one given.
+        cache = kwargs.get("cache", past_key_values)
+        decoding = cache is not None and cache.get_seq_length() > 0
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)  # (B, L, D)
         if input_ids is not None and not decoding:
@@ -380,10 +383,10 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             labels=labels,
             use_cache=use_cache,
             logits_to_keep=logits_to_keep,
+            **({} if past_key_values is None else {"past_key_values": past_key_values}),
             **kwargs,
         )
 

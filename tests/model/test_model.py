@@ -115,6 +115,26 @@ def test_generation_with_kv_cache_matches_generation_without(tiny):
     assert torch.equal(cached, uncached)
 
 
+@pytest.mark.parametrize("name", ["past_key_values", "cache"])
+def test_a_placeholder_id_generated_after_the_prefill_is_only_a_word(tiny, name):
+    """Decoding steps carry no visual inputs: a generated ``<region>`` id must not ask for region tokens."""
+    import inspect
+
+    from transformers import LlamaForCausalLM
+
+    if name == "cache" and name not in inspect.signature(LlamaForCausalLM.forward).parameters:
+        pytest.skip("this transformers names the KV cache argument past_key_values only")
+    model, processor = tiny
+    batch = {k: v for k, v in _batch(processor, model.config).items() if k != "labels"}
+    with torch.no_grad():
+        prefill = model(**batch, use_cache=True)
+        step = torch.tensor([[model.config.region_token_id]])
+        mask = torch.ones(1, batch["input_ids"].shape[1] + 1, dtype=torch.long)
+        out = model(input_ids=step, attention_mask=mask, use_cache=True, **{name: prefill.past_key_values})
+    assert out.logits.shape[:2] == (1, 1)
+    assert torch.isfinite(out.logits).all()
+
+
 def test_relative_box_embedding_sees_motion():
     """With relative boxes, two tracks that differ only in motion give different region tokens."""
     model, processor = build_tiny_model(seed=1, box_embedding="relative", selector="all")
