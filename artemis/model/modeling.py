@@ -379,6 +379,8 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             )  # fmt: skip
             inputs_embeds = self._scatter(input_ids, inputs_embeds, video, self.config.video_token_id, "<video>")
             inputs_embeds = self._scatter(input_ids, inputs_embeds, region, self.config.region_token_id, "<region>")
+        if past_key_values is not None:
+            kwargs["past_key_values"] = past_key_values
         return self.language_model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
@@ -386,7 +388,6 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             labels=labels,
             use_cache=use_cache,
             logits_to_keep=logits_to_keep,
-            **({} if past_key_values is None else {"past_key_values": past_key_values}),
             **kwargs,
         )
 

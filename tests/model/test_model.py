@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 import torch
+from transformers import LlamaForCausalLM
 
 from artemis.model import ArtemisConfig, ArtemisForConditionalGeneration, build_tiny_model, tiny_config
 from artemis.model.processing import IGNORE_INDEX
@@ -118,10 +121,6 @@ def test_generation_with_kv_cache_matches_generation_without(tiny):
 @pytest.mark.parametrize("name", ["past_key_values", "cache"])
 def test_a_placeholder_id_generated_after_the_prefill_is_only_a_word(tiny, name):
     """Decoding steps carry no visual inputs: a generated ``<region>`` id must not ask for region tokens."""
-    import inspect
-
-    from transformers import LlamaForCausalLM
-
     if name == "cache" and name not in inspect.signature(LlamaForCausalLM.forward).parameters:
         pytest.skip("this transformers names the KV cache argument past_key_values only")
     model, processor = tiny
