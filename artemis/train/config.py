@@ -64,12 +64,20 @@ class ModelSection:
 
 @dataclass
 class TrainableSection:
-    """Which parts of the model train; everything else is frozen."""
+    """Which parts of the model train; everything else is frozen.
+
+    ``freeze`` names parameters to keep frozen inside the parts that train, by name prefix (e.g.
+    ``region_encoder.flatten_linear``). ``objective`` is ``lm`` (the language-model loss of every published
+    stage) or ``region_words`` (the region encoder predicts the answer's words from its tokens, a
+    bag-of-words pretraining of the region path; :mod:`artemis.train.region_words`).
+    """
 
     projector: bool = True
     llm: str = "frozen"
     region_encoder: bool = False
     vision_tower: bool = False
+    freeze: list[str] = field(default_factory=list)
+    objective: str = "lm"
 
 
 @dataclass
@@ -240,6 +248,19 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError("model.vision_tower and model.language_model go together: set both or neither")
     if train.llm not in LLM_MODES:
         raise ConfigError(f"train.llm={train.llm!r}; expected one of {', '.join(LLM_MODES)}")
+    from artemis.train.region_words import OBJECTIVES
+
+    if train.objective not in OBJECTIVES:
+        raise ConfigError(f"train.objective={train.objective!r}; expected one of {', '.join(OBJECTIVES)}")
+    if train.objective == "region_words" and not train.region_encoder:
+        raise ConfigError("train.objective: region_words trains the region encoder; set train.region_encoder: true")
+    if train.objective == "region_words" and (train.llm != "frozen" or train.projector):
+        raise ConfigError(
+            "train.objective: region_words uses neither the LLM nor the projector; set train.llm: frozen and "
+            "train.projector: false"
+        )
+    if not isinstance(train.freeze, list) or not all(isinstance(p, str) and p for p in train.freeze):
+        raise ConfigError(f"train.freeze={train.freeze!r}; expected a list of parameter-name prefixes")
     if config.quantization.bits not in (None, 4, 8):
         raise ConfigError(f"quantization.bits={config.quantization.bits!r}; expected null, 4 or 8")
     if config.quantization.bits is not None and train.llm == "full":

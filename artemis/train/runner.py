@@ -110,7 +110,7 @@ class ArtemisTrainer(Trainer):
         directory.mkdir(parents=True, exist_ok=True)
         model = self.accelerator.unwrap_model(self.model)
         with atomic_path(directory / TRAINABLES_FILE) as tmp:
-            save_file(trainable_state(model), str(tmp), metadata={"format": "pt"})
+            save_file(trainable_state(model, buffers=True), str(tmp), metadata={"format": "pt"})
         model.config.save_pretrained(directory)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
@@ -215,6 +215,10 @@ def run_training(config: TrainConfig, *, resume: bool | str = "auto") -> Path:
     if kind == "lora":
         model = wrap_lora(model, config)
     train_data, eval_data = _datasets(config, processor, model)
+    if config.train.objective == "region_words":
+        from artemis.train.region_words import RegionWordsObjective
+
+        model = RegionWordsObjective(model)  # the Trainer optimises the wrapper; the stage saves the model
     from artemis.data.collator import ArtemisCollator
     from artemis.data.dataset import EpochCallback
 
@@ -236,6 +240,7 @@ def run_training(config: TrainConfig, *, resume: bool | str = "auto") -> Path:
         logger.warning("resuming from %s", checkpoint)
     result = trainer.train(resume_from_checkpoint=checkpoint)
     trained = trainer.accelerator.unwrap_model(trainer.model)
+    trained = getattr(trained, "artemis_model", trained)  # without a training-only objective head
     if args.world_size > 1:  # each rank records what it ended with, so divergence between ranks shows
         ranks = output_dir / "ranks"
         ranks.mkdir(parents=True, exist_ok=True)

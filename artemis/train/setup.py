@@ -13,6 +13,7 @@ Three starting points (``model`` section of the config):
 
 from __future__ import annotations
 
+import difflib
 import logging
 import re
 from pathlib import Path
@@ -149,6 +150,16 @@ def set_trainable(model: torch.nn.Module, config: TrainConfig) -> dict[str, int]
             getattr(model, attribute).requires_grad_(True)
     if train.llm == "full":
         model.language_model.requires_grad_(True)
+    names = [name for name, _ in model.named_parameters()]
+    for prefix in train.freeze:
+        if not any(name.startswith(prefix) for name in names):
+            modules = sorted({name.rsplit(".", 1)[0] for name in names})
+            match = difflib.get_close_matches(prefix, modules, n=1, cutoff=0.5)
+            hint = f"; did you mean {match[0]!r}?" if match else " (prefixes of parameter names: region_encoder.fuse)"
+            raise ConfigError(f"train.freeze: {prefix!r} matches no parameter of the model{hint}")
+    for name, parameter in model.named_parameters():
+        if any(name.startswith(prefix) for prefix in train.freeze):
+            parameter.requires_grad_(False)
     counts = {
         part: sum(p.numel() for p in getattr(model, attr).parameters() if p.requires_grad)
         for part, attr in PARTS.items()

@@ -129,9 +129,35 @@ def _load_trainables(model: torch.nn.Module, path: Path) -> None:
     model.load_state_dict(tensors, strict=False)
 
 
-def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The parameters that require grad, by name, detached and contiguous (ready for safetensors)."""
-    return {name: p.detach().contiguous().cpu() for name, p in model.named_parameters() if p.requires_grad}
+_PARTS = ("mm_projector", "region_encoder", "vision_tower", "language_model")
+
+
+def _part(name: str) -> str | None:
+    """The prefix of the model part a parameter or buffer belongs to (``region_encoder.``, ...)."""
+    for part in _PARTS:
+        if name.startswith(f"{part}."):
+            return f"{part}."
+        position = name.find(f".{part}.")
+        if position >= 0:
+            return name[: position + len(part) + 2]
+    return None
+
+
+def trainable_state(model: torch.nn.Module, *, buffers: bool = False) -> dict[str, torch.Tensor]:
+    """The parameters that require grad, by name, detached and contiguous (ready for safetensors).
+
+    ``buffers=True`` adds the persistent buffers of every part that trains, such as the running
+    statistics of the region encoder's BatchNorm, which belong to the trained region encoder as much as
+    its weights do.
+    """
+    state = {name: p.detach().contiguous().cpu() for name, p in model.named_parameters() if p.requires_grad}
+    if buffers:
+        trained = {_part(name) for name in state} - {None}
+        parameters = {name for name, _ in model.named_parameters()}
+        for name, tensor in model.state_dict().items():
+            if name not in parameters and _part(name) in trained:
+                state[name] = tensor.detach().contiguous().cpu()
+    return state
 
 
 def save_stage(
@@ -147,7 +173,7 @@ def save_stage(
     elif saved == "trainables":
         model.config.save_pretrained(directory)
         with atomic_path(directory / TRAINABLES_FILE) as tmp:
-            save_file(trainable_state(model), str(tmp), metadata={"format": "pt"})
+            save_file(trainable_state(model, buffers=True), str(tmp), metadata={"format": "pt"})
     else:
         model.save_pretrained(directory / ADAPTER_DIR)
         model.get_base_model().config.save_pretrained(directory)
