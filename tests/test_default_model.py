@@ -27,8 +27,9 @@ def test_bundled_in_the_package_within_25_mb() -> None:
 def test_describes_fresh_synthref_targets(tmp_path: Path) -> None:
     """A quality floor on a few fresh test videos (the full figures are benchmarks, see docs/training.md).
 
-    The floor is what the bundled model does reliably: colour and motion. Shape is still at chance, so
-    joint accuracy is far below the 0.90 target (docs/training.md, "The default model").
+    The bundled model names colour and motion almost always and shape three times out of four (0.71
+    joint on a fresh 301-target split), so the floors sit well below that, to catch a broken model or
+    pipeline rather than noise on 24 targets.
     """
     generate_split(tmp_path, 8, seed=2024, split="test")
     targets, vocabulary = load_targets(tmp_path / "test")
@@ -36,8 +37,10 @@ def test_describes_fresh_synthref_targets(tmp_path: Path) -> None:
     predictor = SynthRefPredictor(model, controls=False, generation={"max_new_tokens": 32})
     metrics = synthref_metrics([predictor(target) for target in targets], vocabulary)
     assert metrics["num_samples"] >= 16
+    assert metrics["color_accuracy"] >= 0.85, metrics
     assert metrics["motion_accuracy"] >= 0.85, metrics
-    assert metrics["color_accuracy"] >= 0.6, metrics
+    assert metrics["shape_accuracy"] >= 0.5, metrics
+    assert metrics["joint_accuracy"] >= 0.45, metrics
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The default model, synthref-tiny, from nothing on a CPU: generate SynthRef, run the three stages,
-# merge the LoRA, and score the result on a held-out test split.
+# The default model, synthref-tiny, from nothing on a CPU: generate SynthRef, run the three stages (stage 3
+# in two parts: region words, then referring), write the merged model, and score it on a held-out test split.
 #   OUT         output root (default runs/synthref-tiny); the merged model is $OUT/synthref-tiny
 #   SEED        data seed (default 0); splits draw from disjoint seed streams, so train and test never overlap
 #   NUM_VIDEOS  training videos (default 1200)
@@ -20,11 +20,12 @@ artemis train --config configs/synthref_tiny/stage1_pretrain.yaml "$@"
 # The vision tower is frozen in every stage: run it once over every training video; stages 2 and 3
 # read its features from the cache.
 data=()
-for file in llava:llava_stage1.json llava:llava_stage2.json videoref45k:videoref45k.json; do
+for file in llava:llava_stage1.json llava:llava_stage2.json videoref45k:videoref45k.json \
+    videoref45k:videoref45k_attributes.json; do
     data+=(--data "${file%%:*}:$SYNTHREF/train/${file#*:}")
 done
 artemis data cache "${data[@]}" --model "$OUT/stage1/base" --out "$OUT/cache" --tracker none --features
-for stage in stage2_finetune stage3_referring; do
+for stage in stage2_finetune stage3_region_words stage3_referring; do
     artemis train --config "configs/synthref_tiny/$stage.yaml" "$@"
 done
 artemis merge-lora "$OUT/stage3" "$OUT/synthref-tiny"
