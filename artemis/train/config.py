@@ -41,6 +41,7 @@ __all__ = [
 ]
 
 LLM_MODES = ("full", "lora", "frozen")
+OBJECTIVES = ("lm", "region_words")  # train.objective; region_words: artemis.train.region_words
 
 
 @dataclass
@@ -248,17 +249,16 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError("model.vision_tower and model.language_model go together: set both or neither")
     if train.llm not in LLM_MODES:
         raise ConfigError(f"train.llm={train.llm!r}; expected one of {', '.join(LLM_MODES)}")
-    from artemis.train.region_words import OBJECTIVES
-
     if train.objective not in OBJECTIVES:
         raise ConfigError(f"train.objective={train.objective!r}; expected one of {', '.join(OBJECTIVES)}")
-    if train.objective == "region_words" and not train.region_encoder:
-        raise ConfigError("train.objective: region_words trains the region encoder; set train.region_encoder: true")
-    if train.objective == "region_words" and (train.llm != "frozen" or train.projector):
-        raise ConfigError(
-            "train.objective: region_words uses neither the LLM nor the projector; set train.llm: frozen and "
-            "train.projector: false"
-        )
+    if train.objective == "region_words":
+        if not train.region_encoder:
+            raise ConfigError("train.objective: region_words trains the region encoder; set train.region_encoder: true")
+        if train.llm != "frozen" or train.projector:
+            raise ConfigError(
+                "train.objective: region_words uses neither the LLM nor the projector; set train.llm: frozen and "
+                "train.projector: false"
+            )
     if not isinstance(train.freeze, list) or not all(isinstance(p, str) and p for p in train.freeze):
         raise ConfigError(f"train.freeze={train.freeze!r}; expected a list of parameter-name prefixes")
     if config.quantization.bits not in (None, 4, 8):

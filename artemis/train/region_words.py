@@ -24,9 +24,7 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import ModelOutput
 
-__all__ = ["OBJECTIVES", "RegionWordsObjective"]
-
-OBJECTIVES = ("lm", "region_words")
+__all__ = ["RegionWordsObjective"]
 
 
 class RegionWordsObjective(nn.Module):

@@ -20,16 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch.utils.data import Dataset
 from transformers import Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from artemis.errors import ConfigError
-from artemis.io import atomic_path, write_json_atomic
+from artemis.io import write_json_atomic
 from artemis.train.config import TrainConfig, check_paths
 from artemis.train.setup import build_model, save_base, set_trainable, wrap_lora
-from artemis.train.stages import TRAINABLES_FILE, _load_trainables, save_stage, trainable_state
+from artemis.train.stages import TRAINABLES_FILE, _load_trainables, save_stage, save_trainables, trainable_state
 
 logger = logging.getLogger(__name__)
 
@@ -108,10 +107,7 @@ class ArtemisTrainer(Trainer):
             return
         directory = Path(output_dir or self.args.output_dir)
         directory.mkdir(parents=True, exist_ok=True)
-        model = self.accelerator.unwrap_model(self.model)
-        with atomic_path(directory / TRAINABLES_FILE) as tmp:
-            save_file(trainable_state(model, buffers=True), str(tmp), metadata={"format": "pt"})
-        model.config.save_pretrained(directory)
+        save_trainables(self.accelerator.unwrap_model(self.model), directory)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
         path = Path(resume_from_checkpoint) / TRAINABLES_FILE

@@ -33,7 +33,16 @@ TRAINABLES_FILE = "trainables.safetensors"
 ADAPTER_DIR = "adapter"
 SAVE_KINDS = ("full", "trainables", "lora")
 
-__all__ = ["ADAPTER_DIR", "STAGE_FILE", "TRAINABLES_FILE", "load_stage", "merge_lora", "read_stage", "save_stage"]
+__all__ = [
+    "ADAPTER_DIR",
+    "STAGE_FILE",
+    "TRAINABLES_FILE",
+    "load_stage",
+    "merge_lora",
+    "read_stage",
+    "save_stage",
+    "save_trainables",
+]
 
 
 def read_stage(directory: str | Path) -> dict[str, Any]:
@@ -160,6 +169,13 @@ def trainable_state(model: torch.nn.Module, *, buffers: bool = False) -> dict[st
     return state
 
 
+def save_trainables(model: torch.nn.Module, directory: Path) -> None:
+    """Write ``trainables.safetensors`` (trained parameters and their parts' buffers) and ``config.json``."""
+    with atomic_path(directory / TRAINABLES_FILE) as tmp:
+        save_file(trainable_state(model, buffers=True), str(tmp), metadata={"format": "pt"})
+    model.config.save_pretrained(directory)
+
+
 def save_stage(
     model: Any, processor: Any, directory: str | Path, *, saved: str, stage: str, base: str | Path | None, **extra: Any
 ) -> Path:
@@ -171,9 +187,7 @@ def save_stage(
     if saved == "full":
         model.save_pretrained(directory)
     elif saved == "trainables":
-        model.config.save_pretrained(directory)
-        with atomic_path(directory / TRAINABLES_FILE) as tmp:
-            save_file(trainable_state(model, buffers=True), str(tmp), metadata={"format": "pt"})
+        save_trainables(model, directory)
     else:
         model.save_pretrained(directory / ADAPTER_DIR)
         model.get_base_model().config.save_pretrained(directory)
