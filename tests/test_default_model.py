@@ -27,7 +27,7 @@ def test_bundled_in_the_package_within_25_mb() -> None:
 def test_describes_fresh_synthref_targets(tmp_path: Path) -> None:
     """A quality floor on a few fresh test videos (the full figures are benchmarks, see docs/training.md).
 
-    The bundled model names colour and motion almost always and shape three times out of four (0.71
+    The bundled model names colour and shape almost always and motion four times out of five (0.80
     joint on a fresh 301-target split), so the floors sit well below that, to catch a broken model or
     pipeline rather than noise on 24 targets.
     """
@@ -38,9 +38,9 @@ def test_describes_fresh_synthref_targets(tmp_path: Path) -> None:
     metrics = synthref_metrics([predictor(target) for target in targets], vocabulary)
     assert metrics["num_samples"] >= 16
     assert metrics["color_accuracy"] >= 0.85, metrics
-    assert metrics["motion_accuracy"] >= 0.85, metrics
-    assert metrics["shape_accuracy"] >= 0.5, metrics
-    assert metrics["joint_accuracy"] >= 0.45, metrics
+    assert metrics["shape_accuracy"] >= 0.85, metrics
+    assert metrics["motion_accuracy"] >= 0.6, metrics
+    assert metrics["joint_accuracy"] >= 0.55, metrics
 
 
 @pytest.mark.slow
