@@ -38,7 +38,13 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from artemis.data import formats
 from artemis.data.cache import CacheSettings, FeatureCache
-from artemis.data.media import open_media, record_track, region_candidates, video_frame_indices
+from artemis.data.media import (
+    jittered_key_frame,
+    open_media,
+    record_track,
+    region_candidates,
+    video_frame_indices,
+)
 from artemis.data.records import RefSample, record_error
 from artemis.errors import AnnotationError, ArtemisError, BoxError, ConfigError, VideoError
 from artemis.model.configuration import ArtemisConfig
@@ -265,6 +271,11 @@ class ReferringDataset(Dataset):
     (K, P, C_v) tensor per ``region_feature_layers``) instead of ``region_pixel_values``; pass ``model=``
     so the dataset can check that the features came from its vision tower.
 
+    ``key_frame_jitter`` is the probability that a referring item gives the target's box on another frame
+    where the target is visible instead of the record's key frame (drawn per seed, epoch and index, like
+    the tracked-frame jitter): a user's box may be on any frame, an annotation's key frame is usually the
+    target's clearest view. 0, the default, always uses the record's key frame.
+
     Attributes:
         entries: the records, in file order.
         skipped: the errors of the records skipped at construction (``bad_records="skip"``).
@@ -281,17 +292,24 @@ class ReferringDataset(Dataset):
         seed: int = 0,
         tracker: str | None = None,
         max_region_candidates: int | None = None,
+        key_frame_jitter: float = 0.0,
         max_length: int | None = None,
         cache_dir: str | Path | None = None,
         model: Any = None,
         skipped: list[AnnotationError] | None = None,
     ) -> None:
+        if not 0.0 <= float(key_frame_jitter) <= 1.0:
+            raise ConfigError(
+                f"key_frame_jitter={key_frame_jitter!r}: it is a probability; use a value from 0 (always the "
+                "record's key frame) to 1 (always another frame where the target is visible)"
+            )
         self.entries = entries
         self.processor = processor
         self.config = config
         self.seed = int(seed)
         self.tracker = tracker
         self.max_region_candidates = max_region_candidates
+        self.key_frame_jitter = float(key_frame_jitter)
         self.max_length = max_length
         self.skipped = list(skipped or [])
         self.epoch = 0
@@ -336,8 +354,8 @@ class ReferringDataset(Dataset):
                 split does not depend on where the data set is stored); None keeps all.
             bad_records: ``"raise"`` on a malformed record, or ``"skip"`` it (counted in ``skipped``).
             seed: base of every random choice.
-            options: ``tracker``, ``max_region_candidates``, ``max_length``, ``cache_dir``, ``model`` (see
-                :class:`ReferringDataset`).
+            options: ``tracker``, ``max_region_candidates``, ``key_frame_jitter``, ``max_length``,
+                ``cache_dir``, ``model`` (see :class:`ReferringDataset`).
         """
         entries, skipped = load_entries(files, bad_records)
         if split is not None:
@@ -424,6 +442,8 @@ class ReferringDataset(Dataset):
         try:
             boxes, visible, key_frame = self._track(entry, reader)
             candidates = region_candidates(visible, key_frame, self.max_region_candidates)
+            if self.key_frame_jitter > 0.0 and rng.random() < self.key_frame_jitter:
+                key_frame = jittered_key_frame(candidates, key_frame, rng)
             inputs = build_video_inputs(
                 reader, key_frame, [boxes], [candidates], self.config, self.processor.video_processor, rng=rng,
                 read_pixels=not self.features,

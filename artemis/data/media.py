@@ -2,7 +2,8 @@
 
 :func:`open_media` opens a record's video, frame images or image; :func:`record_track` lays its target's
 boxes on every frame (the tracker filling frames it does not annotate); :func:`region_candidates` are the
-frames the tracked-frame jitter may pick and :func:`video_frame_indices` the frames of the video tokens.
+frames the tracked-frame jitter may pick, :func:`jittered_key_frame` a key frame among them, and
+:func:`video_frame_indices` the frames of the video tokens.
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ from artemis.video.sampling import sample_indices
 if TYPE_CHECKING:
     from artemis.data.dataset import RecordEntry
 
-__all__ = ["open_media", "read_image", "record_track", "region_candidates", "video_frame_indices"]
+__all__ = [
+    "jittered_key_frame",
+    "open_media",
+    "read_image",
+    "record_track",
+    "region_candidates",
+    "video_frame_indices",
+]
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -95,6 +103,21 @@ def region_candidates(visible: np.ndarray, key_frame: int, limit: int | None) ->
     keep[frames[sample_indices(len(frames), limit, "uniform")]] = True
     keep[key_frame] = visible[key_frame]
     return keep
+
+
+def jittered_key_frame(candidates: np.ndarray, key_frame: int, rng: np.random.Generator) -> int:
+    """Another frame to give the target's box on: one of ``candidates`` other than ``key_frame``, uniformly.
+
+    A user may draw the box on any frame, also one where the target is partly hidden or cut by the frame
+    edge, while an annotation's key frame is usually its clearest view; training on other visible frames
+    as key frames teaches the model that case. ``candidates`` are :func:`region_candidates`, so a features
+    cache holds the chosen frame. Returns ``key_frame`` when it is the only candidate.
+    """
+    frames = np.flatnonzero(candidates)
+    frames = frames[frames != key_frame]
+    if frames.size == 0:
+        return int(key_frame)
+    return int(frames[int(rng.integers(frames.size))])
 
 
 def video_frame_indices(total: int, num_frames: int) -> np.ndarray:

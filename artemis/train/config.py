@@ -122,6 +122,8 @@ class DataSection:
         max_length: longest token sequence; longer samples are cut after their placeholders.
         tracker: tracker for records whose track is not annotated (``null`` requires annotated tracks).
         max_region_candidates / cache_dir / bad_records: passed to the dataset.
+        key_frame_jitter: probability that a referring item's box is given on another frame where the
+            target is visible instead of the record's key frame (0 to 1; 0 keeps the key frame).
         seed: seed of the dataset's random draws (jitter, paraphrases, mixing).
         log_samples: write ``samples-rank<r>.jsonl`` with the ids each rank trained on (to check sharding).
     """
@@ -131,6 +133,7 @@ class DataSection:
     max_length: int | None = 2048
     tracker: str | None = None
     max_region_candidates: int | None = None
+    key_frame_jitter: float = 0.0
     cache_dir: str | None = None
     bad_records: str = "raise"
     seed: int = 0
@@ -271,6 +274,12 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError("nothing trains: enable at least one of train.projector, llm, region_encoder, vision_tower")
     if not config.data.files:
         raise ConfigError("data.files is empty: list the annotation files to train on")
+    jitter = config.data.key_frame_jitter
+    if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not 0 <= jitter <= 1:
+        raise ConfigError(
+            f"data.key_frame_jitter={jitter!r}: it is a probability; use a number from 0 "
+            "(always the record's key frame) to 1 (always another visible frame)"
+        )
     if config.data.bad_records not in ("raise", "skip"):
         raise ConfigError(f"data.bad_records={config.data.bad_records!r}; expected 'raise' or 'skip'")
 

@@ -128,6 +128,7 @@ def _datasets(config: TrainConfig, processor: Any, model: Any) -> tuple[Any, Any
         "bad_records": data.bad_records,
         "tracker": data.tracker,
         "max_region_candidates": data.max_region_candidates,
+        "key_frame_jitter": data.key_frame_jitter,
         "max_length": data.max_length,
         "cache_dir": data.cache_dir,
     }

@@ -14,7 +14,7 @@ from artemis.data import read
 from artemis.data.dataset import EpochCallback, ReferringDataset
 from artemis.data.synthref import SynthRefConfig
 from artemis.data.synthref_writer import generate_split
-from artemis.errors import AnnotationError
+from artemis.errors import AnnotationError, ConfigError
 from artemis.model import build_tiny_model
 from artemis.model.processing import IGNORE_INDEX
 from artemis.templates import DESCRIBE_QUESTIONS
@@ -116,6 +116,45 @@ def test_jitter_is_reproducible_per_seed_epoch_index_and_changes_across_epochs(s
     state = type("State", (), {"epoch": 2.0})()
     callback.on_epoch_begin(None, state, None)
     assert first.epoch == 2
+
+
+def test_key_frame_jitter_gives_the_box_on_other_visible_frames(split: Path, tiny) -> None:
+    _, processor = tiny
+    transform = processor.video_processor.transform_for(64, 48)
+    plain = _referring(split, tiny, seed=5)
+    moved = _referring(split, tiny, seed=5, key_frame_jitter=1.0)
+    again = _referring(split, tiny, seed=5, key_frame_jitter=1.0)
+    key_frames = set()
+    for epoch in range(3):
+        for dataset in (plain, moved, again):
+            dataset.set_epoch(epoch)
+        for index in range(len(moved)):
+            sample = moved.entry(index).sample
+            boxes, visible = sample.boxes_array()
+            frame_ids = list(sample.frame_ids)
+            item = moved[index]
+            # Reproducible per seed, epoch and index.
+            assert all(torch.equal(item[name], again[index][name]) for name in item)
+            # Jitter 0 keeps the record's key frame.
+            assert plain[index]["region_times"][0] == pytest.approx(sample.key_frame_id / 11)
+            # Jitter 1 puts the box on another frame where the target is visible, with that frame's box.
+            frame = round(float(item["region_times"][0]) * 11)
+            if visible.sum() > 1:
+                assert frame != sample.key_frame_id
+            row = frame_ids.index(frame)
+            assert visible[row]
+            expected = transform.boxes_to_model(boxes[row : row + 1])[0]
+            torch.testing.assert_close(item["region_boxes"][0, 0], torch.tensor(expected, dtype=torch.float32))
+            # The record's own key frame may now be one of the tracked frames.
+            assert item["region_visible"].all()
+            key_frames.add((index, frame))
+    assert len({frame for _, frame in key_frames}) > 2, "the jittered key frames never varied"
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5])
+def test_key_frame_jitter_outside_zero_to_one_is_refused(split: Path, tiny, value: float) -> None:
+    with pytest.raises(ConfigError, match=rf"key_frame_jitter={value}: it is a probability"):
+        _referring(split, tiny, key_frame_jitter=value)
 
 
 def test_question_defaults_to_a_seeded_paraphrase(split: Path, tiny, tmp_path: Path) -> None:

@@ -96,6 +96,24 @@ def test_features_cache_gives_the_same_losses_and_logits_as_the_videos(files, ti
         torch.testing.assert_close(model(**batch).logits, expected, rtol=0, atol=1e-5)
 
 
+def test_features_cache_serves_jittered_key_frames(files, tiny, feature_cache: Path) -> None:
+    """Every visible frame can become the key frame, so the cache must hold it: same items as the videos."""
+    model, processor = tiny
+    options = {"seed": 4, "key_frame_jitter": 1.0}
+    raw = ReferringDataset.from_files(files, processor, model.config, **options)
+    options.update(cache_dir=feature_cache, model=model)
+    cached = ReferringDataset.from_files(files, processor, model.config, **options)
+    collate = ArtemisCollator(processor, model.config)
+    referring = [i for i in range(len(raw)) if raw.entry(i).kind == "referring"]
+    for index in referring:
+        x, y = raw[index], cached[index]
+        for name in ("input_ids", "region_boxes", "region_visible", "region_times"):
+            assert torch.equal(x[name].nan_to_num(-9.0), y[name].nan_to_num(-9.0)), (index, name)
+        with torch.no_grad():
+            expected, actual = model(**collate([x])), model(**collate([y]))
+        torch.testing.assert_close(actual.logits, expected.logits, rtol=0, atol=1e-5)
+
+
 def test_features_cache_holds_features_and_no_frames(files, tiny, feature_cache: Path) -> None:
     model, _ = tiny
     cache = FeatureCache(feature_cache)

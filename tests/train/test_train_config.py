@@ -112,6 +112,7 @@ def test_unset_environment_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     [
         ({"train__llm": "half"}, "train.llm='half'"),
         ({"quantization": {"bits": 3}}, "quantization.bits=3"),
+        ({"data__key_frame_jitter": 1.5}, "data.key_frame_jitter=1.5: it is a probability"),
         ({"train": {"projector": False, "llm": "frozen"}}, "nothing trains"),
         ({"model": {"base": "x", "tiny": {}}}, "exactly one of model.base"),
         ({"training": {"learning_rate": 1.0}}, "training.output_dir is required"),
