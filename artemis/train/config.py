@@ -70,7 +70,8 @@ class TrainableSection:
     ``freeze`` names parameters to keep frozen inside the parts that train, by name prefix (e.g.
     ``region_encoder.flatten_linear``). ``objective`` is ``lm`` (the language-model loss of every published
     stage) or ``region_words`` (the region encoder predicts the answer's words from its tokens, a
-    bag-of-words pretraining of the region path; :mod:`artemis.train.region_words`).
+    bag-of-words pretraining of the region path; :mod:`artemis.train.region_words`). ``region_words_bins``
+    gives each of that many position parts of the answer its own bag, so word order counts (1: one bag).
     """
 
     projector: bool = True
@@ -79,6 +80,7 @@ class TrainableSection:
     vision_tower: bool = False
     freeze: list[str] = field(default_factory=list)
     objective: str = "lm"
+    region_words_bins: int = 1
 
 
 @dataclass
@@ -262,6 +264,16 @@ def validate(config: TrainConfig) -> None:
                 "train.objective: region_words uses neither the LLM nor the projector; set train.llm: frozen and "
                 "train.projector: false"
             )
+    bins = train.region_words_bins
+    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
+        raise ConfigError(
+            f"train.region_words_bins={bins!r}: expected a whole number >= 1 (1 is one bag of words per answer)"
+        )
+    if bins > 1 and train.objective != "region_words":
+        raise ConfigError(
+            f"train.region_words_bins={bins} applies to train.objective: region_words only; remove it or set "
+            "the objective"
+        )
     if not isinstance(train.freeze, list) or not all(isinstance(p, str) and p for p in train.freeze):
         raise ConfigError(f"train.freeze={train.freeze!r}; expected a list of parameter-name prefixes")
     if config.quantization.bits not in (None, 4, 8):

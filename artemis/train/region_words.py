@@ -11,6 +11,11 @@ predicts which vocabulary ids occur in the record's answer, as independent yes/n
 entropy, a bag of words). Every word of the answer pulls on the tokens at once, so no attribute has to
 win over another. The head is for training only; the stage output is the artemis model without it.
 
+A bag of words cannot tell "from the top left to the bottom right" from the reverse: both have the same
+words. With ``bins`` > 1 the answer is cut by token position into that many equal parts and each part has
+its own bag (the head predicts ``bins x vocab`` targets), so "top" early and "bottom" late differs from
+the other way round while a paraphrase that keeps the order still shares its targets.
+
 Use it on records whose answer describes the whole target (descriptions, not one-attribute questions):
 a word missing from the answer counts as absent. No library offers a bag-of-words loss over
 multimodal region tokens, so it is written here (a linear layer and ``binary_cross_entropy_with_logits``).
@@ -32,23 +37,27 @@ class RegionWordsObjective(nn.Module):
 
     Attributes:
         artemis_model: the wrapped model (what the stage saves).
-        head: ``Linear(2 * D, vocab)`` over [key-frame token, mean of the tracked tokens].
+        head: ``Linear(2 * D, bins * vocab)`` over [key-frame token, mean of the tracked tokens].
+        bins: how many position bins of the answer have their own bag of words.
     """
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, bins: int = 1):
         super().__init__()
+        if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
+            raise ValueError(f"bins={bins!r}: expected a whole number >= 1 (1 is a plain bag of words)")
         self.artemis_model = model
         config = model.config
         self.hidden_size = config.text_config.hidden_size
         self.vocab_size = config.text_config.vocab_size
-        self.head = nn.Linear(2 * self.hidden_size, self.vocab_size)
+        self.bins = bins
+        self.head = nn.Linear(2 * self.hidden_size, bins * self.vocab_size)
         # Ids that are never answer words: padding, the sequence marks and the two placeholders.
         text = config.text_config
         special = {text.pad_token_id, text.bos_token_id, text.eos_token_id}
         special |= {config.video_token_id, config.region_token_id}
         ignored = torch.zeros(self.vocab_size, dtype=torch.bool)
         ignored[[i for i in special if isinstance(i, int) and 0 <= i < self.vocab_size]] = True
-        self.register_buffer("ignored", ignored, persistent=False)
+        self.register_buffer("ignored", ignored.repeat(bins), persistent=False)
 
     @property
     def config(self) -> Any:
@@ -59,11 +68,18 @@ class RegionWordsObjective(nn.Module):
         self.artemis_model.gradient_checkpointing_enable(**kwargs)
 
     def targets(self, labels: torch.Tensor) -> torch.Tensor:
-        """(B, L) labels (-100 outside the answer) -> (B, vocab) 1.0 where the id occurs in the answer."""
+        """(B, L) labels (-100 outside the answer) -> (B, bins * vocab) 1.0 where the id occurs in the answer.
+
+        Target ``b * vocab + id`` is 1 when ``id`` occurs in part ``b`` of the answer: its ``n`` tokens cut in
+        ``bins`` equal parts by position (token ``i`` of the answer is in part ``floor(i * bins / n)``).
+        """
         answer = labels != -100
         ids = labels.clamp(min=0)
-        bag = torch.zeros(labels.shape[0], self.vocab_size, device=labels.device)
-        bag.scatter_(1, ids, answer.to(bag.dtype))  # scatter of 0/1 values: repeats stay 1
+        rank = answer.cumsum(1) - 1  # (B, L) position of each token inside its answer
+        length = answer.sum(1, keepdim=True).clamp(min=1)  # (B, 1)
+        part = torch.div(rank.clamp(min=0) * self.bins, length, rounding_mode="floor")  # (B, L) in [0, bins)
+        bag = torch.zeros(labels.shape[0], self.bins * self.vocab_size, device=labels.device)
+        bag.scatter_(1, part * self.vocab_size + ids, answer.to(bag.dtype))  # 0/1 values: repeats stay 1
         return bag
 
     def region_features(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:

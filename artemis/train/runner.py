@@ -215,7 +215,8 @@ def run_training(config: TrainConfig, *, resume: bool | str = "auto") -> Path:
     if config.train.objective == "region_words":
         from artemis.train.region_words import RegionWordsObjective
 
-        model = RegionWordsObjective(model)  # the Trainer optimises the wrapper; the stage saves the model
+        # The Trainer optimises the wrapper; the stage saves the model.
+        model = RegionWordsObjective(model, config.train.region_words_bins)
     from artemis.data.collator import ArtemisCollator
     from artemis.data.dataset import EpochCallback
 

@@ -35,7 +35,32 @@ def test_targets_mark_each_answer_word_once() -> None:
     assert targets[:, the].sum() == 0  # in the vocabulary, outside the answers
 
 
-def _region_words_config(root: Path, out: Path, **changes) -> Path:
+def test_position_bins_tell_word_order_apart() -> None:
+    words = "from the top left to the bottom right"
+    model, processor = build_tiny_model([words], seed=0)
+    vocab = model.config.text_config.vocab_size
+
+    def labels(text: str) -> torch.Tensor:
+        ids = processor.tokenizer.convert_tokens_to_ids(text.split())
+        return torch.tensor([[-100, -100, *ids]])
+
+    forward, backward = labels(words), labels("from the bottom right to the top left")
+    one, two = RegionWordsObjective(model), RegionWordsObjective(model, bins=2)
+    assert torch.equal(one.targets(forward), one.targets(backward))  # the same bag of words
+    assert not torch.equal(two.targets(forward), two.targets(backward))
+    # Eight answer tokens in two parts: the first four in part 0, the last four in part 1.
+    targets = two.targets(forward)[0]
+    assert targets.shape == (2 * vocab,)
+    first, second = words.split()[:4], words.split()[4:]
+    assert targets[:vocab].nonzero().flatten().tolist() == sorted(processor.tokenizer.convert_tokens_to_ids(first))
+    assert targets[vocab:].nonzero().flatten().tolist() == sorted(
+        set(processor.tokenizer.convert_tokens_to_ids(second))
+    )
+    with pytest.raises(ValueError, match="bins=0"):
+        RegionWordsObjective(model, bins=0)
+
+
+def _region_words_config(root: Path, out: Path, bins: int = 1, **changes) -> Path:
     raw = stage_config(root, out, "pretrain", **changes)
     raw["model"]["tiny"]["region_content_norm"] = "batch"
     raw["train"] = {
@@ -44,6 +69,7 @@ def _region_words_config(root: Path, out: Path, **changes) -> Path:
         "region_encoder": True,
         "vision_tower": False,
         "objective": "region_words",
+        "region_words_bins": bins,
     }
     raw["data"]["files"] = [{"format": "videoref45k", "path": str(root / "train" / "videoref45k.json")}]
     raw["training"].update({"max_steps": 16, "save_steps": 8, "per_device_train_batch_size": 8})
@@ -52,8 +78,11 @@ def _region_words_config(root: Path, out: Path, **changes) -> Path:
 
 
 @pytest.mark.slow
-def test_region_words_stage_trains_and_saves_only_the_region_encoder(synthref_root: Path, tmp_path: Path) -> None:
-    stage = run_training(load_config(_region_words_config(synthref_root, tmp_path)))
+@pytest.mark.parametrize("bins", [1, 2])
+def test_region_words_stage_trains_and_saves_only_the_region_encoder(
+    synthref_root: Path, tmp_path: Path, bins: int
+) -> None:
+    stage = run_training(load_config(_region_words_config(synthref_root, tmp_path, bins)))
     summary = json.loads((stage / SUMMARY_FILE).read_text())
     losses = [loss for _, loss in summary["losses"]]
     assert len(losses) == 16 and all(0 < loss < 1 for loss in losses)
@@ -112,6 +141,8 @@ def test_freeze_prefix_that_matches_nothing_names_the_closest(synthref_root: Pat
         ({"objective": "region_words", "region_encoder": True, "llm": "lora"}, "set train.llm: frozen"),
         ({"objective": "region_words", "region_encoder": True, "projector": True}, "train.projector: false"),
         ({"freeze": "region_encoder"}, "expected a list of parameter-name prefixes"),
+        ({"region_words_bins": 0}, "train.region_words_bins=0"),
+        ({"region_words_bins": 2}, "applies to train.objective: region_words only"),
     ],
 )
 def test_inconsistent_objective_settings(train: dict, message: str, synthref_root: Path, tmp_path: Path) -> None:
