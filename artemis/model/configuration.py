@@ -14,7 +14,6 @@ from transformers.configuration_utils import SubConfigSpec
 
 SELECTORS = ("kmeans", "uniform", "random", "all")
 BOX_EMBEDDINGS = ("absolute", "relative")
-REGION_BOX_FUSIONS = ("add", "concat")
 ROI_BACKENDS = ("torchvision", "mmcv")
 VIDEO_LAYOUTS = ("pooled", "frames")
 
@@ -66,11 +65,6 @@ class ArtemisConfig(PreTrainedConfig):
             its checkpoint); ``"relative"`` also embeds each box's offset from the key-frame box (raw and
             signed by the direction of time) and the token's normalised time, which is what lets a small
             model learn motion (DESIGN.md, docs/design.md).
-        region_box_fusion: how a token joins its RoI feature and its box embedding before ``out_proj``:
-            ``"add"`` (the original: their sum, both ``region_hidden_size`` wide) or ``"concat"`` (side by
-            side, so ``out_proj`` reads ``2 * region_hidden_size``). In a tiny model the sum mixed the box
-            part into the RoI part: a linear probe read the direction of motion from the box embedding
-            at 0.995 and from the summed tokens at 0.947 (docs/design.md).
         num_track_boxes: tracked frames whose RoI tokens the selector chooses from (8).
         selector: ``"kmeans"`` (Artemis), ``"uniform"``, ``"random"`` or ``"all"`` (keep every tracked token).
         num_selected: tokens the selector keeps (4); each region gets ``1 + num_selected`` tokens.
@@ -108,7 +102,6 @@ class ArtemisConfig(PreTrainedConfig):
     roi_sampling_ratio: int = 2
     roi_backend: Literal["torchvision", "mmcv"] = "torchvision"
     box_embedding: Literal["absolute", "relative"] = "absolute"
-    region_box_fusion: Literal["add", "concat"] = "add"
     num_track_boxes: int = 8
     selector: Literal["kmeans", "uniform", "random", "all"] = "kmeans"
     num_selected: int = 4
@@ -136,7 +129,6 @@ class ArtemisConfig(PreTrainedConfig):
 
         choice("selector", self.selector, SELECTORS)
         choice("box_embedding", self.box_embedding, BOX_EMBEDDINGS)
-        choice("region_box_fusion", self.region_box_fusion, REGION_BOX_FUSIONS)
         choice("roi_backend", self.roi_backend, ROI_BACKENDS)
         choice("video_layout", self.video_layout, VIDEO_LAYOUTS)
         if self.region_content_norm not in (False, True, "layer", "batch"):

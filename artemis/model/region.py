@@ -8,8 +8,7 @@ Steps, for F frames and B boxes per frame:
    conv + GroupNorm + ReLU in which each level swaps a quarter of its channels with each neighbour;
 3. RoIAlign each box on each level (``output_size``, ``sampling_ratio``, ``aligned=True``), a 3x3 conv per
    level, sum over levels, ReLU, flatten, Linear to ``region_hidden_size``;
-4. add a box position embedding (an MLP on the box), or set it beside the RoI feature
-   (``region_box_fusion="concat"``), then a Linear to the LLM width.
+4. add a box position embedding (an MLP on the box), then a Linear to the LLM width.
 """
 
 from __future__ import annotations
@@ -167,10 +166,7 @@ class RegionEncoder(nn.Module):
         # Optional (not in the original): keeps the RoI feature on the box embedding's scale.
         self.content_norm = _content_norm(config.region_content_norm, config.region_hidden_size)
         self.box_embedding = BoxEmbedding(config.box_embedding, config.region_hidden_size)
-        # Optional (not in the original): "concat" keeps the box part apart from the RoI part.
-        self.concat_box = config.region_box_fusion == "concat"
-        fused = config.region_hidden_size * (2 if self.concat_box else 1)
-        self.out_proj = nn.Linear(fused, config.text_config.hidden_size)
+        self.out_proj = nn.Linear(config.region_hidden_size, config.text_config.hidden_size)
 
     def feature_maps(self, hidden_states: list[torch.Tensor]) -> list[torch.Tensor]:
         """Patch tokens of each level (F, P, C) -> fused maps, finest (largest) first. L x (F, C, h_i, w_i)"""
@@ -216,6 +212,5 @@ class RegionEncoder(nn.Module):
         tokens = tokens.reshape(batch, frames, regions, -1).transpose(1, 2)  # (B, R, K, H_r)
         if times is not None:
             times = times[:, None, :].expand(batch, regions, frames)  # (B, R, K)
-        embedded = self.box_embedding(boxes.to(tokens.dtype), times)  # (B, R, K, H_r)
-        tokens = torch.cat([tokens, embedded], -1) if self.concat_box else tokens + embedded
+        tokens = tokens + self.box_embedding(boxes.to(tokens.dtype), times)
         return self.out_proj(tokens)  # (B, R, K, D)

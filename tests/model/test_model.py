@@ -160,8 +160,6 @@ def test_invalid_settings_are_rejected_with_the_fix():
         tiny_config(roi_backend="cuda")
     with pytest.raises(ConfigError, match="region_content_norm='group'"):
         tiny_config(region_content_norm="group")
-    with pytest.raises(ConfigError, match="region_box_fusion='mul' is not valid; expected one of add, concat"):
-        tiny_config(region_box_fusion="mul")
 
 
 def test_mmcv_backend_without_mmcv_names_the_fix(tiny):
@@ -209,29 +207,3 @@ def test_batch_normalised_rois_keep_their_variance_and_round_trip(tmp_path):
     torch.testing.assert_close(loaded.region_encoder.content_norm.running_var, encoder.content_norm.running_var)
     with torch.no_grad():
         torch.testing.assert_close(model(**batch).logits, loaded(**batch).logits, rtol=0, atol=0)
-
-
-def test_concatenated_box_embedding_keeps_its_own_columns(tmp_path):
-    """``region_box_fusion="concat"``: ``out_proj`` reads [RoI feature, box embedding], so the box part of a
-    token is what the second half of its columns makes of the box alone, whatever the pixels."""
-    model, processor = build_tiny_model(seed=1, box_embedding="relative", region_box_fusion="concat")
-    encoder = model.region_encoder.eval()
-    width = model.config.region_hidden_size
-    assert encoder.out_proj.in_features == 2 * width
-    batch = _batch(processor, model.config)
-    hidden = [torch.randn(model.config.num_region_frames, 64, 32) for _ in model.config.region_feature_layers]
-    other = [h + 3.0 * torch.randn_like(h) for h in hidden]
-    boxes, times = batch["region_boxes"], batch["region_times"]
-    with torch.no_grad():
-        assert not torch.allclose(encoder(hidden, boxes, times), encoder(other, boxes, times))
-        encoder.out_proj.weight[:, :width] = 0.0  # drop the RoI half
-        tokens = encoder(hidden, boxes, times)
-        torch.testing.assert_close(encoder(other, boxes, times), tokens, rtol=0, atol=0)
-        expected = encoder.box_embedding(boxes, times[:, None]) @ encoder.out_proj.weight[:, width:].T
-        torch.testing.assert_close(tokens, expected + encoder.out_proj.bias, rtol=1e-5, atol=1e-6)
-    # The whole model runs and round-trips with it.
-    model.save_pretrained(tmp_path)
-    loaded = ArtemisForConditionalGeneration.from_pretrained(tmp_path).eval()
-    assert loaded.config.region_box_fusion == "concat"
-    with torch.no_grad():
-        torch.testing.assert_close(model.eval()(**batch).logits, loaded(**batch).logits, rtol=0, atol=0)
