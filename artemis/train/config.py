@@ -41,6 +41,10 @@ __all__ = [
 ]
 
 LLM_MODES = ("full", "lora", "frozen")
+# The model's parts as named in ``train:`` and the module attribute each one is.
+TRAINABLE_PARTS = {"projector": "mm_projector", "region_encoder": "region_encoder", "vision_tower": "vision_tower"}
+# Every top-level part of an artemis model (the attributes above and the LLM).
+MODEL_PARTS = (*TRAINABLE_PARTS.values(), "language_model")
 OBJECTIVES = ("lm", "region_words")  # train.objective; region_words: artemis.train.region_words
 
 

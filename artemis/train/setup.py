@@ -22,14 +22,11 @@ from typing import Any
 import torch
 
 from artemis.errors import CheckpointError, ConfigError
-from artemis.train.config import TrainConfig
+from artemis.train.config import TRAINABLE_PARTS, TrainConfig
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["build_model", "lora_target_regex", "set_trainable", "vocabulary_texts", "wrap_lora"]
-
-# The model's parts as named in ``train:`` and the module attribute each one is.
-PARTS = {"projector": "mm_projector", "region_encoder": "region_encoder", "vision_tower": "vision_tower"}
 
 
 def vocabulary_texts(files: list[str]) -> list[str]:
@@ -145,7 +142,7 @@ def set_trainable(model: torch.nn.Module, config: TrainConfig) -> dict[str, int]
     """Freeze everything, then unfreeze the parts ``train:`` names; return trainable counts per part."""
     train = config.train
     model.requires_grad_(False)
-    for part, attribute in PARTS.items():
+    for part, attribute in TRAINABLE_PARTS.items():
         if getattr(train, part):
             getattr(model, attribute).requires_grad_(True)
     if train.llm == "full":
@@ -162,7 +159,7 @@ def set_trainable(model: torch.nn.Module, config: TrainConfig) -> dict[str, int]
             parameter.requires_grad_(False)
     counts = {
         part: sum(p.numel() for p in getattr(model, attr).parameters() if p.requires_grad)
-        for part, attr in PARTS.items()
+        for part, attr in TRAINABLE_PARTS.items()
     }
     counts["llm"] = sum(p.numel() for p in model.language_model.parameters() if p.requires_grad)
     return counts
@@ -193,7 +190,8 @@ def wrap_lora(model: Any, config: TrainConfig) -> Any:
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=bool(config.training.get("gradient_checkpointing"))
         )
-    save = [attr for part, attr in PARTS.items() if getattr(config.train, part)] + list(config.lora.modules_to_save)
+    save = [attr for part, attr in TRAINABLE_PARTS.items() if getattr(config.train, part)]
+    save += list(config.lora.modules_to_save)
     lora = LoraConfig(
         r=config.lora.r,
         lora_alpha=config.lora.alpha,

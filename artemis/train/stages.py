@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from artemis.errors import CheckpointError
 from artemis.io import atomic_path, write_json_atomic
+from artemis.train.config import MODEL_PARTS
 
 logger = logging.getLogger(__name__)
 
@@ -138,12 +139,9 @@ def _load_trainables(model: torch.nn.Module, path: Path) -> None:
     model.load_state_dict(tensors, strict=False)
 
 
-_PARTS = ("mm_projector", "region_encoder", "vision_tower", "language_model")
-
-
 def _part(name: str) -> str | None:
     """The prefix of the model part a parameter or buffer belongs to (``region_encoder.``, ...)."""
-    for part in _PARTS:
+    for part in MODEL_PARTS:
         if name.startswith(f"{part}."):
             return f"{part}."
         position = name.find(f".{part}.")
