@@ -27,8 +27,8 @@ def test_bundled_in_the_package_within_25_mb() -> None:
 def test_describes_fresh_synthref_targets(tmp_path: Path) -> None:
     """A quality floor on a few fresh test videos (the full figures are benchmarks, see docs/training.md).
 
-    The bundled model names colour, shape and motion right 97-99% of the time (0.96 joint on a fresh
-    301-target split; 22 of these 24 targets), so the floors sit well below that, to catch a broken model
+    The bundled model names colour, shape and motion right 97-100% of the time (0.947 joint on a fresh
+    301-target split), so the floors sit well below that, to catch a broken model
     or pipeline rather than noise on 24 targets.
     """
     generate_split(tmp_path, 8, seed=2024, split="test")
