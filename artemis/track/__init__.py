@@ -10,8 +10,9 @@ Backends are picked by name (:data:`TRACKER_NAMES`): ``opencv-csrt`` (default), 
 
 from artemis.track.base import Track, Tracker
 from artemis.track.opencv import OpenCVTracker
-from artemis.track.propagate import ArrayVideo, open_video, track_video, tracked_indices
+from artemis.track.propagate import track_video, tracked_indices
 from artemis.track.registry import DEFAULT_TRACKER, TRACKER_NAMES, create_tracker
+from artemis.video import ArrayVideo, open_video  # re-exported: they lived here before artemis.video had them
 
 __all__ = [
     "DEFAULT_TRACKER",

@@ -20,13 +20,11 @@ reversed frame order, backward to frame 0. Rules (also in ``docs/tracking.md``):
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import cv2
 import numpy as np
@@ -36,59 +34,12 @@ from artemis.boxes import BoxFormat, clip_boxes, validate_box
 from artemis.errors import AnnotationError, ConfigError, VideoError
 from artemis.track.base import Track, Tracker
 from artemis.track.registry import DEFAULT_TRACKER, GIVEN, create_tracker
+from artemis.video import ArrayVideo, VideoInput, VideoSource, open_video, opened
 
-if TYPE_CHECKING:
-    from artemis.video import VideoReader
-
+# ArrayVideo and open_video live in artemis.video; they stay importable from here for existing callers.
 __all__ = ["ArrayVideo", "open_video", "track_video", "tracked_indices"]
 
 logger = logging.getLogger(__name__)
-
-
-class ArrayVideo:
-    """Decoded frames held in memory, with the reading interface of :class:`artemis.video.VideoReader`.
-
-    Args:
-        frames: ``(T, H, W, 3)`` uint8 RGB array or a sequence of ``(H, W, 3)`` arrays of one size.
-        fps: frames per second to report (0.0 when unknown).
-    """
-
-    backend = "array"
-    path = "<frames>"
-
-    def __init__(self, frames: np.ndarray | Sequence[np.ndarray], fps: float = 0.0) -> None:
-        self._frames = np.asarray(frames)
-        if self._frames.ndim != 4 or self._frames.shape[-1] != 3 or len(self._frames) == 0:
-            raise VideoError(f"frames of shape {self._frames.shape}; expected (T, H, W, 3) RGB with T >= 1")
-        self.num_frames, self.height, self.width = (int(v) for v in self._frames.shape[:3])
-        self.fps = float(fps)
-
-    def _check(self, index: int) -> int:
-        if not 0 <= index < self.num_frames:
-            raise VideoError(f"frame {index} is past the end of {self.path}; expected 0..{self.num_frames - 1}")
-        return int(index)
-
-    def get_frame(self, index: int) -> np.ndarray:
-        return self._frames[self._check(index)]
-
-    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
-        return self._frames[[self._check(i) for i in indices]]
-
-    def iter_frames(self, start: int = 0, stop: int | None = None, step: int = 1) -> Iterator[tuple[int, np.ndarray]]:
-        for index in range(start, self.num_frames if stop is None else min(stop, self.num_frames), step):
-            yield index, self._frames[index]
-
-
-def open_video(video: VideoReader | ArrayVideo | np.ndarray | str | Path) -> Any:
-    """A reader for ``video``: a path opens a :class:`~artemis.video.VideoReader`, frames get an
-    :class:`ArrayVideo`, and a reader is returned as it is."""
-    if isinstance(video, (str, Path)):
-        from artemis.video import VideoReader  # deferred: the readers pull in decord/av on import
-
-        return VideoReader(video)
-    if isinstance(video, (np.ndarray, list, tuple)):
-        return ArrayVideo(video)
-    return video
 
 
 def tracked_indices(key_frame: int, num_frames: int, stride: int) -> tuple[list[int], list[int]]:
@@ -124,7 +75,7 @@ def _interpolate(boxes: np.ndarray, visible: np.ndarray, anchors: list[int]) -> 
 
 
 def track_video(
-    video: VideoReader | np.ndarray | str | Path,
+    video: VideoInput,
     box: Sequence[float] | np.ndarray,
     frame_index: int = 0,
     *,
@@ -139,8 +90,9 @@ def track_video(
     """Track the target in ``box`` on frame ``frame_index`` through every frame of ``video``.
 
     Args:
-        video: a :class:`~artemis.video.VideoReader`, a video file or frame folder path, or decoded
-            ``(T, H, W, 3)`` uint8 RGB frames.
+        video: a :class:`~artemis.video.VideoSource` (left open), or what :func:`artemis.video.open_video`
+            opens: a video file or frame folder path, a list of image paths, or decoded ``(T, H, W, 3)``
+            uint8 RGB frames (closed again before returning).
         box: the target on frame ``frame_index``, in pixels of that frame.
         frame_index: 0-based key frame.
         tracker: a backend name (``opencv-csrt``, ``opencv-kcf``, ``opencv-mil``, ``given``) or a
@@ -164,18 +116,12 @@ def track_video(
         TrackingError: unknown tracker name or a tracker that cannot be built.
         ConfigError: invalid ``stride`` or ``max_side``.
     """
-    reader = open_video(video)
-    if reader is not video and hasattr(reader, "close"):
-        # We opened it, so we close it, also when validation or tracking fails.
-        with contextlib.closing(reader):
-            return _track(
-                reader, box, frame_index, tracker, box_format, stride, max_side, progress, boxes, tracker_options
-            )
-    return _track(reader, box, frame_index, tracker, box_format, stride, max_side, progress, boxes, tracker_options)
+    with opened(video) as reader:  # closes what it opened, also when validation or tracking fails
+        return _track(reader, box, frame_index, tracker, box_format, stride, max_side, progress, boxes, tracker_options)
 
 
 def _track(
-    reader: Any,
+    reader: VideoSource,
     box: Sequence[float] | np.ndarray,
     frame_index: int,
     tracker: str | Callable[[], Tracker],
@@ -288,7 +234,7 @@ def _track(
     )
 
 
-def _frames_at(reader: Any, indices: list[int], anchor: int, stride: int) -> Iterator[tuple[int, np.ndarray]]:
+def _frames_at(reader: VideoSource, indices: list[int], anchor: int, stride: int) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(index, frame)`` for the ascending ``indices`` of a tracking pass.
 
     The frames on the grid ``anchor + j * stride`` are streamed with ``iter_frames``; an end frame off

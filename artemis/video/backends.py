@@ -10,7 +10,8 @@
   never returns a neighbouring frame.
 * ``opencv`` — counts frames by grabbing them all at open and reads by grabbing forward from the start;
   slow on long videos but exact whatever the codec (OpenCV's own seek is not).
-* ``frames`` — a folder of ``.jpg``/``.jpeg``/``.png`` images in natural name order (``2`` before ``10``).
+* ``frames`` — a folder of ``.jpg``/``.jpeg``/``.png`` images in natural name order (``2`` before ``10``);
+  :class:`ImageFilesDecoder` reads such images from an explicit list (:class:`~artemis.video.ImageListVideo`).
 
 Each decoder satisfies :class:`Decoder`; the backend packages are imported when a decoder is built, so
 importing this module needs none of them.
@@ -23,7 +24,7 @@ import importlib
 import itertools
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -47,6 +48,7 @@ __all__ = [
     "Decoder",
     "DecordDecoder",
     "FrameFolderDecoder",
+    "ImageFilesDecoder",
     "OpenCVDecoder",
     "PyAVDecoder",
     "available_backends",
@@ -346,45 +348,76 @@ class OpenCVDecoder:
             self._capture = None
 
 
-class FrameFolderDecoder:
-    def __init__(self, folder: Path) -> None:
+class ImageFilesDecoder:
+    """Frame ``i`` is the image file ``files[i]``, decoded when it is read (one image held at a time).
+
+    Args:
+        files: the images, in frame order (at least one).
+        where: how errors name the whole, e.g. the frame folder or ``"an image list of 40 files"``.
+    """
+
+    def __init__(self, files: Sequence[Path], where: str) -> None:
         self._cv2 = _require("frames")
-        self._folder = folder
-        entries = [p for p in folder.iterdir() if not p.name.startswith(".")]  # skip .DS_Store, ._x.jpg
-        if not entries:
-            raise VideoError(f"frame folder {folder} is empty; expected .jpg/.jpeg/.png frames such as 00001.jpg")
-        self._files = sorted(
-            (p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
-            key=lambda p: _natural_key(p.name),
-        )
-        if not self._files:
-            shown = ", ".join(sorted(p.name for p in entries)[:5])
-            raise VideoError(f"frame folder {folder} has no .jpg/.jpeg/.png images (found {shown}); expected frames")
+        self._files = list(files)
+        self._where = where
         self.num_frames = len(self._files)
         self.fps = None
         self.height, self.width = 0, 0
-        self.height, self.width = self._load(0).shape[:2]
+        first = self._load(0)
+        self.height, self.width = first.shape[:2]
+        self._held: tuple[int, np.ndarray] | None = (0, first)  # decoded at open, served to the first read of 0
+
+    def _first_name(self) -> str:
+        return str(self._files[0])
 
     def _load(self, index: int) -> np.ndarray:
         path = self._files[index]
-        data = np.fromfile(path, dtype=np.uint8)  # fromfile + imdecode also handles non-ASCII paths
+        try:
+            data = np.fromfile(path, dtype=np.uint8)  # fromfile + imdecode also handles non-ASCII paths
+        except FileNotFoundError:
+            raise VideoError(
+                f"image {path} (frame {index} of {self._where}) does not exist; check the path, or remove the frame"
+            ) from None
+        except OSError as error:
+            raise VideoError(f"cannot read image {path} (frame {index} of {self._where}): {error}") from None
         image = self._cv2.imdecode(data, self._cv2.IMREAD_COLOR) if data.size else None
         if image is None:
-            raise VideoError(f"cannot decode image {path} (frame {index} of {self._folder}); replace or remove it")
+            raise VideoError(f"cannot decode image {path} (frame {index} of {self._where}); replace or remove it")
         height, width = image.shape[:2]
         if self.width and (width, height) != (self.width, self.height):
             raise VideoError(
-                f"image {path} is {width}x{height} but {self._files[0].name} is {self.width}x{self.height}; "
-                f"every frame in {self._folder} must have the same size"
+                f"image {path} is {width}x{height} but {self._first_name()} is {self.width}x{self.height}; "
+                f"every frame in {self._where} must have the same size"
             )
         return self._cv2.cvtColor(image, self._cv2.COLOR_BGR2RGB)
 
     def read(self, indices: Iterable[int]) -> Iterator[tuple[int, np.ndarray]]:
         for index in indices:
-            yield index, self._load(index)
+            held, self._held = self._held, None
+            yield index, held[1] if held is not None and held[0] == index else self._load(index)
 
     def close(self) -> None:
-        pass
+        self._held = None
+
+
+class FrameFolderDecoder(ImageFilesDecoder):
+    """The ``.jpg``/``.jpeg``/``.png`` images of a folder, in natural name order, as frames."""
+
+    def __init__(self, folder: Path) -> None:
+        entries = [p for p in folder.iterdir() if not p.name.startswith(".")]  # skip .DS_Store, ._x.jpg
+        if not entries:
+            raise VideoError(f"frame folder {folder} is empty; expected .jpg/.jpeg/.png frames such as 00001.jpg")
+        files = sorted(
+            (p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+            key=lambda p: _natural_key(p.name),
+        )
+        if not files:
+            shown = ", ".join(sorted(p.name for p in entries)[:5])
+            raise VideoError(f"frame folder {folder} has no .jpg/.jpeg/.png images (found {shown}); expected frames")
+        super().__init__(files, str(folder))
+
+    def _first_name(self) -> str:
+        return self._files[0].name  # the folder is named already
 
 
 DECODERS = {"decord": DecordDecoder, "pyav": PyAVDecoder, "opencv": OpenCVDecoder, "frames": FrameFolderDecoder}

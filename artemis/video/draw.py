@@ -18,6 +18,7 @@ import numpy as np
 
 from artemis.errors import VideoError
 from artemis.io import atomic_path
+from artemis.video.source import VideoSource
 
 __all__ = ["PALETTE", "draw_box", "draw_caption", "draw_track", "write_video"]
 
@@ -119,8 +120,8 @@ def draw_caption(
     return frame
 
 
-def _iter_source(frames: Any) -> Iterator[np.ndarray]:
-    if hasattr(frames, "iter_frames"):
+def _iter_source(frames: VideoSource | Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    if isinstance(frames, VideoSource):
         for _, frame in frames.iter_frames():
             yield frame
     else:
@@ -128,7 +129,7 @@ def _iter_source(frames: Any) -> Iterator[np.ndarray]:
 
 
 def draw_track(
-    frames: Any,
+    frames: VideoSource | Iterable[np.ndarray],
     track: Any,
     labels: str | Sequence[str | None] | None = None,
     *,
@@ -138,7 +139,7 @@ def draw_track(
     """Yield copies of ``frames`` with each track's box drawn where it is visible.
 
     Args:
-        frames: a reader with ``iter_frames()`` (e.g. :class:`artemis.video.VideoReader`) or an iterable
+        frames: a :class:`~artemis.video.VideoSource` (e.g. :class:`artemis.video.VideoReader`) or an iterable
             of ``(H, W, 3)`` uint8 RGB frames.
         track: an :class:`artemis.track.Track` or a sequence of them (one colour each).
         labels: a tag per track drawn above its box (a single string for a single track).

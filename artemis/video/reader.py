@@ -1,8 +1,10 @@
-"""Read frames of a video file or a folder of frames, exactly and without holding the whole video.
+"""Read frames of a video file, a folder of frames or a list of images, exactly and without holding them all.
 
-:class:`VideoReader` is the one entry point; it hands the decoding to one of four decoders
+:class:`VideoReader` opens a path and hands the decoding to one of four decoders
 (:mod:`artemis.video.backends`): ``decord``, ``pyav``, ``opencv`` or ``frames`` (a folder of
-``.jpg``/``.jpeg``/``.png`` images in natural name order).
+``.jpg``/``.jpeg``/``.png`` images in natural name order). :class:`ImageListVideo` reads an explicit list of
+image files (an ElysiumTrack-1M record's ``frames``), one image at a time. Both are
+:class:`~artemis.video.VideoSource` s; :func:`~artemis.video.open_video` picks the right one.
 
 Header frame counts are never trusted: an AVI may claim 444 frames and hold 68.
 """
@@ -15,12 +17,20 @@ import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Literal, Self
 
 import numpy as np
 
 from artemis.errors import VideoError
-from artemis.video.backends import DECODERS, FILE_BACKENDS, IMAGE_SUFFIXES, Decoder, available_backends, import_backend
+from artemis.video.backends import (
+    DECODERS,
+    FILE_BACKENDS,
+    IMAGE_SUFFIXES,
+    Decoder,
+    ImageFilesDecoder,
+    available_backends,
+    import_backend,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -29,88 +39,27 @@ Backend = Literal["auto", "decord", "pyav", "opencv", "frames"]
 # Frame rate of a frame folder, and of a video whose container has none, unless the caller gives one.
 DEFAULT_FPS = 30.0
 
-__all__ = ["DEFAULT_FPS", "IMAGE_SUFFIXES", "Backend", "VideoReader", "available_backends"]
+__all__ = ["DEFAULT_FPS", "IMAGE_SUFFIXES", "Backend", "ImageListVideo", "VideoReader", "available_backends"]
 
 
-class VideoReader:
-    """Frames of a video file or of a folder of frames, as ``uint8`` RGB arrays.
+class _DecodedVideo:
+    """Frame access over one :class:`~artemis.video.backends.Decoder`: what :class:`VideoReader` and
+    :class:`ImageListVideo` share once a subclass has set ``path`` and ``backend`` and called :meth:`_start`."""
 
-    Args:
-        source: a video file, or a folder of ``.jpg``/``.jpeg``/``.png`` frames sorted by name in natural
-            order (``2.jpg`` before ``10.jpg``; hidden files are ignored).
-        backend: ``"auto"`` picks, for a file, decord if importable, else pyav, else opencv, moving on to the
-            next when one cannot open the file; for a folder, ``"frames"``.
-        fps: frames per second; overrides the container's rate. Frame folders default to 30.
+    path: Path
+    backend: str
+    _decoder: Decoder | None
 
-    Attributes:
-        path: the source.
-        backend: the backend in use (``"decord"``, ``"pyav"``, ``"opencv"`` or ``"frames"``).
-        num_frames: frames that actually decode (never the header's claim).
-        fps, width, height: frame rate and frame size in pixels.
-
-    Raises:
-        VideoError: the source is missing, empty, corrupt, has no decodable frame, or the backend is
-            not installed; the message names the path and the fix.
-
-    A reader is not thread-safe: give each thread or data-loader worker its own.
-    """
-
-    def __init__(self, source: str | os.PathLike[str], backend: Backend = "auto", *, fps: float | None = None) -> None:
-        self.path = Path(source)
-        if fps is not None and not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
-            raise VideoError(f"fps {fps!r} for {self.path} is invalid; expected a positive number such as 25.0")
-        if not self.path.exists():
-            raise VideoError(f"video {self.path} does not exist; expected a video file or a folder of frames")
-        self._decoder: Decoder | None = None
-        self.backend, self._decoder = self._open(backend)
-        decoder = self._decoder
+    def _start(self, decoder: Decoder, fps: float | None) -> None:
+        self._decoder = decoder
         self.num_frames: int = decoder.num_frames
         self.width: int = decoder.width
         self.height: int = decoder.height
-        if fps is None and decoder.fps is None:
-            fps = DEFAULT_FPS
-            if self.backend != "frames":
-                logger.warning("%s reports no frame rate; assuming %.1f fps (pass fps= to set it)", self.path, fps)
-        self.fps: float = float(fps if fps is not None else decoder.fps)  # type: ignore[arg-type]
+        self.fps: float = float(fps if fps is not None else decoder.fps or DEFAULT_FPS)
         logger.debug(
             "opened %s with %s: %d frames, %dx%d, %.3f fps", self.path, self.backend, self.num_frames, self.width,
             self.height, self.fps,
         )  # fmt: skip
-
-    def _open(self, backend: str) -> tuple[str, Decoder]:
-        if backend not in ("auto", *DECODERS):
-            raise VideoError(f"unknown video backend {backend!r}; expected 'auto' or one of {list(DECODERS)}")
-        if self.path.is_dir():
-            if backend not in ("auto", "frames"):
-                raise VideoError(f"{self.path} is a folder of frames; use backend='frames' or 'auto', not {backend!r}")
-            return "frames", self._open_one("frames")
-        if backend == "frames":
-            raise VideoError(f"{self.path} is a file, not a folder of frames; use backend='auto' for a video")
-        if self.path.stat().st_size == 0:
-            raise VideoError(f"video {self.path} is empty (0 bytes); re-export or re-download it")
-        if backend != "auto":
-            return backend, self._open_one(backend)
-        candidates = [name for name in FILE_BACKENDS if import_backend(name) is not None]
-        if not candidates:
-            raise VideoError("no video backend is installed; `pip install decord`, `pip install av` or opencv")
-        errors: list[VideoError] = []
-        for name in candidates:
-            try:
-                return name, self._open_one(name)
-            except VideoError as error:
-                logger.info("backend %s cannot read %s: %s", name, self.path, error)
-                errors.append(error)
-        if len(errors) == 1:
-            raise errors[0]
-        reasons = "; ".join(f"{name}: {error}" for name, error in zip(candidates, errors, strict=True))
-        raise VideoError(f"cannot read {self.path} as a video with any installed backend ({reasons})")
-
-    def _open_one(self, name: str) -> Decoder:
-        decoder: Decoder = DECODERS[name](self.path)
-        if decoder.num_frames == 0:
-            decoder.close()
-            raise VideoError(f"{self.path} has no decodable frames ({name}); check that it plays, or re-encode it")
-        return decoder
 
     # --- geometry and time ---------------------------------------------------------------------------
 
@@ -121,12 +70,6 @@ class VideoReader:
 
     def __len__(self) -> int:
         return self.num_frames
-
-    def __repr__(self) -> str:
-        return (
-            f"VideoReader({str(self.path)!r}, backend={self.backend!r}, num_frames={self.num_frames}, "
-            f"size={self.width}x{self.height}, fps={self.fps:.3f})"
-        )
 
     def _check_indices(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         array = np.asarray(indices)
@@ -152,7 +95,7 @@ class VideoReader:
 
     def _active(self) -> Decoder:
         if self._decoder is None:
-            raise VideoError(f"the reader of {self.path} is closed; open a new VideoReader")
+            raise VideoError(f"the {type(self).__name__} of {self.path} is closed; open a new one")
         return self._decoder
 
     def _checked(self, index: int, frame: np.ndarray) -> np.ndarray:
@@ -217,10 +160,131 @@ class VideoReader:
             self._decoder.close()
             self._decoder = None
 
-    def __enter__(self) -> VideoReader:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
     ) -> None:
         self.close()
+
+
+class VideoReader(_DecodedVideo):
+    """Frames of a video file or of a folder of frames, as ``uint8`` RGB arrays.
+
+    Args:
+        source: a video file, or a folder of ``.jpg``/``.jpeg``/``.png`` frames sorted by name in natural
+            order (``2.jpg`` before ``10.jpg``; hidden files are ignored).
+        backend: ``"auto"`` picks, for a file, decord if importable, else pyav, else opencv, moving on to the
+            next when one cannot open the file; for a folder, ``"frames"``.
+        fps: frames per second; overrides the container's rate. Frame folders default to 30.
+
+    Attributes:
+        path: the source.
+        backend: the backend in use (``"decord"``, ``"pyav"``, ``"opencv"`` or ``"frames"``).
+        num_frames: frames that actually decode (never the header's claim).
+        fps, width, height: frame rate and frame size in pixels.
+
+    Raises:
+        VideoError: the source is missing, empty, corrupt, has no decodable frame, or the backend is
+            not installed; the message names the path and the fix.
+
+    A reader is not thread-safe: give each thread or data-loader worker its own.
+    """
+
+    def __init__(self, source: str | os.PathLike[str], backend: Backend = "auto", *, fps: float | None = None) -> None:
+        self.path = Path(source)
+        _check_fps(fps, self.path)
+        if not self.path.exists():
+            raise VideoError(f"video {self.path} does not exist; expected a video file or a folder of frames")
+        self._decoder = None
+        self.backend, decoder = self._open(backend)
+        if fps is None and decoder.fps is None and self.backend != "frames":
+            logger.warning("%s reports no frame rate; assuming %.1f fps (pass fps= to set it)", self.path, DEFAULT_FPS)
+        self._start(decoder, fps)
+
+    def __repr__(self) -> str:
+        return (
+            f"VideoReader({str(self.path)!r}, backend={self.backend!r}, num_frames={self.num_frames}, "
+            f"size={self.width}x{self.height}, fps={self.fps:.3f})"
+        )
+
+    def _open(self, backend: str) -> tuple[str, Decoder]:
+        if backend not in ("auto", *DECODERS):
+            raise VideoError(f"unknown video backend {backend!r}; expected 'auto' or one of {list(DECODERS)}")
+        if self.path.is_dir():
+            if backend not in ("auto", "frames"):
+                raise VideoError(f"{self.path} is a folder of frames; use backend='frames' or 'auto', not {backend!r}")
+            return "frames", self._open_one("frames")
+        if backend == "frames":
+            raise VideoError(f"{self.path} is a file, not a folder of frames; use backend='auto' for a video")
+        if self.path.stat().st_size == 0:
+            raise VideoError(f"video {self.path} is empty (0 bytes); re-export or re-download it")
+        if backend != "auto":
+            return backend, self._open_one(backend)
+        candidates = [name for name in FILE_BACKENDS if import_backend(name) is not None]
+        if not candidates:
+            raise VideoError("no video backend is installed; `pip install decord`, `pip install av` or opencv")
+        errors: list[VideoError] = []
+        for name in candidates:
+            try:
+                return name, self._open_one(name)
+            except VideoError as error:
+                logger.info("backend %s cannot read %s: %s", name, self.path, error)
+                errors.append(error)
+        if len(errors) == 1:
+            raise errors[0]
+        reasons = "; ".join(f"{name}: {error}" for name, error in zip(candidates, errors, strict=True))
+        raise VideoError(f"cannot read {self.path} as a video with any installed backend ({reasons})")
+
+    def _open_one(self, name: str) -> Decoder:
+        decoder: Decoder = DECODERS[name](self.path)
+        if decoder.num_frames == 0:
+            decoder.close()
+            raise VideoError(f"{self.path} has no decodable frames ({name}); check that it plays, or re-encode it")
+        return decoder
+
+
+class ImageListVideo(_DecodedVideo):
+    """Frames given as an explicit list of image files (frame ``i`` is ``paths[i]``), read lazily.
+
+    An ElysiumTrack-1M record lists its frames this way. Only the first image is decoded at open (for the
+    frame size, and kept for the first read of frame 0); every other image is decoded when its frame is
+    read, one at a time, so a long sequence is never held in memory.
+
+    Args:
+        paths: ``.jpg``/``.png`` files (any format OpenCV decodes), in frame order; at least one.
+        fps: frames per second to report; defaults to 30 like a frame folder.
+
+    Attributes:
+        path: the folder of the first image (how messages name the video).
+        backend: ``"images"``.
+        num_frames, fps, width, height: as :class:`VideoReader`; every image must have the first one's size.
+
+    Raises:
+        VideoError: an empty list, or an image that is missing, cannot be decoded or has another size than
+            the first (raised when that frame is read); the message names the file.
+    """
+
+    def __init__(self, paths: Sequence[str | os.PathLike[str]], *, fps: float | None = None) -> None:
+        if isinstance(paths, (str, os.PathLike)) or len(paths) == 0:
+            raise VideoError(
+                f"image list {paths!r} is empty or not a list; expected a list of image paths, one per frame"
+            )
+        files = [Path(p) for p in paths]
+        self.path = files[0].parent
+        self.backend = "images"
+        _check_fps(fps, self.path)
+        self._decoder = None
+        self._start(ImageFilesDecoder(files, f"an image list of {len(files)} files"), fps)
+
+    def __repr__(self) -> str:
+        return (
+            f"ImageListVideo({self.num_frames} images in {str(self.path)!r}, size={self.width}x{self.height}, "
+            f"fps={self.fps:.3f})"
+        )
+
+
+def _check_fps(fps: float | None, path: Path) -> None:
+    if fps is not None and not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+        raise VideoError(f"fps {fps!r} for {path} is invalid; expected a positive number such as 25.0")
