@@ -71,6 +71,10 @@ class ArtemisConfig(PreTrainedConfig):
         kmeans_max_iter: k-means iterations (3, as the original).
         kmeans_random_member: in training, pick a random member of each cluster as the original does;
             inference always picks the member nearest each centroid (deterministic).
+        selector_padding: how slots are filled when fewer than ``num_selected`` tokens come out (a short
+            track whose repeated frames k-means merges): ``"latest"`` (artemis-trained models: sort by
+            time, repeat the latest) or ``"original"`` (the original release, set by the importers:
+            repeat the last cluster's member in k-means label order, then sort). See docs/checkpoints.md.
         projector_hidden_act: activation of the ``mlp2x_gelu`` projector.
     """
 
@@ -107,6 +111,7 @@ class ArtemisConfig(PreTrainedConfig):
     num_selected: int = 4
     kmeans_max_iter: int = 3
     kmeans_random_member: bool = False
+    selector_padding: Literal["latest", "original"] = "latest"
     projector_hidden_act: str = "gelu"
     tie_word_embeddings: bool = False
 

@@ -74,7 +74,11 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         )
         self.region_encoder = RegionEncoder(config)
         self.selector = TokenSelector(
-            config.selector, config.num_selected, config.kmeans_max_iter, config.kmeans_random_member
+            config.selector,
+            config.num_selected,
+            config.kmeans_max_iter,
+            config.kmeans_random_member,
+            padding=config.selector_padding,
         )
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
         self.post_init()

@@ -1,9 +1,22 @@
 """Choose a few tracked RoI tokens per region (Artemis' k-means selector and its ablation baselines).
 
 Input: K tokens per region, index 0 the key-frame token, 1..K-1 the tracked frames in time order, and a
-visibility mask. Output: the key token followed by ``num_selected`` tracked tokens in time order. When
-fewer tokens come out (few visible frames, or k-means merging clusters) the last one is repeated, as the
-original does; with no visible tracked frame the key token stands in.
+visibility mask. Output: the key token followed by ``num_selected`` tracked tokens in time order. With no
+visible tracked frame the key token stands in.
+
+When fewer tokens than slots come out (few visible frames, or k-means leaving clusters empty on a short
+track whose frames repeat), ``padding`` says how the empty slots are filled:
+
+- ``"original"`` (imported original checkpoints): the k-means members are listed in ascending label
+  order, the missing slots repeat the member of the last cluster in that order, and only then are the
+  slots sorted by time. This is the original's ``LlavaMetaForCausalLM.prepare_inputs_labels_for_multimodal``
+  (docs/checkpoints.md).
+- ``"latest"`` (artemis-trained models, the default): the chosen tokens are sorted by time first and the
+  latest one repeats. A departure from the original, kept because the models trained here learned it.
+
+Both run k-means only when there are more candidates than slots (``torch_kmeans`` refuses as many
+clusters as points); with fewer or as many, every candidate is kept in time order and the latest repeats.
+The original always had 8 tracked tokens for 4 clusters, so it never reached that case.
 """
 
 from __future__ import annotations
@@ -15,6 +28,9 @@ from torch import nn
 
 from artemis.errors import ConfigError
 
+METHODS = ("kmeans", "uniform", "random", "all")
+PADDINGS = ("latest", "original")
+
 
 class TokenSelector(nn.Module):
     """Select ``num_selected`` of the tracked tokens: ``kmeans``, ``uniform``, ``random`` or ``all``.
@@ -22,18 +38,33 @@ class TokenSelector(nn.Module):
     k-means (``torch_kmeans.KMeans`` with a fixed seed) clusters the visible tracked tokens; one member
     per cluster is kept. At inference it is the member nearest the cluster's centre, so the selection is
     deterministic (the original picked a random member even at evaluation); in training a random member
-    can be chosen with ``random_member=True``.
+    can be chosen with ``random_member=True``. ``padding`` (``"latest"`` or ``"original"``) fills the
+    slots left empty when fewer tokens come out; see the module docstring.
     """
 
-    def __init__(self, method: str, num_selected: int, max_iter: int = 3, random_member: bool = False, seed: int = 0):
+    def __init__(
+        self,
+        method: str,
+        num_selected: int,
+        max_iter: int = 3,
+        random_member: bool = False,
+        seed: int = 0,
+        padding: str = "latest",
+    ):
         super().__init__()
-        if method not in ("kmeans", "uniform", "random", "all"):
+        if method not in METHODS:
             raise ConfigError(f"selector={method!r} is not valid; expected kmeans, uniform, random or all")
+        if padding not in PADDINGS:
+            raise ConfigError(
+                f"selector_padding={padding!r} is not valid; expected 'latest' (artemis-trained models) or "
+                f"'original' (the original Artemis release)"
+            )
         self.method = method
         self.num_selected = num_selected
         self.max_iter = max_iter
         self.random_member = random_member
         self.seed = seed
+        self.padding = padding
 
     def forward(self, tokens: torch.Tensor, visible: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Select tokens.
@@ -44,7 +75,8 @@ class TokenSelector(nn.Module):
 
         Returns:
             ``(selected, indices)``: (N, 1 + k, D) tokens and (N, k) the chosen frame positions (1..K-1,
-            or 0 where the key token stands in). For ``all``, k = K - 1 and every token is kept.
+            or 0 where the key token stands in), in time order. For ``all``, k = K - 1 and every token
+            is kept.
         """
         count, frames, _ = tokens.shape
         if self.method == "all":
@@ -73,11 +105,13 @@ class TokenSelector(nn.Module):
             picks = torch.randperm(candidates.numel(), generator=generator)[:k].to(tokens.device)
             chosen = candidates[picks.sort().values]
         else:
-            chosen = self._kmeans(tokens[candidates], candidates)
+            chosen = self._kmeans(tokens[candidates], candidates)  # (c,) in k-means label order, c <= k
+            if self.padding == "original":  # pad in label order, then sort (the original's order)
+                return _pad_with_last(chosen, k).sort().values
         return _pad_with_last(chosen.sort().values, k)
 
     def _kmeans(self, features: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """One position per k-means cluster of ``features`` (n, D)."""
+        """One position per non-empty k-means cluster of ``features`` (n, D), in ascending label order."""
         with warnings.catch_warnings():
             # torch_kmeans 0.2 calls torch.jit.script at import, which torch now flags as deprecated.
             warnings.filterwarnings("ignore", category=FutureWarning)
@@ -87,7 +121,7 @@ class TokenSelector(nn.Module):
         result = kmeans(features.detach().float()[None])  # batch of one: (1, n, D)
         labels, centers = result.labels[0], result.centers[0]  # (n,), (k, D)
         chosen = []
-        for cluster in torch.unique(labels):
+        for cluster in torch.unique(labels):  # sorted: the original's order
             members = torch.nonzero(labels == cluster).flatten()
             if self.training and self.random_member:
                 member = members[torch.randint(members.numel(), (1,)).item()]

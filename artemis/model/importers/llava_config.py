@@ -6,8 +6,10 @@ through :data:`KNOWN_CLIP_TOWERS`; any other tower is described by passing ``vis
 local CLIP directory, whose ``config.json`` is read).
 
 The original Artemis adds ``mm_image_tower`` (its name for ``mm_vision_tower``), ``mm_spi_model`` (the
-region module is present), ``k_means`` (the k-means selector is on) and, when they were written,
-``kmeans_n_clusters``, ``kmeans_max_iter``, ``num_levels`` / ``num_level_spi_features``. Settings the
+region module is present), ``k_means`` (the k-means selector is on only when this is set and true; without
+it every tracked token reaches the LLM) and, when they were written, ``kmeans_n_clusters``,
+``kmeans_max_iter``, ``num_levels`` / ``num_level_spi_features``. Imported configs select with
+``selector_padding="original"``, the original's way of filling slots k-means leaves empty. Settings the
 original hard-coded rather than configured (RoIAlign 14 / 2, 5 fuse rounds, 64 GroupNorm groups, the
 1024-wide RoI feature, 100 frames, 8 tracked boxes) are :class:`ArtemisConfig`'s defaults.
 """
@@ -239,8 +241,11 @@ def config_from_llava(
         # The original embeds the absolute box only: keep it, its weights expect 4 inputs.
         "box_embedding": "absolute",
     }
-    if llava.get("mm_spi_model") and "k_means" in llava and not llava["k_means"]:
-        settings["selector"] = "all"  # without k-means the original feeds every tracked token
+    # The original builds its k-means module only when ``k_means`` is set and true
+    # (``LlavaMetaModel.__init__``); without it every tracked token goes to the LLM, in time order.
+    settings["selector"] = "kmeans" if llava.get("k_means") else "all"
+    # The original fills slots k-means leaves empty in label order, then sorts by time.
+    settings["selector_padding"] = "original"
     if "kmeans_n_clusters" in llava:
         settings["num_selected"] = int(llava["kmeans_n_clusters"])
     if "kmeans_max_iter" in llava:
