@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -44,6 +43,7 @@ from artemis.data.records import RefSample, record_error
 from artemis.errors import ConfigError, VideoError
 from artemis.model.configuration import ArtemisConfig
 from artemis.model.processing import ArtemisProcessor
+from artemis.video import opened
 
 logger = logging.getLogger(__name__)
 
@@ -65,23 +65,20 @@ class BoxOutClip:
 def read_record_frames(sample: RefSample, positions: Sequence[int]) -> np.ndarray:
     """The record's annotated frames at ``positions`` (indices into ``frame_ids``): (n, H, W, 3) uint8 RGB.
 
-    Frames come from the record's video file or folder (at their frame ids) or from its image list.
+    Frames come from the record's video file or folder (at their frame ids) or from its image list; only
+    the frames asked for are decoded.
     """
-    if sample.frame_paths is not None:
-        frames = []
-        for position in positions:
-            path = sample.resolve(sample.frame_paths[position])
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if image is None:
-                raise VideoError(f"record {sample.sample_id}: cannot read frame {path}; expected an image file")
-            frames.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
-        return np.stack(frames)
-    if sample.video is None:
+    if sample.video is None and sample.frame_paths is None:
         raise VideoError(f"record {sample.sample_id} has no video and no frame paths; it cannot be trained on")
-    from artemis.video import VideoReader  # deferred: the readers pull in decord/av on import
-
-    with VideoReader(sample.resolve(sample.video)) as reader:
-        return reader.get_frames([sample.frame_ids[p] for p in positions])
+    try:
+        if sample.frame_paths is not None:
+            # Only the clip's images: an image list over them decodes each once and nothing else.
+            with opened([sample.resolve(sample.frame_paths[p]) for p in positions]) as video:
+                return video.get_frames(list(range(len(positions))))
+        with opened(sample.resolve(sample.video)) as video:
+            return video.get_frames([sample.frame_ids[p] for p in positions])
+    except VideoError as error:
+        raise VideoError(f"record {sample.sample_id}: {error}") from None
 
 
 class BoxOutDataset(Dataset):

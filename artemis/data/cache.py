@@ -49,13 +49,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from artemis.data.media import open_media, read_image, record_track, region_candidates, video_frame_indices
+from artemis.data.media import open_media, record_track, region_candidates, video_frame_indices
+from artemis.data.records import RecordEntry
 from artemis.errors import AnnotationError, ConfigError, VideoError
 from artemis.io import atomic_path, write_json_atomic
 from artemis.model.processing import CLIP_MEAN, CLIP_STD, PROCESSOR_FILE, VideoProcessor
 
 if TYPE_CHECKING:
-    from artemis.data.dataset import RecordEntry
     from artemis.model.configuration import ArtemisConfig
     from artemis.model.features import VisionFeatureExtractor
 
@@ -73,7 +73,6 @@ __all__ = [
     "FeatureCache",
     "build_cache",
     "open_media",
-    "read_image",
     "record_track",
     "region_candidates",
     "settings_from_model",
@@ -210,6 +209,9 @@ class CachedVideo:
                 "settings or data, rebuild it with `artemis data cache`"
             )
         return [self._rows[int(i)] for i in indices]
+
+    def close(self) -> None:
+        """Nothing to release (the tensors are in memory); here so a reader of either kind is closed alike."""
 
     def get_frames(self, indices: Sequence[int]) -> np.ndarray:
         """(N, S, S, 3) uint8 cached frames at ``indices``."""
@@ -382,8 +384,7 @@ def _cache_group(
     extractor: VisionFeatureExtractor | None,
 ) -> tuple:
     """Decode (and track) one video: the tensors of its file and the manifest records."""
-    reader = open_media(members[0])
-    try:
+    with open_media(members[0]) as reader:
         total = reader.num_frames
         video_ids = video_frame_indices(total, settings.num_frames)  # (T,)
         region_needed: set[int] = set()
@@ -403,9 +404,6 @@ def _cache_group(
         frame_ids = np.union1d(video_ids, region_ids).astype(np.int64)  # (U,)
         frames = reader.get_frames(frame_ids.tolist())  # (U, H, W, 3)
         size = {"num_frames": int(total), "width": int(reader.width), "height": int(reader.height)}
-    finally:
-        if hasattr(reader, "close"):
-            reader.close()
     if extractor is None:
         tensors["frames"] = torch.from_numpy(quantise_frames(video_processor, frames))  # (U, S, S, 3)
         tensors["frame_ids"] = torch.from_numpy(frame_ids)
@@ -451,7 +449,7 @@ def build_cache(
     """Cache this shard's videos into ``out_dir``, skipping the ones a previous run finished.
 
     Args:
-        entries: the records (:func:`artemis.data.dataset.load_entries`); text-only ones need nothing.
+        entries: the records (:func:`artemis.data.entries.load_entries`); text-only ones need nothing.
         settings: see :class:`CacheSettings` (:func:`settings_from_model` builds them for a model).
         shard_index, num_shards: this process's share, video ``g`` going to shard ``g % num_shards``;
             default ``RANK``/``WORLD_SIZE`` (torchrun) or a single shard.

@@ -24,10 +24,9 @@ with vision features gives ``video_features`` / ``region_hidden_states`` in plac
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from contextlib import closing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,8 +35,8 @@ import torch
 from torch.utils.data import Dataset
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from artemis.data import formats
-from artemis.data.cache import CacheSettings, FeatureCache
+from artemis.data.cache import CachedVideo, CacheSettings, FeatureCache
+from artemis.data.entries import conversation_turns, load_entries
 from artemis.data.media import (
     jittered_key_frame,
     open_media,
@@ -45,213 +44,19 @@ from artemis.data.media import (
     region_candidates,
     video_frame_indices,
 )
-from artemis.data.records import RefSample, record_error
+from artemis.data.records import KINDS, RecordEntry
 from artemis.errors import AnnotationError, ArtemisError, BoxError, ConfigError, VideoError
 from artemis.model.configuration import ArtemisConfig
 from artemis.model.inputs import build_video_inputs
 from artemis.model.processing import ArtemisProcessor
-from artemis.templates import DESCRIBE_QUESTIONS, IMAGE_TOKEN, VIDEO_TOKEN, referring_prompt
+from artemis.templates import DESCRIBE_QUESTIONS, referring_prompt
+from artemis.video import VideoSource
 
 logger = logging.getLogger(__name__)
 
-Kind = Literal["referring", "video", "image", "text"]
-KINDS: tuple[Kind, ...] = ("referring", "video", "image", "text")
-# Formats whose files are JSON lists parsed record by record, so one bad record can be skipped alone.
-_PER_RECORD_FORMATS = ("videoref45k", "elysium", "llava")
-
+# RecordEntry and load_entries live in artemis.data.records / artemis.data.entries; they are re-exported
+# here for the modules that still import them from the dataset.
 __all__ = ["KINDS", "EpochCallback", "RecordEntry", "ReferringDataset", "load_entries"]
-
-
-@dataclass
-class RecordEntry:
-    """One record of one annotation file, checked and classified.
-
-    Attributes:
-        sample: the record as a :class:`RefSample`.
-        path: the annotation file it was read from.
-        index: its position in that file.
-        fmt: the format name.
-        kind: one of :data:`KINDS`.
-        source: position of its file in the list given to the dataset (for mixing weights).
-    """
-
-    sample: RefSample
-    path: Path
-    index: int
-    fmt: str
-    kind: Kind
-    source: int = 0
-    _fingerprint: str | None = field(default=None, repr=False)
-
-    @property
-    def where(self) -> int | str:
-        """The record as errors name it: its index, and its id when that is not the index."""
-        sample_id = self.sample.sample_id
-        return self.index if sample_id == str(self.index) else f"{self.index} ({sample_id})"
-
-    @property
-    def key(self) -> str:
-        """A key unique across files: ``"<format>:<absolute file>#<index>"`` (the cache is indexed by it)."""
-        return f"{self.fmt}:{self.path.resolve()}#{self.index}"
-
-    @property
-    def media(self) -> str | None:
-        """What the record's pixels come from (an absolute video, image or frame list), or None for text.
-
-        Absolute, so an annotation file named by a relative path in one run and an absolute one in
-        another (``artemis data cache`` from one folder, training from another) is the same record.
-        """
-        sample = self.sample
-        if sample.frame_paths is not None:
-            return json.dumps([str(Path(sample.resolve(p)).resolve()) for p in sample.frame_paths])
-        path = sample.resolve(sample.video if sample.video is not None else sample.image)
-        return None if path is None else str(Path(path).resolve())
-
-    @property
-    def split_key(self) -> str:
-        """The video's identity for the train/val split: the last folder and the file name of its media.
-
-        Not the absolute path, so the split is the same wherever the data set is stored.
-        """
-        sample = self.sample
-        if sample.frame_paths is not None and sample.frame_paths:
-            media = Path(sample.resolve(sample.frame_paths[0])).parent
-        else:
-            path = sample.resolve(sample.video if sample.video is not None else sample.image)
-            if path is None:
-                return self.key
-            media = Path(path)
-        return "/".join(media.parts[-2:])
-
-    @property
-    def fingerprint(self) -> str:
-        """Hash of everything that decides the record's pixels and track (stale-cache detection)."""
-        if self._fingerprint is None:
-            s = self.sample
-            content = [self.kind, self.media, s.frame_ids, [list(b) if b else None for b in s.boxes], s.visible]
-            content.append(s.key_frame_id)
-            self._fingerprint = hashlib.sha1(json.dumps(content).encode()).hexdigest()[:16]
-        return self._fingerprint
-
-    def error(self, field_name: str | None, message: str) -> AnnotationError:
-        return record_error(self.path, self.where, field_name, message)
-
-
-# --- loading -----------------------------------------------------------------------------------------
-
-
-def _read_file(fmt: str, path: Path, skip: bool, skipped: list[AnnotationError]) -> list[tuple[int, RefSample]]:
-    """``(index, sample)`` of every readable record; bad ones raise, or are skipped and collected."""
-    module = formats.get_format(fmt)
-    if fmt not in _PER_RECORD_FORMATS:
-        # HC-STVG (a JSON object), LaSOT and OTB (folders) are read whole; a bad record fails the file.
-        return list(enumerate(module.read(path)))
-    from artemis.data.formats._common import load_record_list
-
-    out = []
-    for index, record in enumerate(load_record_list(path, fmt)):
-        try:
-            out.append((index, module.parse_record(record, path, index)))
-        except AnnotationError as error:
-            if not skip:
-                raise
-            skipped.append(error)
-    return out
-
-
-def _turns(entry: RecordEntry) -> list[tuple[str, str]]:
-    """The conversation as ``[(user, answer), ...]`` with exactly one ``<video>`` when there is media."""
-    turns = entry.sample.conversations or []
-    if len(turns) % 2:
-        raise entry.error("conversations", f"{len(turns)} turns; the last human turn has no gpt answer to train on")
-    pairs = [
-        (turns[i]["value"].replace(IMAGE_TOKEN, VIDEO_TOKEN), turns[i + 1]["value"]) for i in range(0, len(turns), 2)
-    ]
-    count = sum(user.count(VIDEO_TOKEN) + answer.count(VIDEO_TOKEN) for user, answer in pairs)
-    if entry.kind == "text":
-        if count:
-            raise entry.error(
-                "conversations", f"mentions {VIDEO_TOKEN}/{IMAGE_TOKEN} but the record has no video or image"
-            )
-        return pairs
-    if count > 1:
-        raise entry.error("conversations", f"has {count} {VIDEO_TOKEN}/{IMAGE_TOKEN} placeholders; expected one")
-    if count == 0:  # LLaVA data sometimes omits it; the media then goes before the first question
-        pairs[0] = (f"{VIDEO_TOKEN}\n{pairs[0][0]}", pairs[0][1])
-    return pairs
-
-
-def _check_entry(entry: RecordEntry) -> None:
-    """Cheap checks done once at construction, so a bad record fails (or is skipped) before training."""
-    sample = entry.sample
-    if entry.kind == "referring":
-        if (sample.answer or sample.caption) is None:
-            raise entry.error("caption", "a referring record needs a caption or an answer to train on")
-        if sample.question is not None:
-            try:
-                referring_prompt(sample.question)
-            except ValueError as error:
-                raise entry.error("question", str(error)) from None
-        try:
-            sample.key_box  # noqa: B018 - raises when the key frame has no box
-        except AnnotationError as error:
-            raise entry.error("key_frame_id", str(error).rsplit(": ", 1)[-1]) from None
-        if sample.video is None and sample.frame_paths is None:
-            raise entry.error("video", "the record names no video file, frame folder or frame images")
-    else:
-        _turns(entry)
-    # Only existence is checked here (a stat); decoding problems surface when the item is read.
-    if sample.frame_paths is not None:
-        paths = [sample.resolve(p) for p in sample.frame_paths]
-    else:
-        paths = [sample.resolve(sample.video if sample.video is not None else sample.image)]
-    for path in paths:
-        if path is not None and not path.exists():
-            field_name = {"image": "image", "referring": "frame_path"}.get(entry.kind, "video")
-            raise entry.error(field_name, f"the referenced file {path} does not exist")
-
-
-def _kind(sample: RefSample) -> Kind:
-    if sample.has_boxes:
-        return "referring"
-    if sample.video is not None:
-        return "video"
-    return "image" if sample.image is not None else "text"
-
-
-def load_entries(
-    files: Sequence[tuple[str, str | Path]], bad_records: Literal["raise", "skip"] = "raise"
-) -> tuple[list[RecordEntry], list[AnnotationError]]:
-    """Read and check every record of ``files``.
-
-    Args:
-        files: ``[(format, path), ...]``.
-        bad_records: ``"raise"`` the first malformed record's :class:`AnnotationError`, or ``"skip"`` it.
-
-    Returns:
-        ``(entries, skipped)``: the good records and the errors of the skipped ones.
-    """
-    if bad_records not in ("raise", "skip"):
-        raise ConfigError(f"bad_records={bad_records!r}; expected 'raise' or 'skip'")
-    skip = bad_records == "skip"
-    entries: list[RecordEntry] = []
-    skipped: list[AnnotationError] = []
-    for source, (fmt, path) in enumerate(files):
-        for index, sample in _read_file(fmt, Path(path), skip, skipped):
-            entry = RecordEntry(sample, Path(path), index, fmt, _kind(sample), source)
-            try:
-                _check_entry(entry)
-            except AnnotationError as error:
-                if not skip:
-                    raise
-                skipped.append(error)
-                continue
-            entries.append(entry)
-    for error in skipped:
-        logger.warning("skipped a bad record: %s", error)
-    if skipped:
-        logger.warning("skipped %d bad records of %d", len(skipped), len(skipped) + len(entries))
-    return entries, skipped
 
 
 # --- the dataset -------------------------------------------------------------------------------------
@@ -421,13 +226,14 @@ class ReferringDataset(Dataset):
         except ArtemisError as error:
             raise entry.error(None, str(error)) from error
 
-    def _open(self, entry: RecordEntry) -> Any:
+    def _open(self, entry: RecordEntry) -> VideoSource | CachedVideo:
+        """The record's frames: the cached ones, or a source opened on its media (the caller closes it)."""
         if self.cache is not None:
             return self.cache.video(entry)
         return open_media(entry)
 
-    def _track(self, entry: RecordEntry, reader: Any) -> tuple[np.ndarray, np.ndarray, int]:
-        if self.cache is not None:
+    def _track(self, entry: RecordEntry, reader: VideoSource | CachedVideo) -> tuple[np.ndarray, np.ndarray, int]:
+        if isinstance(reader, CachedVideo):
             return reader.track  # stored with the frames
         return record_track(entry, reader, self.tracker)
 
@@ -438,8 +244,7 @@ class ReferringDataset(Dataset):
         if question is None:
             question = DESCRIBE_QUESTIONS[int(rng.integers(len(DESCRIBE_QUESTIONS)))]
         answer = sample.answer if sample.answer is not None else sample.caption
-        reader = self._open(entry)
-        try:
+        with closing(self._open(entry)) as reader:
             boxes, visible, key_frame = self._track(entry, reader)
             candidates = region_candidates(visible, key_frame, self.max_region_candidates)
             if self.key_frame_jitter > 0.0 and rng.random() < self.key_frame_jitter:
@@ -452,23 +257,18 @@ class ReferringDataset(Dataset):
             if self.features:
                 item["video_features"] = reader.video_features  # (N_v, C_v)
                 item["region_hidden_states"] = reader.region_hidden_states(inputs.region_frames)  # L x (K, P, C_v)
-        finally:
-            _close(reader)
         item.update(self._text(entry, [(referring_prompt(question), answer)]))
         return item
 
     def _conversation(self, entry: RecordEntry) -> dict[str, torch.Tensor]:
-        item = self._text(entry, _turns(entry))
+        item = self._text(entry, conversation_turns(entry))
         if entry.kind == "text":
             return item
-        reader = self._open(entry)
-        if self.features:
-            item["video_features"] = reader.video_features  # (N_v, C_v)
-            return item
-        try:
+        with closing(self._open(entry)) as reader:
+            if self.features:
+                item["video_features"] = reader.video_features  # (N_v, C_v)
+                return item
             frames = reader.get_frames(video_frame_indices(reader.num_frames, self.config.num_frames).tolist())
-        finally:
-            _close(reader)
         pixels = self.processor.video_processor(frames)  # (T, 3, S, S)
         item["pixel_values"] = pixels
         item["frame_mask"] = torch.ones(len(pixels), dtype=torch.bool)
@@ -500,11 +300,6 @@ def _vision_fingerprint(model: Any, cache_dir: str | Path) -> str:
             "or use a cache built without --features"
         )
     return vision_fingerprint(model.vision_tower)
-
-
-def _close(reader: Any) -> None:
-    if hasattr(reader, "close"):
-        reader.close()
 
 
 def _unit_hash(text: str) -> float:

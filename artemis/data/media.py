@@ -1,61 +1,49 @@
 """What the dataset and the cache share: a record's pixels, its track on every frame, and which frames are used.
 
-:func:`open_media` opens a record's video, frame images or image; :func:`record_track` lays its target's
-boxes on every frame (the tracker filling frames it does not annotate); :func:`region_candidates` are the
-frames the tracked-frame jitter may pick, :func:`jittered_key_frame` a key frame among them, and
-:func:`video_frame_indices` the frames of the video tokens.
+:func:`open_media` opens a record's video, frame images or image as a :class:`~artemis.video.VideoSource`;
+:func:`record_track` lays its target's boxes on every frame (the tracker filling frames it does not
+annotate); :func:`region_candidates` are the frames the tracked-frame jitter may pick,
+:func:`jittered_key_frame` a key frame among them, and :func:`video_frame_indices` the frames of the video
+tokens.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import cv2
 import numpy as np
 
+from artemis.data.records import RecordEntry
 from artemis.errors import VideoError
-from artemis.track.propagate import ArrayVideo
+from artemis.track import track_video
+from artemis.video import VideoSource, open_video
 from artemis.video.sampling import sample_indices
-
-if TYPE_CHECKING:
-    from artemis.data.dataset import RecordEntry
 
 __all__ = [
     "jittered_key_frame",
     "open_media",
-    "read_image",
     "record_track",
     "region_candidates",
     "video_frame_indices",
 ]
 
 
-def read_image(path: Path) -> np.ndarray:
-    """An image file as ``(H, W, 3)`` uint8 RGB."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise VideoError(f"cannot read image {path}; expected a .jpg/.png file")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+def open_media(entry: RecordEntry) -> VideoSource:
+    """The record's pixels as a :class:`~artemis.video.VideoSource`; the caller closes it (``with``).
 
-
-def open_media(entry: RecordEntry) -> Any:
-    """A reader (``num_frames``, ``width``, ``height``, ``get_frames``) over the record's pixels.
-
-    A video file or frame folder opens a :class:`~artemis.video.VideoReader`; frame images (Elysium)
-    and a single image are decoded into an :class:`ArrayVideo` whose frame ``i`` is the ``i``-th image.
+    A video file or frame folder opens a :class:`~artemis.video.VideoReader`; frame images (Elysium) an
+    :class:`~artemis.video.ImageListVideo` whose frame ``i`` is the ``i``-th image, and a single image a
+    one-frame one. Images are decoded when their frame is read, so a long record is never held whole.
     """
     sample = entry.sample
     if sample.frame_paths is not None:
-        return ArrayVideo([read_image(sample.resolve(p)) for p in sample.frame_paths])
+        return open_video([sample.resolve(p) for p in sample.frame_paths])
     if entry.kind == "image":
-        return ArrayVideo(read_image(sample.resolve(sample.image))[None])
-    from artemis.video import VideoReader  # deferred: the readers pull in decord/av on import
+        return open_video([sample.resolve(sample.image)])
+    if sample.video is None:
+        raise VideoError(f"record {entry.where} of {entry.path} names no video, frame images or image to read")
+    return open_video(sample.resolve(sample.video))
 
-    return VideoReader(sample.resolve(sample.video))
 
-
-def record_track(entry: RecordEntry, reader: Any, tracker: str | None) -> tuple[np.ndarray, np.ndarray, int]:
+def record_track(entry: RecordEntry, reader: VideoSource, tracker: str | None) -> tuple[np.ndarray, np.ndarray, int]:
     """The target's box on every frame of ``reader``.
 
     Annotated frames keep their annotation (a box, or absent). With ``tracker`` set, frames the record
@@ -80,8 +68,6 @@ def record_track(entry: RecordEntry, reader: Any, tracker: str | None) -> tuple[
     annotated = np.zeros(total, dtype=bool)
     annotated[frame_ids] = True
     if tracker is not None and not annotated.all():
-        from artemis.track import track_video
-
         track = track_video(reader, np.asarray(sample.key_box), key_frame, tracker=tracker)
         boxes[~annotated] = track.boxes[~annotated]
         visible[~annotated] = track.visible[~annotated]

@@ -5,6 +5,9 @@ visibility flag per annotated frame, a key frame, and its text (caption, questio
 LLaVA conversation). Readers (``artemis.data.formats``) produce it; writers consume it; so a conversion
 between two formats is always ``read -> list[RefSample] -> write``.
 
+A :class:`RecordEntry` is a :class:`RefSample` as the data sets see it: read from one annotation file
+(:func:`artemis.data.entries.load_entries`), checked, and classified into one of :data:`KINDS`.
+
 Box conventions (see :mod:`artemis.boxes`): pixel ``xyxy``, 0-based, ``x2``/``y2`` exclusive, on the frame
 of size ``width`` x ``height``. A frame where the target is absent has box ``None`` and ``visible`` False.
 A frame may also carry a box with ``visible`` False: the target is there but fully hidden (SynthRef
@@ -13,18 +16,22 @@ occlusion, LaSOT ``full_occlusion``); formats without a visibility field write s
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from artemis.errors import AnnotationError
 
 Box = tuple[float, float, float, float]
+Kind = Literal["referring", "video", "image", "text"]
+KINDS: tuple[Kind, ...] = ("referring", "video", "image", "text")
 
-__all__ = ["Box", "RefSample", "record_error"]
+__all__ = ["KINDS", "Box", "Kind", "RecordEntry", "RefSample", "record_error"]
 
 
 def record_error(
@@ -185,6 +192,81 @@ class RefSample:
                 f"key frame {self.key_frame_id} is not an annotated frame; annotated frames are "
                 f"{_span(self.frame_ids)}",
             )
+
+
+@dataclass
+class RecordEntry:
+    """One record of one annotation file, checked and classified (:func:`artemis.data.entries.load_entries`).
+
+    Attributes:
+        sample: the record as a :class:`RefSample`.
+        path: the annotation file it was read from.
+        index: its position in that file.
+        fmt: the format name.
+        kind: one of :data:`KINDS`.
+        source: position of its file in the list given to the dataset (for mixing weights).
+    """
+
+    sample: RefSample
+    path: Path
+    index: int
+    fmt: str
+    kind: Kind
+    source: int = 0
+    _fingerprint: str | None = field(default=None, repr=False)
+
+    @property
+    def where(self) -> int | str:
+        """The record as errors name it: its index, and its id when that is not the index."""
+        sample_id = self.sample.sample_id
+        return self.index if sample_id == str(self.index) else f"{self.index} ({sample_id})"
+
+    @property
+    def key(self) -> str:
+        """A key unique across files: ``"<format>:<absolute file>#<index>"`` (the cache is indexed by it)."""
+        return f"{self.fmt}:{self.path.resolve()}#{self.index}"
+
+    @property
+    def media(self) -> str | None:
+        """What the record's pixels come from (an absolute video, image or frame list), or None for text.
+
+        Absolute, so an annotation file named by a relative path in one run and an absolute one in
+        another (``artemis data cache`` from one folder, training from another) is the same record.
+        """
+        sample = self.sample
+        if sample.frame_paths is not None:
+            return json.dumps([str(Path(sample.resolve(p)).resolve()) for p in sample.frame_paths])
+        path = sample.resolve(sample.video if sample.video is not None else sample.image)
+        return None if path is None else str(Path(path).resolve())
+
+    @property
+    def split_key(self) -> str:
+        """The video's identity for the train/val split: the last folder and the file name of its media.
+
+        Not the absolute path, so the split is the same wherever the data set is stored.
+        """
+        sample = self.sample
+        if sample.frame_paths is not None and sample.frame_paths:
+            media = Path(sample.resolve(sample.frame_paths[0])).parent
+        else:
+            path = sample.resolve(sample.video if sample.video is not None else sample.image)
+            if path is None:
+                return self.key
+            media = Path(path)
+        return "/".join(media.parts[-2:])
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of everything that decides the record's pixels and track (stale-cache detection)."""
+        if self._fingerprint is None:
+            s = self.sample
+            content = [self.kind, self.media, s.frame_ids, [list(b) if b else None for b in s.boxes], s.visible]
+            content.append(s.key_frame_id)
+            self._fingerprint = hashlib.sha1(json.dumps(content).encode()).hexdigest()[:16]
+        return self._fingerprint
+
+    def error(self, field_name: str | None, message: str) -> AnnotationError:
+        return record_error(self.path, self.where, field_name, message)
 
 
 def _span(frame_ids: list[int]) -> str:

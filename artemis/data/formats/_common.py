@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from artemis.data.records import RefSample, record_error
+from artemis.errors import VideoError
+from artemis.video import opened
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -177,13 +179,12 @@ def read_flags(path: Path, count: int) -> list[bool]:
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """``(width, height)`` of an image file (reads only what OpenCV needs)."""
-    import cv2  # imported here so reading JSON formats never needs OpenCV
-
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise record_error(path, None, None, "cannot read this image to get the frame size")
-    return int(image.shape[1]), int(image.shape[0])
+    """``(width, height)`` of an image file, opened as a one-frame video (decodes that image only)."""
+    try:
+        with opened([path]) as image:
+            return image.width, image.height
+    except VideoError as error:
+        raise record_error(path, None, None, f"cannot read this image to get the frame size ({error})") from None
 
 
 def list_images(folder: Path) -> list[Path]:
