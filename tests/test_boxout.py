@@ -9,19 +9,14 @@ import pytest
 
 from artemis import ArtemisModel
 from artemis.boxes import SquareTransform
-from artemis.boxout import (
-    GIVEN,
-    PREDICTED,
-    UNPARSED,
-    clip_starts,
-    format_answer,
-    normalize_expression,
-    parse_clip_answer,
-    rsot_question,
-    sot_question,
-)
 from artemis.errors import ConfigError
 from artemis.model import build_tiny_model
+from artemis.prompts import format_box_answer as format_answer
+from artemis.prompts import normalize_expression, rsot_question, sot_question
+from artemis.tasks import box_output
+from artemis.tasks.box_output import BoxStatus, clip_starts, parse_clip_answer
+
+GIVEN, PREDICTED, UNPARSED = BoxStatus.GIVEN, BoxStatus.PREDICTED, BoxStatus.UNPARSED
 
 # A 200x100 frame padded to a 200x200 square: 50 rows of padding above, 1 text unit = 2 px.
 WIDE = SquareTransform(width=200, height=100, size=32)
@@ -97,35 +92,40 @@ def test_format_parse_round_trip_within_half_a_unit() -> None:
 
 
 class ScriptedModel(ArtemisModel):
-    """Answers each clip with a scripted text and records the question it was asked."""
+    """Answers each clip with a scripted text and records the question it was asked (the box-output task's
+    generation step is replaced; everything around it runs as it does for a real model)."""
 
-    def __init__(self, model, processor, answers):
+    def __init__(self, model, processor, answers, monkeypatch):
         super().__init__(model, processor)
         self.answers = list(answers)
         self.prompts: list[str] = []
+        monkeypatch.setattr(box_output, "generate", self._scripted)
 
-    def _generate(self, batch, visual, options):
-        self.prompts.append(self.processor.decode(batch["input_ids"][0]))
-        return self.answers.pop(0)
+    def _scripted(self, model, processor, inputs, **options):
+        assert model is self.model and inputs["input_ids"].shape[0] == 1
+        self.prompts.append(processor.decode(inputs["input_ids"][0]))
+        return [self.answers.pop(0)]
 
 
 @pytest.fixture(scope="module")
 def tiny_frames():
-    return build_tiny_model(["the red circle"], seed=0, video_layout="frames", frame_pool_size=2)
+    return build_tiny_model(
+        ["the red circle"], seed=0, video_layout="frames", frame_pool_size=2, tasks=["describe", "boxes"]
+    )
 
 
 def _answer(values: list[list[int]]) -> str:
     return ", ".join(f"Frame {i}: [{','.join(map(str, v))}]" for i, v in enumerate(values, start=1))
 
 
-def test_sot_clip_merge_on_a_20_frame_video(tiny_frames) -> None:
+def test_sot_clip_merge_on_a_20_frame_video(tiny_frames, monkeypatch) -> None:
     model, processor = tiny_frames
     frames = np.zeros((20, 100, 100, 3), dtype=np.uint8)  # square: text unit = 1 px
     # Clip k writes box value 10k + frame, so every merged frame tells which clip it came from.
     clip_a = _answer([[0, 0, 10, 10 + f] for f in range(8)])  # frames 0-7
     clip_b = _answer([[10, 10, 30, 20 + f] for f in range(8)])  # frames 7-14
     clip_c = "Frame 1: [20,20,50,40], Frame 2: garbage, Frame 4: [20,20,50,43], Frame 8: [20,20,50,47]"  # 12-19
-    scripted = ScriptedModel(model, processor, [clip_a, clip_b, clip_c])
+    scripted = ScriptedModel(model, processor, [clip_a, clip_b, clip_c], monkeypatch)
     track = scripted.track_with_llm(frames, box=(1, 2, 11, 12))
 
     assert track.clips == [list(range(0, 8)), list(range(7, 15)), list(range(12, 20))]
@@ -147,12 +147,12 @@ def test_sot_clip_merge_on_a_20_frame_video(tiny_frames) -> None:
     assert track.to_json()["status"][16] == "unparsed"
 
 
-def test_rsot_starts_from_the_expression_then_the_last_box(tiny_frames) -> None:
+def test_rsot_starts_from_the_expression_then_the_last_box(tiny_frames, monkeypatch) -> None:
     model, processor = tiny_frames
     frames = np.zeros((15, 100, 100, 3), dtype=np.uint8)
     first = "Frame 1: [5,5,25,25], Frame 2: nothing"  # frames 0-7: only frame 0 found
     second = _answer([[6, 6, 26, 26 + f] for f in range(8)])
-    scripted = ScriptedModel(model, processor, [first, second])
+    scripted = ScriptedModel(model, processor, [first, second], monkeypatch)
     track = scripted.track_with_llm(frames, expression="The red circle.")
     assert "Please find the red circle in every frame" in scripted.prompts[0]
     # Frame 7 (clip 2's first frame) is unparsed, so clip 2 starts from the last box found: frame 0's.
@@ -161,12 +161,12 @@ def test_rsot_starts_from_the_expression_then_the_last_box(tiny_frames) -> None:
     np.testing.assert_allclose(track.boxes[8], [6, 6, 26, 27], rtol=0, atol=1e-9)
 
 
-def test_sot_from_a_middle_frame_runs_backward_too(tiny_frames) -> None:
+def test_sot_from_a_middle_frame_runs_backward_too(tiny_frames, monkeypatch) -> None:
     model, processor = tiny_frames
     frames = np.zeros((12, 100, 100, 3), dtype=np.uint8)
     forward = _answer([[50, 50, 60, 60 + f] for f in range(7)])  # frames 5..11
     backward = _answer([[40, 40, 50, 50 + f] for f in range(6)])  # frames 5, 4, ..., 0
-    scripted = ScriptedModel(model, processor, [forward, backward])
+    scripted = ScriptedModel(model, processor, [forward, backward], monkeypatch)
     track = scripted.track_with_llm(frames, box=(50, 50, 60, 60), frame_index=5)
     assert track.clips == [[5, 6, 7, 8, 9, 10, 11], [5, 4, 3, 2, 1, 0]]
     np.testing.assert_allclose(track.boxes[11], [50, 50, 60, 66], rtol=0, atol=1e-9)
@@ -174,11 +174,15 @@ def test_sot_from_a_middle_frame_runs_backward_too(tiny_frames) -> None:
     np.testing.assert_allclose(track.boxes[5], [50, 50, 60, 60], rtol=0, atol=1e-9)
 
 
-def test_pooled_model_and_bad_arguments_are_refused(tiny_frames) -> None:
-    pooled, processor = build_tiny_model(seed=0)
+def test_models_not_trained_for_boxes_and_bad_arguments_are_refused(tiny_frames) -> None:
     frames = np.zeros((4, 32, 32, 3), dtype=np.uint8)
-    with pytest.raises(ConfigError, match=r"video_layout='pooled'.*video_layout='frames'"):
-        ArtemisModel(pooled, processor).track_with_llm(frames, box=(1, 1, 10, 10))
+    # Per-frame video tokens alone do not make a box writer: the config must say it was trained for boxes.
+    for layout in ({}, {"video_layout": "frames", "frame_pool_size": 2}):
+        untrained, processor = build_tiny_model(seed=0, **layout)
+        with pytest.raises(ConfigError, match=r"was not trained to write boxes \(its tasks are \['describe'\]\)"):
+            ArtemisModel(untrained, processor).track_with_llm(frames, box=(1, 1, 10, 10))
+    with pytest.raises(ConfigError, match=r"tasks=.*'boxes'.*video_layout='pooled'.*set video_layout='frames'"):
+        build_tiny_model(seed=0, tasks=["describe", "boxes"])
     model = ArtemisModel(*tiny_frames)
     with pytest.raises(ConfigError, match=r"either box= .* or expression="):
         model.track_with_llm(frames)

@@ -1,7 +1,7 @@
 """``BoxOutDataset``: SOT and RSOT clips of tracking records, to train a model to write boxes (Elysium).
 
 Each record (ElysiumTrack-1M, or any format with per-frame boxes) is cut into clips with the schedule
-inference uses (:func:`artemis.boxout.clip_starts`: 8 frames, stride 7, the last clip moved back to end
+inference uses (:func:`artemis.tasks.box_output.clip_starts`: 8 frames, stride 7, the last clip moved back to end
 on the last frame). A clip gives
 
 * an **SOT** item when the target is visible on its first frame: the question carries that box, the
@@ -9,8 +9,8 @@ on the last frame). A clip gives
 * an **RSOT** item when the record has a description (``object_description``): the question carries
   the expression, the answer is the same.
 
-Text comes from :func:`artemis.boxout.encode_boxout`, the builder inference uses, so the prompt of a
-training clip and of the same clip at inference are the same ids; labels cover the answer only. Boxes
+Items come from :meth:`artemis.model.ArtemisProcessor.box_output_item`, the builder inference uses, so the
+prompt of a training clip and of the same clip at inference are the same ids; labels cover the answer only. Boxes
 are written on the model's square input (:class:`artemis.boxes.SquareTransform`); a frame where the
 target is absent or hidden is written ``[0,0,0,0]``, which inference reads as an invalid box. Items hold
 ``input_ids``, ``labels``, ``pixel_values`` (n, 3, S, S) and ``frame_mask`` (n,), which
@@ -29,20 +29,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from artemis.boxout import (
-    CLIP_LENGTH,
-    clip_starts,
-    encode_boxout,
-    format_answer,
-    require_frames_layout,
-    rsot_question,
-    sot_question,
-)
 from artemis.data import formats
 from artemis.data.records import RefSample, record_error
 from artemis.errors import ConfigError, VideoError
 from artemis.model.configuration import ArtemisConfig
 from artemis.model.processing import ArtemisProcessor
+from artemis.tasks.box_output import CLIP_LENGTH, clip_starts, require_task
 from artemis.video import opened
 
 logger = logging.getLogger(__name__)
@@ -105,7 +97,7 @@ class BoxOutDataset(Dataset):
         clip_length: int | None = None,
         stride: int | None = None,
     ) -> None:
-        require_frames_layout(config)
+        require_task(config, "boxes", "the model to train")  # its config must say it writes boxes
         unknown = [t for t in tasks if t not in TASKS]
         if unknown or not tasks:
             raise ConfigError(f"tasks={list(tasks)!r} is not valid; expected a non-empty subset of {list(TASKS)}")
@@ -163,16 +155,9 @@ class BoxOutDataset(Dataset):
                 "frame_size",
                 f"{sample.width}x{sample.height} but the frames decode at {width}x{height}; fix the record's size",
             )
-        transform = self.processor.video_processor.transform_for(width, height)
         boxes, visible = sample.boxes_array()
         boxes = boxes[list(clip.positions)]
         boxes[~visible[list(clip.positions)]] = np.nan  # hidden or absent -> written [0,0,0,0]
-        square = transform.boxes_to_model(boxes)  # (n, 4), NaN rows stay NaN
-        question = sot_question(square[0]) if clip.task == "sot" else rsot_question(sample.caption or "")
-        encoded = encode_boxout(self.processor, self.config, len(clip.positions), question, format_answer(square))
-        return {
-            "input_ids": torch.tensor(encoded.input_ids, dtype=torch.long),
-            "labels": torch.tensor(encoded.labels, dtype=torch.long),
-            "pixel_values": self.processor.video_processor(frames),  # (n, 3, S, S)
-            "frame_mask": torch.ones(len(clip.positions), dtype=torch.bool),
-        }
+        if clip.task == "sot":
+            return self.processor.box_output_item(frames, box=boxes[0], answer_boxes=boxes)
+        return self.processor.box_output_item(frames, expression=sample.caption or "", answer_boxes=boxes)

@@ -169,7 +169,7 @@ def settings_from_model(
 
 
 class CachedVideo:
-    """The cached tensors of one video, with the reading interface ``build_video_inputs`` uses.
+    """The cached tensors of one video, with the reading interface the processor uses.
 
     ``width``/``height`` are the source's (boxes are mapped with them). A frames cache serves
     ``get_frames``: the cached (N, S, S, 3) uint8 frames, which the video processor turns into the same

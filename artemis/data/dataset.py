@@ -3,9 +3,9 @@
 One dataset mixes four kinds of sample (:data:`KINDS`):
 
 * ``referring`` — a record with a target's boxes (VideoRef45K, Elysium, HC-STVG, LaSOT, OTB, SynthRef).
-  Frames and region boxes come from :func:`artemis.model.inputs.build_video_inputs`, the function
-  inference uses, with a training-time ``rng`` for the tracked-frame jitter; the text is
-  ``referring_prompt(question)`` answered by the record's answer or caption.
+  Frames and region boxes come from :meth:`artemis.model.ArtemisProcessor.referring_visuals`, the method
+  inference uses, with a training-time ``rng`` for the tracked-frame jitter; the text is the processor's
+  referring layout of the question, answered by the record's answer or caption.
 * ``video`` — a LLaVA / Video-ChatGPT conversation about a video (stages 1–2): midpoint frames, no regions.
 * ``image`` — a LLaVA conversation about an image, fed as a one-frame video (``<image>`` becomes ``<video>``).
 * ``text`` — a conversation without a video.
@@ -47,9 +47,8 @@ from artemis.data.media import (
 from artemis.data.records import KINDS, RecordEntry
 from artemis.errors import AnnotationError, ArtemisError, BoxError, ConfigError, VideoError
 from artemis.model.configuration import ArtemisConfig
-from artemis.model.inputs import build_video_inputs
-from artemis.model.processing import ArtemisProcessor
-from artemis.templates import DESCRIBE_QUESTIONS, referring_prompt
+from artemis.model.processing import ArtemisProcessor, EncodedText
+from artemis.prompts import DESCRIBE_QUESTIONS
 from artemis.video import VideoSource
 
 logger = logging.getLogger(__name__)
@@ -249,19 +248,17 @@ class ReferringDataset(Dataset):
             candidates = region_candidates(visible, key_frame, self.max_region_candidates)
             if self.key_frame_jitter > 0.0 and rng.random() < self.key_frame_jitter:
                 key_frame = jittered_key_frame(candidates, key_frame, rng)
-            inputs = build_video_inputs(
-                reader, key_frame, [boxes], [candidates], self.config, self.processor.video_processor, rng=rng,
-                read_pixels=not self.features,
-            )  # fmt: skip
-            item = {name: value[0] for name, value in inputs.tensors.items()}  # drop the batch dim
+            item, plan = self.processor.referring_visuals(
+                reader, [(boxes, candidates)], key_frame, rng=rng, read_pixels=not self.features
+            )
             if self.features:
                 item["video_features"] = reader.video_features  # (N_v, C_v)
-                item["region_hidden_states"] = reader.region_hidden_states(inputs.region_frames)  # L x (K, P, C_v)
-        item.update(self._text(entry, [(referring_prompt(question), answer)]))
+                item["region_hidden_states"] = reader.region_hidden_states(plan.region_frames)  # L x (K, P, C_v)
+        item.update(self._text(entry, self.processor.referring_text(question, 1, answer)))
         return item
 
     def _conversation(self, entry: RecordEntry) -> dict[str, torch.Tensor]:
-        item = self._text(entry, conversation_turns(entry))
+        item = self._text(entry, self.processor.encode_conversation(conversation_turns(entry)))
         if entry.kind == "text":
             return item
         with closing(self._open(entry)) as reader:
@@ -274,8 +271,8 @@ class ReferringDataset(Dataset):
         item["frame_mask"] = torch.ones(len(pixels), dtype=torch.bool)
         return item
 
-    def _text(self, entry: RecordEntry, turns: list[tuple[str, str]]) -> dict[str, torch.Tensor]:
-        encoded = self.processor.encode_conversation(turns)
+    def _text(self, entry: RecordEntry, encoded: EncodedText) -> dict[str, torch.Tensor]:
+        """The item's ``input_ids`` and ``labels``, cut to ``max_length`` where no placeholder is lost."""
         ids, labels = encoded.input_ids, encoded.labels
         if self.max_length is not None and len(ids) > self.max_length:
             slots = {self.config.video_token_id, self.config.region_token_id}

@@ -17,7 +17,7 @@ from artemis.data import formats
 from artemis.data.formats._common import load_record_list
 from artemis.data.records import Kind, RecordEntry, RefSample
 from artemis.errors import AnnotationError, ConfigError
-from artemis.templates import IMAGE_TOKEN, VIDEO_TOKEN, referring_prompt
+from artemis.prompts import IMAGE_TOKEN, VIDEO_TOKEN, referring_prompt
 
 logger = logging.getLogger(__name__)
 

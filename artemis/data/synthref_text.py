@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from artemis import templates as T
+from artemis import prompts as T
 from artemis.data.synthref import Scene, SceneObject
 
 # (from_to, toward, verb phrase) per motion.

@@ -28,7 +28,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from artemis import templates
+from artemis import prompts as templates
 from artemis.data.formats import elysium, llava, videoref45k
 from artemis.data.records import RefSample
 from artemis.data.synthref import (

@@ -16,6 +16,8 @@ SELECTORS = ("kmeans", "uniform", "random", "all")
 BOX_EMBEDDINGS = ("absolute", "relative")
 ROI_BACKENDS = ("torchvision", "mmcv")
 VIDEO_LAYOUTS = ("pooled", "frames")
+CAPABILITIES = ("describe", "boxes")
+"""What a model can be trained to do: describe regions (Artemis), write boxes (Elysium SOT / RSOT)."""
 
 CLIP_VIT_L14_224 = {
     "hidden_size": 1024,
@@ -76,6 +78,9 @@ class ArtemisConfig(PreTrainedConfig):
             time, repeat the latest) or ``"original"`` (the original release, set by the importers:
             repeat the last cluster's member in k-means label order, then sort). See docs/checkpoints.md.
         projector_hidden_act: activation of the ``mlp2x_gelu`` projector.
+        tasks: what the model was trained to do, among :data:`CAPABILITIES`: ``"describe"`` (answer about
+            regions) and ``"boxes"`` (write the target's box on every frame; needs ``video_layout="frames"``).
+            Default ``["describe"]``. Asking a model for a task it was not trained for is refused.
     """
 
     model_type = "artemis"
@@ -114,6 +119,7 @@ class ArtemisConfig(PreTrainedConfig):
     selector_padding: Literal["latest", "original"] = "latest"
     projector_hidden_act: str = "gelu"
     tie_word_embeddings: bool = False
+    tasks: list[str] | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -122,6 +128,9 @@ class ArtemisConfig(PreTrainedConfig):
         self.region_feature_layers = [int(layer) for layer in self.region_feature_layers]
         if self.region_embed_dim is None:
             self.region_embed_dim = self.vision_config.hidden_size
+        if self.tasks is None:
+            self.tasks = ["describe"]
+        self.tasks = [str(task) for task in self.tasks]
         self.validate_artemis()
 
     def validate_artemis(self) -> None:
@@ -136,6 +145,14 @@ class ArtemisConfig(PreTrainedConfig):
         choice("box_embedding", self.box_embedding, BOX_EMBEDDINGS)
         choice("roi_backend", self.roi_backend, ROI_BACKENDS)
         choice("video_layout", self.video_layout, VIDEO_LAYOUTS)
+        choice("selector_padding", self.selector_padding, ("latest", "original"))
+        for task in self.tasks:
+            choice("tasks entry", task, CAPABILITIES)
+        if "boxes" in self.tasks and self.video_layout != "frames":
+            raise ConfigError(
+                f"tasks={self.tasks} includes 'boxes' but video_layout={self.video_layout!r}; box output needs "
+                "per-frame video tokens: set video_layout='frames' or drop 'boxes'"
+            )
         if self.region_content_norm not in (False, True, "layer", "batch"):
             raise ConfigError(
                 f"region_content_norm={self.region_content_norm!r} is not valid; expected false, 'layer' or 'batch'"

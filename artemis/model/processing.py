@@ -1,10 +1,20 @@
-"""``ArtemisProcessor``: frames to pixel values, conversations to token ids with exact placeholder counts.
+"""``ArtemisProcessor``: videos, regions and text to model inputs, for training and inference alike.
 
-Frames are padded to a square (with the mean colour, as LLaVA's ``expand2square``) and resized, never
-centre-cropped, so the whole frame reaches the model and :class:`artemis.boxes.SquareTransform` maps
-boxes with the same offsets. Text is rendered with one conversation template (Vicuna v1) for training
-and inference; each ``<video>`` becomes ``num_video_tokens`` placeholder ids and each ``<region>``
-``num_region_tokens``, and labels are -100 everywhere but on the answers.
+A transformers processor (``ProcessorMixin``; ``AutoProcessor.from_pretrained(dir)`` loads it). It owns
+the tokenizer, the frame preprocessing (:class:`~artemis.model.video_processing.VideoProcessor`) and the
+conversation template, and it chooses the prompt layout from the task:
+
+* ``"describe"`` (Artemis referring; also any question about regions): ``<video>`` expands to the
+  model's video tokens, each ``<region>`` to ``1 + k`` region tokens; the frames and boxes come from
+  :func:`~artemis.model.video_processing.plan_frames`.
+* ``"sot"`` / ``"rsot"`` (Elysium box output): ``"Frame 1: <frame>, ..."`` with ``tokens_per_frame``
+  tokens per frame, then the SOT question (the target's box on frame 1) or the RSOT question (a
+  referring expression).
+
+Each placeholder becomes exactly the number of ids the model scatters features into, and labels are
+-100 everywhere but on the answers. Datasets build their items with :meth:`ArtemisProcessor.referring_item`,
+:meth:`~ArtemisProcessor.box_output_item` and :meth:`~ArtemisProcessor.text_item`; ``__call__`` builds the
+same items and collates them into a ``BatchFeature``.
 """
 
 from __future__ import annotations
@@ -12,69 +22,62 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import cv2
 import numpy as np
 import torch
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, BatchFeature, PreTrainedTokenizerBase
+from transformers.processing_utils import ProcessorMixin
 
-from artemis.boxes import SquareTransform
-from artemis.errors import CheckpointError
+from artemis.errors import CheckpointError, ConfigError
 from artemis.io import write_json_atomic
+from artemis.model.collate import IGNORE_INDEX, collate, pad_text
 from artemis.model.configuration import ArtemisConfig
-from artemis.templates import (
+from artemis.model.video_processing import (
+    CLIP_MEAN,
+    CLIP_STD,
+    FramePlan,
+    VideoProcessor,
+    plan_frames,
+    read_plan_pixels,
+)
+from artemis.prompts import (
     REGION_KEY_SLOT,
     REGION_TOKEN,
     REGION_TRACK_SLOT,
     VICUNA_V1,
+    VIDEO_FRAME_SLOT,
     VIDEO_TOKEN,
     ConversationTemplate,
+    format_box_answer,
+    frames_prompt,
+    referring_prompt,
+    rsot_question,
+    sot_question,
 )
 
-IGNORE_INDEX = -100
+__all__ = [
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "IGNORE_INDEX",
+    "PROCESSOR_FILE",
+    "TASKS",
+    "ArtemisProcessor",
+    "EncodedText",
+    "VideoProcessor",
+]
+
 PROCESSOR_FILE = "processor_config.json"
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+TASKS = ("describe", "sot", "rsot")
+"""Prompt layouts the processor builds: Artemis referring, Elysium single-object tracking and grounding."""
 _PLACEHOLDER = re.compile(
-    "(" + "|".join(map(re.escape, (VIDEO_TOKEN, REGION_TOKEN, REGION_KEY_SLOT, REGION_TRACK_SLOT))) + ")"
+    "("
+    + "|".join(map(re.escape, (VIDEO_TOKEN, VIDEO_FRAME_SLOT, REGION_TOKEN, REGION_KEY_SLOT, REGION_TRACK_SLOT)))
+    + ")"
 )
-
-
-@dataclass
-class VideoProcessor:
-    """Pad each frame to a square with the mean colour, resize to ``image_size``, normalise.
-
-    Written here rather than taken from ``CLIPImageProcessor`` because that one resizes the short side and
-    centre-crops, which cuts off the sides of a wide video and with them any box there.
-    """
-
-    image_size: int = 224
-    image_mean: tuple[float, float, float] = CLIP_MEAN
-    image_std: tuple[float, float, float] = CLIP_STD
-
-    def transform_for(self, width: int, height: int) -> SquareTransform:
-        return SquareTransform(width=width, height=height, size=self.image_size)
-
-    def __call__(self, frames: np.ndarray) -> torch.Tensor:
-        """frames (T, H, W, 3) uint8 RGB -> pixel values (T, 3, S, S) float32."""
-        frames = np.asarray(frames)
-        if frames.ndim == 3:
-            frames = frames[None]
-        count, height, width, _ = frames.shape
-        transform = self.transform_for(width, height)
-        side = transform.side
-        fill = np.array(self.image_mean) * 255.0
-        canvas = np.empty((count, side, side, 3), dtype=np.uint8)
-        canvas[:] = np.round(fill).astype(np.uint8)
-        canvas[:, transform.pad_y : transform.pad_y + height, transform.pad_x : transform.pad_x + width] = frames
-        size = self.image_size
-        resized = np.stack([cv2.resize(frame, (size, size), interpolation=cv2.INTER_CUBIC) for frame in canvas])
-        pixels = torch.from_numpy(resized).permute(0, 3, 1, 2).float() / 255.0  # (T, 3, S, S)
-        mean = torch.tensor(self.image_mean)[None, :, None, None]
-        std = torch.tensor(self.image_std)[None, :, None, None]
-        return (pixels - mean) / std
+_TEMPLATES = {VICUNA_V1.name: VICUNA_V1}
 
 
 @dataclass
@@ -83,27 +86,73 @@ class EncodedText:
     labels: list[int]
 
 
-@dataclass
-class ArtemisProcessor:
-    """Tokenizer + frame preprocessing + the conversation template, sized for one model config."""
+def _region_arrays(region: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(boxes (T, 4), visible (T,))`` of a region given as a track (``.boxes``, ``.visible``) or a pair."""
+    if hasattr(region, "boxes") and hasattr(region, "visible"):
+        return np.asarray(region.boxes, dtype=np.float64), np.asarray(region.visible, dtype=bool)
+    boxes, visible = region
+    return np.asarray(boxes, dtype=np.float64), np.asarray(visible, dtype=bool)
 
-    tokenizer: PreTrainedTokenizerBase
-    num_video_tokens: int
-    num_region_tokens: int
-    video_processor: VideoProcessor = field(default_factory=VideoProcessor)
-    template: ConversationTemplate = VICUNA_V1
-    add_bos: bool = True
+
+class ArtemisProcessor(ProcessorMixin):
+    """Tokenizer + frame preprocessing + the conversation template, sized for one model config.
+
+    Args:
+        tokenizer: a tokenizer that knows ``<video>`` and ``<region>`` as special tokens.
+        num_video_tokens: ids one ``<video>`` expands to (``config.num_video_tokens``).
+        num_region_tokens: ids one ``<region>`` expands to (``1 + num_selected``).
+        num_frames: frames the video tokens cover (``config.num_frames``).
+        num_track_boxes: tracked frames of a region besides the key frame.
+        tokens_per_frame: video ids of one frame in the ``"frames"`` layout (box output).
+        image_size / image_mean / image_std: the frame preprocessing.
+        add_bos: start every sequence with the BOS id.
+        template: the conversation template's name (``vicuna_v1``).
+    """
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        *,
+        num_video_tokens: int,
+        num_region_tokens: int,
+        num_frames: int = 100,
+        num_track_boxes: int = 8,
+        tokens_per_frame: int | None = None,
+        image_size: int = 224,
+        image_mean: Sequence[float] = CLIP_MEAN,
+        image_std: Sequence[float] = CLIP_STD,
+        add_bos: bool = True,
+        template: str = VICUNA_V1.name,
+        chat_template: str | None = None,
+    ) -> None:
+        super().__init__(tokenizer, chat_template=chat_template)
+        if template not in _TEMPLATES:
+            raise CheckpointError(f"unknown conversation template {template!r}; expected one of {list(_TEMPLATES)}")
+        self.num_video_tokens = int(num_video_tokens)
+        self.num_region_tokens = int(num_region_tokens)
+        self.num_frames = int(num_frames)
+        self.num_track_boxes = int(num_track_boxes)
+        self.tokens_per_frame = None if tokens_per_frame is None else int(tokens_per_frame)
+        self.video_processor = VideoProcessor(int(image_size), tuple(image_mean), tuple(image_std))
+        self.add_bos = bool(add_bos)
+        self.template: ConversationTemplate = _TEMPLATES[template]
 
     @classmethod
     def from_config(cls, config: ArtemisConfig, tokenizer: PreTrainedTokenizerBase) -> ArtemisProcessor:
-        processor = cls(
-            tokenizer=tokenizer,
-            num_video_tokens=config.num_video_tokens,
-            num_region_tokens=config.num_region_tokens,
-            video_processor=VideoProcessor(image_size=config.vision_config.image_size),
-        )
+        processor = cls(tokenizer, **cls._sizes(config))
         processor.check_tokenizer(config)
         return processor
+
+    @staticmethod
+    def _sizes(config: ArtemisConfig) -> dict[str, Any]:
+        return {
+            "num_video_tokens": config.num_video_tokens,
+            "num_region_tokens": config.num_region_tokens,
+            "num_frames": config.num_frames,
+            "num_track_boxes": config.num_track_boxes,
+            "tokens_per_frame": config.tokens_per_frame if config.video_layout == "frames" else None,
+            "image_size": config.vision_config.image_size,
+        }
 
     def check_tokenizer(self, config: ArtemisConfig) -> None:
         """The placeholder strings must map to the ids the model looks for."""
@@ -115,21 +164,40 @@ class ArtemisProcessor:
                     f"add {text} as a special token and set the config's token id to match"
                 )
 
+    @property
+    def num_region_frames(self) -> int:
+        """Frames of one region: the key frame plus the tracked frames."""
+        return 1 + self.num_track_boxes
+
+    @property
+    def pad_id(self) -> int:
+        pad_id = self.tokenizer.pad_token_id
+        return pad_id if pad_id is not None else (self.tokenizer.eos_token_id or 0)
+
     # --- text -----------------------------------------------------------------------------------
 
     def _ids(self, text: str) -> list[int]:
         """Token ids of ``text`` with every placeholder expanded to its exact count."""
         ids: list[int] = []
+        video_id = self.tokenizer.convert_tokens_to_ids(VIDEO_TOKEN)
+        region_id = self.tokenizer.convert_tokens_to_ids(REGION_TOKEN)
         for piece in _PLACEHOLDER.split(text):
             if piece == VIDEO_TOKEN:
-                ids += [self.tokenizer.convert_tokens_to_ids(VIDEO_TOKEN)] * self.num_video_tokens
+                ids += [video_id] * self.num_video_tokens
+            elif piece == VIDEO_FRAME_SLOT:
+                if self.tokens_per_frame is None:
+                    raise ConfigError(
+                        "a box-output prompt needs per-frame video tokens, but this processor was built for a "
+                        "model with pooled video tokens (video_layout='pooled'); use a model trained for boxes"
+                    )
+                ids += [video_id] * self.tokens_per_frame
             elif piece in (REGION_TOKEN, REGION_KEY_SLOT, REGION_TRACK_SLOT):
                 # A full region, or its key token / tracked tokens when the prompt splits them (the
                 # tokens of one region are scattered in order, key first, so the split is exact).
                 count = {REGION_TOKEN: self.num_region_tokens, REGION_KEY_SLOT: 1}.get(
                     piece, self.num_region_tokens - 1
                 )
-                ids += [self.tokenizer.convert_tokens_to_ids(REGION_TOKEN)] * count
+                ids += [region_id] * count
             elif piece:
                 ids += self.tokenizer(piece, add_special_tokens=False)["input_ids"]
         return ids
@@ -161,70 +229,255 @@ class ArtemisProcessor:
 
     def pad(self, encoded: Sequence[EncodedText], side: str = "right") -> dict[str, torch.Tensor]:
         """Pad a batch: ``input_ids``, ``attention_mask`` and ``labels`` (B, L)."""
-        pad_id = self.tokenizer.pad_token_id
-        if pad_id is None:
-            pad_id = self.tokenizer.eos_token_id or 0
-        length = max(len(item.input_ids) for item in encoded)
-        ids = torch.full((len(encoded), length), pad_id, dtype=torch.long)
-        labels = torch.full((len(encoded), length), IGNORE_INDEX, dtype=torch.long)
-        mask = torch.zeros((len(encoded), length), dtype=torch.long)
-        for row, item in enumerate(encoded):
-            n = len(item.input_ids)
-            span = slice(length - n, length) if side == "left" else slice(0, n)
-            ids[row, span] = torch.tensor(item.input_ids)
-            labels[row, span] = torch.tensor(item.labels)
-            mask[row, span] = 1
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        return pad_text([e.input_ids for e in encoded], [e.labels for e in encoded], self.pad_id, side)
 
-    def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
-        text = self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=True)
-        return text.strip()
+    def decode(self, ids: Sequence[int] | torch.Tensor, **kwargs: Any) -> str:
+        """Text of generated ids, special tokens dropped and surrounding spaces stripped."""
+        kwargs = {"skip_special_tokens": True, "clean_up_tokenization_spaces": True, **kwargs}
+        return self.tokenizer.decode(ids, **kwargs).strip()
+
+    def batch_decode(self, ids: Sequence[Sequence[int]] | torch.Tensor, **kwargs: Any) -> list[str]:
+        return [self.decode(row, **kwargs) for row in ids]
+
+    # --- samples ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _text_tensors(encoded: EncodedText) -> dict[str, torch.Tensor]:
+        return {
+            "input_ids": torch.tensor(encoded.input_ids, dtype=torch.long),
+            "labels": torch.tensor(encoded.labels, dtype=torch.long),
+        }
+
+    def text_item(self, turns: Sequence[tuple[str, str | None]]) -> dict[str, torch.Tensor]:
+        """A conversation without regions: ``input_ids`` and ``labels`` (L,)."""
+        return self._text_tensors(self.encode_conversation(turns))
+
+    def plan(
+        self,
+        num_frames_total: int,
+        width: int,
+        height: int,
+        key_frame: int,
+        regions: Sequence[Any],
+        rng: np.random.Generator | None = None,
+    ) -> FramePlan:
+        """The frames and boxes of one referring sample (see :func:`plan_frames`)."""
+        arrays = [_region_arrays(region) for region in regions]
+        return plan_frames(
+            num_frames_total, width, height, key_frame, [b for b, _ in arrays], [v for _, v in arrays],
+            num_video_frames=self.num_frames, num_track_boxes=self.num_track_boxes,
+            transform=self.video_processor.transform_for(width, height), rng=rng,
+        )  # fmt: skip
+
+    def referring_visuals(
+        self,
+        source: Any,
+        regions: Sequence[Any],
+        key_frame: int,
+        *,
+        rng: np.random.Generator | None = None,
+        read_pixels: bool = True,
+    ) -> tuple[dict[str, torch.Tensor], FramePlan]:
+        """The visual tensors of one referring sample (no batch dimension) and its frame plan.
+
+        Args:
+            source: an open video source (``num_frames``, ``width``, ``height``, ``get_frames``).
+            regions: per region, a track (``.boxes`` (T, 4) pixel xyxy, ``.visible`` (T,)) or such a pair.
+            key_frame: the frame the regions were given on.
+            rng: training-time jitter of the tracked frames.
+            read_pixels: False reads no frame (for a caller with cached vision features).
+        """
+        plan = self.plan(source.num_frames, source.width, source.height, key_frame, regions, rng)
+        tensors = plan.tensors()
+        if read_pixels:
+            tensors.update(read_plan_pixels(source, plan, self.video_processor))
+        return tensors, plan
+
+    def referring_item(
+        self,
+        source: Any,
+        question: str,
+        regions: Sequence[Any],
+        key_frame: int,
+        *,
+        answer: str | None = None,
+        rng: np.random.Generator | None = None,
+        read_pixels: bool = True,
+    ) -> tuple[dict[str, torch.Tensor], FramePlan]:
+        """One referring sample (Artemis layout) without a batch dimension, and its frame plan.
+
+        ``question`` names the regions with ``<region>`` placeholders, one per region in order (with one
+        region and none, the question is asked about it as it is); ``answer`` is the training target (None
+        leaves the prompt open for generation). See :meth:`referring_visuals` for the other arguments.
+        """
+        item, plan = self.referring_visuals(source, regions, key_frame, rng=rng, read_pixels=read_pixels)
+        item.update(self._text_tensors(self.referring_text(question, len(regions), answer)))
+        return item, plan
+
+    def referring_text(self, question: str, num_regions: int, answer: str | None = None) -> EncodedText:
+        """Token ids and labels of a referring question about ``num_regions`` regions (Artemis layout)."""
+        return self.encode_conversation([(referring_prompt(question, num_regions=num_regions), answer)])
+
+    def box_output_item(
+        self,
+        frames: np.ndarray,
+        *,
+        box: Sequence[float] | np.ndarray | None = None,
+        expression: str | None = None,
+        answer_boxes: np.ndarray | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """One box-output clip (Elysium layout) without a batch dimension.
+
+        Args:
+            frames: (n, H, W, 3) uint8 RGB, the clip's frames in the order shown (n <= ``num_frames``).
+            box: SOT: the target's pixel xyxy box on the clip's first frame.
+            expression: RSOT: a referring expression (used when ``box`` is None).
+            answer_boxes: the training target, (n, 4) pixel xyxy, NaN rows where the target is absent.
+        """
+        frames = np.asarray(frames)
+        count, height, width = frames.shape[:3]
+        if not 1 <= count <= self.num_frames:
+            raise ConfigError(f"a clip of {count} frames does not fit the model's num_frames={self.num_frames}")
+        if (box is None) == (expression is None):
+            raise ConfigError("give either box= (SOT: the target on the clip's first frame) or expression= (RSOT)")
+        transform = self.video_processor.transform_for(width, height)
+        if box is not None:
+            question = sot_question(transform.boxes_to_model(np.asarray(box, dtype=np.float64)))
+        else:
+            question = rsot_question(expression)
+        answer = None if answer_boxes is None else format_box_answer(transform.boxes_to_model(answer_boxes))
+        prompt = frames_prompt(count, question, padding_frames=self.num_frames - count)
+        item = self._text_tensors(self.encode_conversation([(prompt, answer)]))
+        item["pixel_values"] = self.video_processor(frames)  # (n, 3, S, S)
+        item["frame_mask"] = torch.ones(count, dtype=torch.bool)
+        return item
+
+    def collate(self, items: Sequence[dict[str, torch.Tensor]], side: str = "right") -> dict[str, torch.Tensor]:
+        """Pad and stack samples into a batch (text on ``side``); see :mod:`artemis.model.collate`."""
+        size = self.video_processor.image_size
+        return collate(
+            items, pad_id=self.pad_id, num_region_frames=self.num_region_frames, frame_shape=(3, size, size), side=side
+        )
+
+    def __call__(
+        self,
+        videos: Any = None,
+        text: str | Sequence[str] | None = None,
+        *,
+        task: str = "describe",
+        regions: Sequence[Any] | Sequence[Sequence[Any]] | None = None,
+        key_frame: int | Sequence[int] = 0,
+        box: Any = None,
+        expression: str | Sequence[str] | None = None,
+        padding_side: str = "left",
+        return_tensors: str | None = "pt",
+        **kwargs: Any,
+    ) -> BatchFeature:
+        """Model inputs for one sample or a batch, ready for ``model.generate(**inputs)``.
+
+        Args:
+            videos: ``"describe"``: an open video source (or a list, one per sample). ``"sot"`` /
+                ``"rsot"``: a clip's frames, (n, H, W, 3) uint8 (or a list of clips).
+            text: ``"describe"``: the question (or a list), regions named ``<region>``.
+            task: ``"describe"``, ``"sot"`` or ``"rsot"``; the processor builds that task's prompt layout.
+            regions: ``"describe"``: per sample, the regions (tracks or ``(boxes, visible)`` pairs).
+            key_frame: ``"describe"``: the frame the regions were given on (or one per sample).
+            box: ``"sot"``: the target's pixel box on each clip's first frame (or a list).
+            expression: ``"rsot"``: the referring expression (or a list).
+            padding_side: ``"left"`` for generation (default), ``"right"`` for training.
+
+        Returns:
+            A ``BatchFeature`` with ``input_ids``, ``attention_mask`` and the visual tensors (see
+            :func:`artemis.model.collate.collate`); no ``labels``.
+        """
+        if kwargs:
+            raise TypeError(f"unexpected arguments {sorted(kwargs)}; see ArtemisProcessor.__call__")
+        if task not in TASKS:
+            raise ConfigError(f"task={task!r}; expected one of {', '.join(TASKS)}")
+        single = isinstance(text, str) or (task != "describe" and isinstance(videos, np.ndarray))
+        listed = (lambda value: [value]) if single else list
+        items = []
+        if task == "describe":
+            if text is None or videos is None or regions is None:
+                raise ConfigError("task 'describe' needs videos=, text= (the question) and regions=")
+            keys = [key_frame] * len(listed(text)) if isinstance(key_frame, int) else list(key_frame)
+            for source, question, own, key in zip(listed(videos), listed(text), listed(regions), keys, strict=True):
+                items.append(self.referring_item(source, question, own, key)[0])
+        else:
+            clips = listed(videos)
+            if task == "sot":
+                given = listed(box) if single else list(box)
+                items = [self.box_output_item(clip, box=b) for clip, b in zip(clips, given, strict=True)]
+            else:
+                given = listed(expression)
+                items = [self.box_output_item(clip, expression=e) for clip, e in zip(clips, given, strict=True)]
+        batch = self.collate(items, side=padding_side)
+        batch.pop("labels")
+        return BatchFeature(batch, tensor_type=return_tensors)
 
     # --- persistence ----------------------------------------------------------------------------
 
-    def save_pretrained(self, directory: str | Path) -> None:
-        directory = Path(directory)
+    def to_settings(self) -> dict[str, Any]:
+        """What ``processor_config.json`` holds."""
+        return {
+            "processor_class": type(self).__name__,
+            "num_video_tokens": self.num_video_tokens,
+            "num_region_tokens": self.num_region_tokens,
+            "num_frames": self.num_frames,
+            "num_track_boxes": self.num_track_boxes,
+            "tokens_per_frame": self.tokens_per_frame,
+            "image_size": self.video_processor.image_size,
+            "image_mean": list(self.video_processor.image_mean),
+            "image_std": list(self.video_processor.image_std),
+            "template": self.template.name,
+            "add_bos": self.add_bos,
+        }
+
+    def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> list[str]:
+        """Write the tokenizer and ``processor_config.json`` to ``save_directory``."""
+        directory = Path(save_directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.tokenizer.save_pretrained(directory)
-        write_json_atomic(
-            directory / PROCESSOR_FILE,
-            {
-                "num_video_tokens": self.num_video_tokens,
-                "num_region_tokens": self.num_region_tokens,
-                "image_size": self.video_processor.image_size,
-                "image_mean": list(self.video_processor.image_mean),
-                "image_std": list(self.video_processor.image_std),
-                "template": self.template.name,
-                "add_bos": self.add_bos,
-            },
-        )
+        files = list(self.tokenizer.save_pretrained(directory))
+        write_json_atomic(directory / PROCESSOR_FILE, self.to_settings())
+        return [*files, str(directory / PROCESSOR_FILE)]
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, config: ArtemisConfig | None = None) -> ArtemisProcessor:
-        directory = Path(directory)
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | Path, config: ArtemisConfig | None = None, **kwargs: Any
+    ) -> ArtemisProcessor:
+        """Load from a local directory (what :meth:`save_pretrained` or ``ArtemisModel.save_pretrained`` wrote).
+
+        Sizes missing from an older ``processor_config.json`` are taken from ``config`` (read from the same
+        directory when not given). Hub keyword arguments (``trust_remote_code``, ...) are accepted and unused:
+        nothing is downloaded.
+        """
+        directory = Path(pretrained_model_name_or_path)
+        if not directory.is_dir():
+            raise CheckpointError(
+                f"{directory} is not a directory; pass a local model directory (nothing is downloaded)"
+            )
         try:
             tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
         except (OSError, ValueError) as error:
             raise CheckpointError(f"no usable tokenizer in {directory}: {error}") from error
+        if config is None and (directory / "config.json").exists():
+            try:
+                config = ArtemisConfig.from_pretrained(directory, local_files_only=True)
+            except (OSError, ValueError, KeyError) as error:
+                raise CheckpointError(f"{directory / 'config.json'} is not an artemis config: {error}") from error
         settings_path = directory / PROCESSOR_FILE
-        settings = json.loads(settings_path.read_text()) if settings_path.exists() else {}
+        try:
+            settings = json.loads(settings_path.read_text()) if settings_path.exists() else {}
+        except json.JSONDecodeError as error:
+            raise CheckpointError(f"{settings_path} is not valid JSON ({error}); save the processor again") from None
+        settings.pop("processor_class", None)
         if config is not None:
-            settings.setdefault("num_video_tokens", config.num_video_tokens)
-            settings.setdefault("num_region_tokens", config.num_region_tokens)
-            settings.setdefault("image_size", config.vision_config.image_size)
-        if settings.get("template", VICUNA_V1.name) != VICUNA_V1.name:
-            raise CheckpointError(f"unknown conversation template {settings['template']!r} in {settings_path}")
-        processor = cls(
-            tokenizer=tokenizer,
-            num_video_tokens=settings["num_video_tokens"],
-            num_region_tokens=settings["num_region_tokens"],
-            video_processor=VideoProcessor(
-                image_size=settings["image_size"],
-                image_mean=tuple(settings.get("image_mean", CLIP_MEAN)),
-                image_std=tuple(settings.get("image_std", CLIP_STD)),
-            ),
-            add_bos=settings.get("add_bos", True),
-        )
+            for key, value in cls._sizes(config).items():
+                settings.setdefault(key, value)
+        missing = [key for key in ("num_video_tokens", "num_region_tokens") if key not in settings]
+        if missing:
+            raise CheckpointError(f"{directory} has neither {PROCESSOR_FILE} with {missing} nor an artemis config.json")
+        processor = cls(tokenizer, **settings)
         if config is not None:
             processor.check_tokenizer(config)
         return processor

@@ -13,7 +13,7 @@ from artemis.model.configuration import ArtemisConfig, tiny_config
 from artemis.model.modeling import ArtemisForConditionalGeneration
 from artemis.model.processing import ArtemisProcessor
 from artemis.model.tokenizer import build_word_tokenizer
-from artemis.templates import DESCRIBE_QUESTIONS, referring_prompt
+from artemis.prompts import DESCRIBE_QUESTIONS, box_output_vocabulary, referring_prompt
 
 
 def build_tiny_model(
@@ -26,13 +26,11 @@ def build_tiny_model(
         seed: torch seed of the random initialisation, so two builds are identical.
         config_overrides: fields of :func:`tiny_config` to change (``selector``, ``box_embedding``, ...).
             With ``video_layout="frames"`` the vocabulary also covers the box-out (Elysium) prompts and
-            answers, so the model can be trained for :mod:`artemis.boxout`.
+            answers, so the model can be trained for box output (pass ``tasks=["describe", "boxes"]``).
     """
     prompts = [referring_prompt(question) for question in DESCRIBE_QUESTIONS]
     if config_overrides.get("video_layout") == "frames":
-        from artemis.boxout import boxout_vocabulary  # deferred: artemis.boxout imports the model package
-
-        prompts += boxout_vocabulary()  # box-out prompts and answers: frame labels, numbers 0..100
+        prompts += box_output_vocabulary()  # box-output prompts and answers: frame labels, numbers 0..100
     tokenizer = build_word_tokenizer([*texts, *prompts])
     overrides = dict(config_overrides)
     text_config = dict(tiny_config().text_config.to_dict())

@@ -12,7 +12,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from artemis.templates import REGION_TOKEN, VICUNA_V1, VIDEO_TOKEN
+from artemis.prompts import REGION_TOKEN, VICUNA_V1, VIDEO_TOKEN
 
 # Ids 0..5, in the order tiny_config() expects: pad 0, bos 1, eos 2, <video> 3, <region> 4, unk 5.
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", VIDEO_TOKEN, REGION_TOKEN, "<unk>")

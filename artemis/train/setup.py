@@ -66,7 +66,7 @@ def _compose(vision_dir: str, llm_dir: str, fields: dict[str, Any], dtype: torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, CLIPVisionModel
 
     from artemis.model import ArtemisConfig, ArtemisForConditionalGeneration, ArtemisProcessor
-    from artemis.templates import REGION_TOKEN, VIDEO_TOKEN
+    from artemis.prompts import REGION_TOKEN, VIDEO_TOKEN
 
     vision = CLIPVisionModel.from_pretrained(vision_dir, dtype=dtype, local_files_only=True)
     llm = AutoModelForCausalLM.from_pretrained(llm_dir, dtype=dtype, local_files_only=True)

@@ -25,6 +25,8 @@ from safetensors.torch import load_file, save_file
 
 from artemis.errors import CheckpointError
 from artemis.io import atomic_path, write_json_atomic
+from artemis.model.loading import load_config, load_model
+from artemis.model.processing import ArtemisProcessor
 from artemis.train.config import MODEL_PARTS
 
 logger = logging.getLogger(__name__)
@@ -89,13 +91,10 @@ def load_stage(directory: str | Path, quantization_config: Any = None) -> tuple[
         quantization_config: a ``BitsAndBytesConfig``; only a ``"full"`` directory can be quantised at
             load time (merge a LoRA stage with ``artemis merge-lora`` first).
     """
-    from artemis.api import load_model
-    from artemis.model import ArtemisConfig, ArtemisProcessor
-
     directory = Path(directory)
     info = read_stage(directory)
     _check_architecture(directory)
-    config = ArtemisConfig.from_pretrained(directory, local_files_only=True)
+    config = load_config(directory)
     processor = ArtemisProcessor.from_pretrained(directory, config)
     if info["saved"] == "full":
         return load_model(directory, config, quantization_config=quantization_config), processor

@@ -10,9 +10,8 @@ import pytest
 import torch
 
 from artemis.boxes import parse_elysium_frames
-from artemis.boxout import encode_boxout, rsot_question, sot_question
 from artemis.data import SynthRefConfig, generate_split, read
-from artemis.data.boxout import BoxOutDataset
+from artemis.data.boxout import BoxOutDataset, read_record_frames
 from artemis.data.collator import ArtemisCollator
 from artemis.errors import ConfigError
 from artemis.model import build_tiny_model
@@ -28,7 +27,7 @@ def split(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tiny(split: Path):
     texts = [r["object_description"] for r in json.loads((split / "elysium.json").read_text())]
-    return build_tiny_model(texts, seed=0, video_layout="frames", frame_pool_size=2)
+    return build_tiny_model(texts, seed=0, video_layout="frames", frame_pool_size=2, tasks=["describe", "boxes"])
 
 
 def test_clips_and_exact_answers(split: Path, tiny) -> None:
@@ -60,13 +59,16 @@ def test_clips_and_exact_answers(split: Path, tiny) -> None:
                 np.testing.assert_allclose(parsed[offset], wanted, atol=1e-12)
             else:
                 np.testing.assert_array_equal(parsed[offset], [0, 0, 0, 0])  # absent or hidden
-        # The prompt is exactly what inference builds for the same clip.
+        # The prompt is exactly what inference builds for the same clip (the processor's call, as
+        # artemis.tasks.box_output uses it), and so are the pixels.
+        frames = read_record_frames(sample, clip.positions)
         if clip.task == "sot":
-            question = sot_question(square.boxes_to_model(boxes[clip.positions[0]]))
+            inference = processor(frames, task="sot", box=boxes[clip.positions[0]])
         else:
-            question = rsot_question(sample.caption)
-        prompt = encode_boxout(processor, model.config, 8, question).input_ids
+            inference = processor(frames, task="rsot", expression=sample.caption)
+        prompt = inference["input_ids"][0].tolist()
         assert item["input_ids"].tolist()[: len(prompt)] == prompt
+        torch.testing.assert_close(inference["pixel_values"][0], item["pixel_values"], rtol=0, atol=0)
         assert set(item["labels"].tolist()[: len(prompt)]) == {IGNORE_INDEX}
         assert item["labels"].tolist()[-1] == processor.tokenizer.eos_token_id
 
@@ -89,7 +91,7 @@ def test_refusals(split: Path, tiny) -> None:
     model, processor = tiny
     pooled, pooled_processor = build_tiny_model(seed=0)
     samples = read("elysium", split / "elysium.json")
-    with pytest.raises(ConfigError, match="video_layout='pooled'"):
+    with pytest.raises(ConfigError, match=r"the model to train was not trained to write boxes"):
         BoxOutDataset(samples, pooled_processor, pooled.config)
     with pytest.raises(ConfigError, match="tasks=\\['reg'\\]"):
         BoxOutDataset(samples, processor, model.config, tasks=("reg",))

@@ -16,7 +16,7 @@ from artemis.data.synthref import SynthRefConfig
 from artemis.data.synthref_writer import generate_split
 from artemis.model import ArtemisForConditionalGeneration, build_tiny_model
 from artemis.model.processing import IGNORE_INDEX
-from artemis.templates import referring_prompt
+from artemis.prompts import referring_prompt
 
 TWO_REGIONS = "What are <region> and <region> doing?"
 

@@ -17,7 +17,7 @@ from artemis.data.synthref_writer import generate_split
 from artemis.errors import AnnotationError, ConfigError
 from artemis.model import build_tiny_model
 from artemis.model.processing import IGNORE_INDEX
-from artemis.templates import DESCRIBE_QUESTIONS
+from artemis.prompts import DESCRIBE_QUESTIONS
 
 # 64x48 (not square, so box mapping matters), 12 frames: more frames than the tiny model's 8 video frames.
 CONFIG = SynthRefConfig(width=64, height=48, num_frames=12)

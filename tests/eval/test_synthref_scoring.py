@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from artemis import templates
+from artemis import prompts as templates
 from artemis.data import synthref_text
 from artemis.data.synthref import MOTIONS, PALETTE, SHAPES, SIZES, SceneObject
 from artemis.eval.synthref import (

@@ -9,7 +9,7 @@ import torch
 
 from artemis.model import build_tiny_model
 from artemis.model.features import VisionFeatureExtractor, vision_fingerprint
-from artemis.templates import DESCRIBE_QUESTIONS, VIDEO_TOKEN, referring_prompt
+from artemis.prompts import DESCRIBE_QUESTIONS, VIDEO_TOKEN, referring_prompt
 
 ANSWER = "the red circle moves from left to right ."
 

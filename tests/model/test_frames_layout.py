@@ -60,20 +60,22 @@ def test_a_frame_changes_only_its_own_tokens() -> None:
 
 
 def test_save_load_round_trip_and_generation(tmp_path: Path) -> None:
-    from artemis.boxout import encode_boxout, sot_question
-
-    model, processor = build_tiny_model(["the red circle"], seed=1, video_layout="frames", frame_pool_size=4)
+    model, processor = build_tiny_model(
+        ["the red circle"], seed=1, video_layout="frames", frame_pool_size=4, tasks=["describe", "boxes"]
+    )
     assert processor.num_video_tokens == 128
     ArtemisModel(model, processor).save_pretrained(tmp_path)
     loaded = ArtemisModel.from_pretrained(tmp_path)
     assert loaded.config.video_layout == "frames" and loaded.config.frame_pool_size == 4
     assert loaded.processor.num_video_tokens == 128
 
-    encoded = encode_boxout(processor, model.config, 6, sot_question([0.1, 0.2, 0.3, 0.4]))
-    ids = torch.tensor([encoded.input_ids])
+    clip = np.random.default_rng(1).integers(0, 255, (6, 32, 32, 3), dtype=np.uint8)
+    inputs = processor(clip, task="sot", box=(3.2, 6.4, 9.6, 12.8))
+    ids = inputs["input_ids"]
     assert int((ids == model.config.video_token_id).sum()) == 128  # 6 frames + 2 padding frames
-    pixels = torch.randn(1, 6, 3, 32, 32)
-    mask = torch.ones(1, 6, dtype=torch.bool)
+    assert "coordinates [ 10, 20, 30, 40 ] in Frame 1" in processor.decode(ids[0])
+    pixels, mask = inputs["pixel_values"], inputs["frame_mask"]
+    assert pixels.shape == (1, 6, 3, 32, 32) and mask.all()
     with torch.no_grad():
         expected = model(input_ids=ids, pixel_values=pixels, frame_mask=mask).logits
         actual = loaded.model(input_ids=ids, pixel_values=pixels, frame_mask=mask).logits

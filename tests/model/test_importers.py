@@ -14,7 +14,7 @@ from artemis.errors import CheckpointError, ConfigError
 from artemis.model import build_tiny_model
 from artemis.model.importers import config_from_llava, import_artemis_checkpoint, map_name, original_name
 from artemis.model.importers.llava_config import region_layers
-from artemis.templates import DESCRIBE_QUESTIONS, referring_prompt
+from artemis.prompts import DESCRIBE_QUESTIONS, referring_prompt
 
 TEXTS = ("the red circle moves from left to right .", "a blue square stays still .")
 # A 7-layer CLIP has 8 hidden states, enough for 3 levels of hidden_states[-2::-3]: layers -8, -5, -2.

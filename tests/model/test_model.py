@@ -11,7 +11,7 @@ from transformers import LlamaForCausalLM
 
 from artemis.model import ArtemisConfig, ArtemisForConditionalGeneration, build_tiny_model, tiny_config
 from artemis.model.processing import IGNORE_INDEX
-from artemis.templates import DESCRIBE_QUESTIONS, referring_prompt
+from artemis.prompts import DESCRIBE_QUESTIONS, referring_prompt
 
 
 def _batch(processor, config, answer="the red circle moves from left to right .", frames=5, regions=1):

@@ -148,7 +148,7 @@ def test_stage1_composes_clip_and_an_llm_from_directories(synthref_root: Path, t
     from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
     from artemis.model.tokenizer import build_word_tokenizer
-    from artemis.templates import REGION_TOKEN, VIDEO_TOKEN
+    from artemis.prompts import REGION_TOKEN, VIDEO_TOKEN
 
     texts = [r["caption"] for r in json.loads((synthref_root / "train" / "videoref45k.json").read_text())]
     texts += [t["value"] for r in json.loads((synthref_root / "train" / "llava_stage1.json").read_text())

@@ -32,7 +32,7 @@ from artemis.model.importers.llava_config import clip_vision_config, config_from
 from artemis.model.importers.names import CLIP_IGNORED, CLIP_RULES, IGNORED, RULES, is_ignored, map_name
 from artemis.model.modeling import ArtemisForConditionalGeneration
 from artemis.model.processing import ArtemisProcessor
-from artemis.templates import REGION_TOKEN, VIDEO_TOKEN
+from artemis.prompts import REGION_TOKEN, VIDEO_TOKEN
 
 logger = logging.getLogger(__name__)
 
@@ -279,6 +279,23 @@ def _existing_dir(path: str | Path, name: str) -> Path:
     return directory
 
 
+@dataclass
+class ImportedCheckpoint:
+    """An imported model and its processor."""
+
+    model: ArtemisForConditionalGeneration
+    processor: ArtemisProcessor
+
+    @property
+    def config(self) -> ArtemisConfig:
+        return self.model.config
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write weights (safetensors), config, tokenizer and processor settings to ``directory``."""
+        self.model.save_pretrained(directory)
+        self.processor.save_pretrained(directory)
+
+
 def import_artemis_checkpoint(
     base_dir: str | Path,
     *,
@@ -290,7 +307,7 @@ def import_artemis_checkpoint(
     dtype: torch.dtype = torch.float32,
     config_overrides: dict[str, Any] | None = None,
 ):
-    """Build an :class:`~artemis.api.ArtemisModel` from the original Artemis checkpoint, offline.
+    """Import the original Artemis checkpoint, offline, as an artemis model and its processor.
 
     Args:
         base_dir: the LLaVA-layout base model (``config.json``, weights shards or one file, tokenizer).
@@ -308,10 +325,9 @@ def import_artemis_checkpoint(
             a checkpoint that departs from the original's hard-coded ones).
 
     Returns:
-        An ``ArtemisModel`` (its ``.model`` and ``.processor`` are the HF model and processor).
+        An :class:`ImportedCheckpoint`: ``.model`` and ``.processor``; ``ArtemisModel(imported.model,
+        imported.processor)`` (or ``ArtemisModel.from_pretrained(out_dir)``) describes videos with it.
     """
-    from artemis.api import ArtemisModel  # the API imports the model package; import it lazily
-
     base = _existing_dir(base_dir, "base_dir")
     lora = _existing_dir(lora_dir, "lora_dir") if lora_dir is not None else None
     vision = _existing_dir(vision_tower_dir, "vision_tower_dir") if vision_tower_dir is not None else None
@@ -377,7 +393,7 @@ def import_artemis_checkpoint(
 
     tokenizer = prepare_tokenizer(Path(tokenizer_dir) if tokenizer_dir is not None else base, model)
     processor = ArtemisProcessor.from_config(model.config, tokenizer)
-    imported = ArtemisModel(model, processor)
+    imported = ImportedCheckpoint(model, processor)
     if out_dir is not None:
         imported.save_pretrained(out_dir)
         logger.info("saved the imported model to %s", out_dir)

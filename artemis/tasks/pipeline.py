@@ -1,0 +1,202 @@
+"""``VideoPipeline``: a model, its processor and tracker settings behind the verbs users call.
+
+``track`` (a tracker from one box), ``describe`` / ``ask`` (referring) and ``track_with_llm`` (box
+output). :class:`artemis.ArtemisModel` is this pipeline with loading and saving; evaluation takes a
+pipeline, so it never needs the user facade.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from artemis.boxes import BoxFormat, validate_box
+from artemis.errors import VideoError
+from artemis.model.configuration import ArtemisConfig
+from artemis.model.loading import ModelCard
+from artemis.model.modeling import ArtemisForConditionalGeneration
+from artemis.model.processing import ArtemisProcessor
+from artemis.prompts import DESCRIBE_QUESTIONS
+from artemis.tasks.box_output import BoxOutTrack, track_with_llm
+from artemis.tasks.referring import Description, answer
+from artemis.track import DEFAULT_TRACKER, Track, track_video
+from artemis.video import VideoSource, open_video, opened
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Box", "VideoInput", "VideoPipeline"]
+
+Box = Sequence[float] | np.ndarray
+VideoInput = str | Path | VideoSource | np.ndarray
+
+
+def as_box_list(boxes: Box | Sequence[Box]) -> list[np.ndarray]:
+    """One box (4 numbers) or several, as a list of arrays."""
+    array = np.asarray(boxes, dtype=np.float64)
+    if array.ndim == 1:
+        return [array]
+    if array.ndim == 2:
+        return list(array)
+    raise ValueError(f"expected one box (4 numbers) or a list of boxes, got an array of shape {array.shape}")
+
+
+class VideoPipeline:
+    """A model, its processor and the tracker settings; every verb opens (and closes) what it reads.
+
+    Args:
+        model / processor: the HF model and its processor.
+        card: what the model says about itself (name, what it was trained on).
+        tracker: tracker name (:data:`artemis.track.TRACKER_NAMES`).
+        track_stride / track_max_side: tracker speed settings (see ``docs/tracking.md``).
+        video_backend: decoder for video files (``auto``, ``decord``, ``pyav``, ``opencv``).
+    """
+
+    def __init__(
+        self,
+        model: ArtemisForConditionalGeneration,
+        processor: ArtemisProcessor,
+        *,
+        card: ModelCard | None = None,
+        tracker: str = DEFAULT_TRACKER,
+        track_stride: int = 1,
+        track_max_side: int | None = None,
+        video_backend: str = "auto",
+    ) -> None:
+        self.model = model.eval()
+        self.processor = processor
+        self.card = card or ModelCard(name=str(getattr(model.config, "name_or_path", "") or "model"))
+        self.tracker = tracker
+        self.track_stride = track_stride
+        self.track_max_side = track_max_side
+        self.video_backend = video_backend
+
+    @property
+    def config(self) -> ArtemisConfig:
+        return self.model.config
+
+    def open(self, video: VideoInput) -> VideoSource:
+        """A video source for ``video`` (a path, frames, or a source, returned as it is)."""
+        return open_video(video, backend=self.video_backend)
+
+    def track(
+        self,
+        video: VideoInput,
+        box: Box,
+        frame_index: int = 0,
+        *,
+        box_format: BoxFormat = "xyxy",
+        progress: bool = False,
+    ) -> Track:
+        """Track the target in ``box`` (pixels on ``frame_index``) forward and backward over the video."""
+        with opened(video, backend=self.video_backend) as source:
+            return track_video(
+                source,
+                box,
+                frame_index,
+                tracker=self.tracker,
+                box_format=box_format,
+                stride=self.track_stride,
+                max_side=self.track_max_side,
+                progress=progress,
+            )
+
+    def describe(
+        self,
+        video: VideoInput,
+        box: Box,
+        frame_index: int = 0,
+        question: str | None = None,
+        *,
+        box_format: BoxFormat = "xyxy",
+        track: Track | None = None,
+        progress: bool = False,
+        **generation: Any,
+    ) -> Description:
+        """Describe the target in ``box`` across the whole video.
+
+        Args:
+            video: a video file, a frame folder, frames or an open source.
+            box: the target on ``frame_index``, pixels, ``xyxy`` (or ``xywh`` with ``box_format``).
+            question: a question naming the target as ``<region>``; default "What is the <region> doing
+                in this video?".
+            track: boxes on every frame to use instead of running the tracker.
+            generation: ``generate`` keyword arguments (``max_new_tokens``, ``do_sample``, ...).
+        """
+        return self.ask(
+            video,
+            [box],
+            question or DESCRIBE_QUESTIONS[0],
+            frame_index,
+            box_format=box_format,
+            tracks=None if track is None else [track],
+            progress=progress,
+            **generation,
+        )
+
+    def ask(
+        self,
+        video: VideoInput,
+        boxes: Box | Sequence[Box],
+        question: str,
+        frame_index: int = 0,
+        *,
+        box_format: BoxFormat = "xyxy",
+        tracks: Sequence[Track] | None = None,
+        progress: bool = False,
+        **generation: Any,
+    ) -> Description:
+        """Answer ``question`` about one or several targets, all given on ``frame_index``.
+
+        ``question`` names the targets with ``<region>`` placeholders, one per box in order; with one box
+        and no placeholder the question is asked as it is, about that box.
+        """
+        box_list = as_box_list(boxes)
+        with opened(video, backend=self.video_backend) as source:
+            if not 0 <= frame_index < source.num_frames:
+                raise VideoError(
+                    f"frame index {frame_index} is past the end of {Path(str(source.path)).name} "
+                    f"({source.num_frames} frames, 0..{source.num_frames - 1})"
+                )
+            for box in box_list:
+                validate_box(box, source.width, source.height, box_format=box_format, frame_index=frame_index)
+            if tracks is None:
+                tracks = [
+                    self.track(source, box, frame_index, box_format=box_format, progress=progress) for box in box_list
+                ]
+            elif len(tracks) != len(box_list):
+                raise ValueError(f"got {len(tracks)} tracks for {len(box_list)} boxes; give one track per box")
+            return answer(self.model, self.processor, source, tracks, question, frame_index, **generation)
+
+    def track_with_llm(
+        self,
+        video: VideoInput,
+        box: Box | None = None,
+        frame_index: int = 0,
+        *,
+        expression: str | None = None,
+        box_format: BoxFormat = "xyxy",
+        **options: Any,
+    ) -> BoxOutTrack:
+        """The LLM writes the target's box on every frame (Elysium box output; the model's ``tasks`` must
+        include ``"boxes"``).
+
+        SOT: ``box`` on ``frame_index``. RSOT: ``expression`` ("the red circle"). Returns a
+        :class:`~artemis.tasks.box_output.BoxOutTrack` (a :class:`Track` with per-frame parse status and the
+        generated texts). ``options``: ``clip_length``, ``stride`` and ``generate`` keyword arguments.
+        """
+        with opened(video, backend=self.video_backend) as source:
+            return track_with_llm(
+                self.model,
+                self.processor,
+                source,
+                box=box,
+                frame_index=frame_index,
+                expression=expression,
+                box_format=box_format,
+                model_name=f"model {self.card.name!r}",
+                **options,
+            )

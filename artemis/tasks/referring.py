@@ -1,0 +1,89 @@
+"""Referring: describe a target, or answer a question about one or several targets, given their tracks.
+
+One request, given a model, its processor and an open video source: the processor builds the Artemis
+prompt layout and the frames, :func:`artemis.model.generation.generate` writes the answer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from artemis.errors import VideoError
+from artemis.model.generation import generate
+from artemis.model.modeling import ArtemisForConditionalGeneration
+from artemis.model.processing import ArtemisProcessor
+from artemis.track import Track
+from artemis.video import VideoSource
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Description", "answer", "check_tracks"]
+
+
+@dataclass
+class Description:
+    """What ``describe`` and ``ask`` return."""
+
+    text: str
+    question: str
+    tracks: list[Track]
+    video_frames: list[int]
+    region_frames: list[int]
+    region_visible: list[list[bool]] = field(default_factory=list)
+
+    @property
+    def track(self) -> Track:
+        """The track of the first (usually only) region."""
+        return self.tracks[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "question": self.question,
+            "video_frames": self.video_frames,
+            "region_frames": self.region_frames,
+            "region_visible": self.region_visible,
+            "tracks": [track.to_json() for track in self.tracks],
+        }
+
+
+def check_tracks(tracks: Sequence[Track], frame_index: int) -> None:
+    """Every track must see its target on the key frame."""
+    for track in tracks:
+        if not track.visible[frame_index]:
+            raise VideoError(f"the given track has no visible box on the key frame {frame_index}")
+        if track.visible.sum() <= 1:
+            logger.warning("the target is visible on the key frame only; describing it from that frame")
+
+
+def answer(
+    model: ArtemisForConditionalGeneration,
+    processor: ArtemisProcessor,
+    source: VideoSource,
+    tracks: Sequence[Track],
+    question: str,
+    frame_index: int,
+    **generation: Any,
+) -> Description:
+    """Answer ``question`` about the targets of ``tracks`` (given on ``frame_index``).
+
+    Args:
+        question: names the targets with ``<region>`` placeholders, one per track in order; with one
+            track and no placeholder the question is asked as it is, about that target.
+        generation: ``generate`` keyword arguments (``max_new_tokens``, ``do_sample``, ...).
+    """
+    check_tracks(tracks, frame_index)
+    item, plan = processor.referring_item(source, question, tracks, frame_index)
+    batch = processor.collate([item], side="left")
+    text = generate(model, processor, batch, **generation)[0]
+    return Description(
+        text=text,
+        question=question,
+        tracks=list(tracks),
+        video_frames=plan.video_frames.tolist(),
+        region_frames=plan.region_frames.tolist(),
+        region_visible=plan.region_visible.tolist(),
+    )
