@@ -34,3 +34,7 @@ class ConfigError(ArtemisError, ValueError):
 
 class TrackingError(ArtemisError, RuntimeError):
     """A tracker could not be created or initialised."""
+
+
+class OutputError(ArtemisError, OSError):
+    """An output cannot be written where the user asked."""

@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from artemis.errors import OutputError
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -46,3 +48,26 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 def write_json_atomic(path: str | Path, data: Any, *, indent: int | None = 2) -> Path:
     """Write ``data`` as JSON to ``path`` atomically."""
     return write_text_atomic(path, json.dumps(data, indent=indent, ensure_ascii=False) + "\n")
+
+
+def check_writable(path: str | Path, what: str = "output") -> Path:
+    """Make sure a file can be written at ``path`` before any work is spent on its content.
+
+    Creates the parent folders and writes (then removes) a probe file beside ``path``: the only check
+    that holds for every user, root included, and every file system (read-only mounts, full disks).
+
+    Raises:
+        OutputError: naming the path and the fix.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{what} {path} is a directory; give a file path such as {path / 'result.json'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".probe"):
+            pass
+    except OSError as error:
+        raise OutputError(
+            f"{what} {path} cannot be written ({error.strerror or error}); choose a folder you can write to"
+        ) from None
+    return path

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from artemis.cli.args import announce_model
 from artemis.cli.describe import DEFAULT_MODEL
 
 
@@ -50,29 +51,34 @@ def run(args: argparse.Namespace) -> int:
     from artemis.api import ArtemisModel, resolve_model_dir
     from artemis.data.synthref_writer import generate_split
     from artemis.errors import CheckpointError
-    from artemis.eval.tracking import score_sequence
-    from artemis.io import write_json_atomic
-    from artemis.track import track_video
     from artemis.video import VideoReader
-    from artemis.video.draw import draw_track, write_video
 
     out: Path = args.out
     summary = generate_split(out / "synthref", 1, seed=args.seed, split="test")
     manifest = json.loads((summary.split_dir / "manifest.json").read_text())
     video_entry = manifest["videos"][0]
     target = pick_target(video_entry)
-    key = target["key_frame_id"]
-    box = target["boxes"][key]
     video_path = summary.split_dir / video_entry["video"]
-    reader = VideoReader(video_path)
-
     try:
         model = ArtemisModel.from_pretrained(resolve_model_dir(args.model), tracker=args.tracker)
+        announce_model("demo", model.card)
     except CheckpointError as error:
         if args.model != DEFAULT_MODEL:
             raise
         model = None
         print(f"note: {error}; tracking only", file=sys.stderr)
+    with VideoReader(video_path) as reader:
+        return _run_demo(args, out, manifest, target, video_path, reader, model)
+
+
+def _run_demo(args, out, manifest, target, video_path, reader, model) -> int:
+    from artemis.eval.tracking import score_sequence
+    from artemis.io import write_json_atomic
+    from artemis.track import track_video
+    from artemis.video.draw import draw_track, write_video
+
+    key = target["key_frame_id"]
+    box = target["boxes"][key]
 
     track = track_video(reader, box, key, tracker=args.tracker)
     truth = np.array([b if b else [np.nan] * 4 for b in target["boxes"]], dtype=float)

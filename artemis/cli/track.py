@@ -13,10 +13,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from artemis.boxes import parse_box_arg
-from artemis.io import write_json_atomic
+from artemis.cli.args import box
+from artemis.io import check_writable, write_json_atomic
 from artemis.track import DEFAULT_TRACKER, TRACKER_NAMES, track_video
-from artemis.track.propagate import open_video
+from artemis.video import opened
 
 
 def register(subparsers: Any) -> None:
@@ -31,7 +31,9 @@ def register(subparsers: Any) -> None:
         ),
     )
     parser.add_argument("video", type=Path, help="video file or folder of frames")
-    parser.add_argument("--box", required=True, help="target box in pixels of --frame: X1,Y1,X2,Y2 (or X,Y,W,H)")
+    parser.add_argument(
+        "--box", required=True, type=box, help="target box in pixels of --frame: X1,Y1,X2,Y2 (or X,Y,W,H)"
+    )
     parser.add_argument("--box-format", choices=("xyxy", "xywh"), default="xyxy", help="how --box is given")
     parser.add_argument("--frame", type=int, default=0, help="0-based index of the frame --box is on (default 0)")
     # 'given' needs annotations, which this command does not take.
@@ -49,30 +51,33 @@ def run(args: argparse.Namespace) -> int:
     """Execute ``artemis track`` with parsed ``args``; returns the exit code."""
     from artemis.video.draw import draw_track, write_video  # only needed with --viz
 
-    reader = open_video(args.video)
-    track = track_video(
-        reader,
-        parse_box_arg(args.box),
-        args.frame,
-        tracker=args.tracker,
-        box_format=args.box_format,
-        stride=args.stride,
-        max_side=args.max_side,
-        progress=not args.no_progress,
-    )
-    data = track.to_json()
-    if args.out is None:
-        json.dump(data, sys.stdout)
-        sys.stdout.write("\n")
-    else:
-        write_json_atomic(args.out, data)
-    if args.viz is not None:
-        frames = tqdm(
-            draw_track(reader, track, labels="target"),
-            total=track.num_frames,
-            desc="drawing",
-            unit="frame",
-            disable=args.no_progress,
+    for path, flag in ((args.out, "--out"), (args.viz, "--viz")):
+        if path is not None:
+            check_writable(path, flag)  # before the whole video is tracked
+    with opened(args.video) as reader:
+        track = track_video(
+            reader,
+            args.box,
+            args.frame,
+            tracker=args.tracker,
+            box_format=args.box_format,
+            stride=args.stride,
+            max_side=args.max_side,
+            progress=not args.no_progress,
         )
-        write_video(args.viz, frames, track.fps)
+        data = track.to_json()
+        if args.out is None:
+            json.dump(data, sys.stdout)
+            sys.stdout.write("\n")
+        else:
+            write_json_atomic(args.out, data)
+        if args.viz is not None:
+            frames = tqdm(
+                draw_track(reader, track, labels="target"),
+                total=track.num_frames,
+                desc="drawing",
+                unit="frame",
+                disable=args.no_progress,
+            )
+            write_video(args.viz, frames, track.fps)
     return 0

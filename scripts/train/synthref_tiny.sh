@@ -29,6 +29,7 @@ for stage in stage2_finetune stage3_region_words stage3_referring; do
     artemis train --config "configs/synthref_tiny/$stage.yaml" "$@"
 done
 artemis merge-lora "$OUT/stage3" "$OUT/synthref-tiny"
+cp scripts/train/synthref_tiny_card.md "$OUT/synthref-tiny/README.md"  # the model card (what it knows)
 echo "trained in $(( $(date +%s) - start )) s; model in $OUT/synthref-tiny ($(du -sh "$OUT/synthref-tiny" | cut -f1))" >&2
 
 if [ "${INSTALL:-0}" = "1" ]; then
