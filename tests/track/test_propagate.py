@@ -11,6 +11,7 @@ from track_synth import OracleTracker, open_reader, square_boxes, square_frames,
 from artemis.boxes import box_iou
 from artemis.errors import BoxError, ConfigError, TrackingError, VideoError
 from artemis.track import Track, create_tracker, track_video, tracked_indices
+from artemis.video import ImageListVideo, VideoReader
 
 
 def test_csrt_follows_square_forward_and_backward(square_video):
@@ -187,3 +188,30 @@ def test_other_opencv_backends_run(square_video, name):
     folder, truth = square_video
     track = track_video(open_reader(folder), truth[0], 0, tracker=name)
     assert box_iou(track.boxes[:5], truth[:5]).min() > 0.5
+
+
+def test_closes_the_source_it_opens_and_leaves_a_callers_open(square_video, monkeypatch: pytest.MonkeyPatch):
+    folder, truth = square_video
+    closed: list[str] = []
+    for cls in (VideoReader, ImageListVideo):
+        real_close = cls.close
+
+        def close(self, real_close=real_close):  # records which source was closed
+            closed.append(type(self).__name__)
+            real_close(self)
+
+        monkeypatch.setattr(cls, "close", close)
+    given = {"tracker": "given", "boxes": [b.tolist() for b in truth]}
+    track_video(folder, truth[5], 5, **given)  # a path: opened here, so closed here
+    assert closed == ["VideoReader"]
+    track_video(sorted(folder.iterdir()), truth[5], 5, **given)  # an image list: the same
+    assert closed == ["VideoReader", "ImageListVideo"]
+    with pytest.raises(VideoError, match="outside"):
+        track_video(folder, truth[5], 99, **given)  # closed also when the arguments are refused
+    assert closed[-1] == "VideoReader" and len(closed) == 3
+    reader = open_reader(folder)
+    track = track_video(reader, truth[5], 5, **given)
+    assert len(closed) == 3  # the caller's reader stays open
+    np.testing.assert_array_equal(reader.get_frame(5).shape, (120, 160, 3))
+    np.testing.assert_array_equal(track.boxes[5], truth[5])
+    reader.close()
