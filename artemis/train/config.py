@@ -10,20 +10,24 @@ A config has six sections (see ``configs/`` and ``TRAIN_AND_VALIDATE.md``)::
     data:    annotation files with formats and weights, and the dataset options
     training: keyword arguments of transformers.TrainingArguments (output_dir, learning_rate, ...)
 
-Every key is checked: an unknown one is a :class:`ConfigError` naming it and the closest valid key.
-``--section.key value`` overrides on the command line use the same names (values parsed as YAML).
+jsonargparse builds the schema from the dataclasses below, reads the YAML and applies ``--section.key
+value`` overrides (values read as YAML). Every key is checked: an unknown one is a :class:`ConfigError`
+naming it and the closest valid key; every value is checked against its field's type.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import os
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jsonargparse
 import yaml
 
 from artemis.errors import ConfigError
@@ -82,7 +86,7 @@ class TrainableSection:
     llm: str = "frozen"
     region_encoder: bool = False
     vision_tower: bool = False
-    freeze: list[str] = field(default_factory=list)
+    freeze: list[str] = field(default_factory=list, metadata={"expected": "a list of parameter-name prefixes"})
     objective: str = "lm"
     region_words_bins: int = 1
 
@@ -167,13 +171,10 @@ class TrainConfig:
         return data
 
 
-_SECTIONS: dict[str, type] = {
-    "model": ModelSection,
-    "train": TrainableSection,
-    "lora": LoraSection,
-    "quantization": QuantizationSection,
-    "data": DataSection,
-}
+# The dataclass sections; one left empty in the YAML (``quantization:``) takes its defaults.
+_SECTIONS = ("model", "train", "lora", "quantization", "data")
+# The keys of a config file: every field of TrainConfig but ``source``.
+_TOP_KEYS = ("stage", "model", *_SECTIONS[1:], "training")
 
 
 def _closest(name: str, valid: list[str]) -> str:
@@ -185,20 +186,29 @@ def _unknown(where: str, name: str, valid: list[str]) -> ConfigError:
     return ConfigError(f"unknown config key '{where}{name}'{_closest(name, valid)}")
 
 
-def _fields(cls: type) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls)]
+def _schema_field(dotted: str) -> dataclasses.Field | ConfigError | None:
+    """The dataclass field ``dotted`` names (``train.freeze``, ``data.files.path``).
 
-
-def _build(cls: type, values: Any, where: str) -> Any:
-    if values is None:
-        return cls()
-    if not isinstance(values, dict):
-        raise ConfigError(f"config section {where.rstrip('.')!r} must be a mapping, got {values!r}")
-    names = _fields(cls)
-    for name in values:
-        if name not in names:
-            raise _unknown(where, name, names)
-    return cls(**values)
+    Returns an error naming the first part the schema lacks (``train.projecter``), or ``None`` for a key
+    inside a free-form mapping (``model.tiny.seed``, ``training.*``).
+    """
+    cls: type = TrainConfig
+    names = list(_TOP_KEYS)
+    where = ""
+    found: dataclasses.Field | None = None
+    parts = dotted.split(".")
+    for depth, part in enumerate(parts):
+        if part not in names:
+            return _unknown(where, part, names)
+        found = next(f for f in dataclasses.fields(cls) if f.name == part)
+        hint = typing.get_type_hints(cls)[part]
+        inner = [t for t in (hint, *typing.get_args(hint)) if dataclasses.is_dataclass(t)]
+        if not inner:  # a value or a free-form mapping: nothing below it is ours to check
+            return found if depth == len(parts) - 1 else None
+        cls = inner[0]
+        names = [f.name for f in dataclasses.fields(cls)]
+        where += f"{part}[]." if typing.get_origin(hint) is list else f"{part}."
+    return found
 
 
 def _training_fields() -> list[str]:
@@ -207,42 +217,14 @@ def _training_fields() -> list[str]:
     return [f.name for f in dataclasses.fields(TrainingArguments) if f.init]
 
 
-def _data_files(items: Any, where: str) -> list[DataFile]:
-    if not isinstance(items, list):
-        raise ConfigError(f"{where} must be a list of {{format, path, weight}} entries, got {items!r}")
-    files = []
-    for index, item in enumerate(items):
-        files.append(_build(DataFile, item, f"{where}[{index}]."))
-    return files
-
-
-def config_from_dict(raw: Any, source: str | None = None) -> TrainConfig:
-    """Check every key of ``raw`` (a parsed YAML mapping) and build the :class:`TrainConfig`."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"a training config must be a YAML mapping, got {type(raw).__name__} ({source})")
-    top = _fields(TrainConfig)
-    top.remove("source")
-    for name in raw:
-        if name not in top:
-            raise _unknown("", name, top)
-    if "stage" not in raw or "model" not in raw:
-        raise ConfigError(f"the config {source or ''} needs 'stage' and 'model' sections".replace("  ", " "))
-    sections = {name: _build(cls, raw.get(name), f"{name}.") for name, cls in _SECTIONS.items()}
-    data = sections["data"]
-    data.files = _data_files(data.files, "data.files")
-    data.eval_files = _data_files(data.eval_files, "data.eval_files")
-    training = raw.get("training") or {}
-    if not isinstance(training, dict):
-        raise ConfigError(f"config section 'training' must be a mapping, got {training!r}")
+def _check_training(training: dict[str, Any]) -> None:
+    """``training`` holds TrainingArguments keywords, a mapping no dataclass of ours describes."""
     valid = _training_fields()
     for name in training:
         if name not in valid:
             raise _unknown("training.", name, valid)
     if "output_dir" not in training:
         raise ConfigError("training.output_dir is required: the directory the stage writes its output to")
-    config = TrainConfig(stage=str(raw["stage"]), training=dict(training), source=source, **sections)
-    validate(config)
-    return config
 
 
 def validate(config: TrainConfig) -> None:
@@ -321,10 +303,14 @@ def check_paths(config: TrainConfig) -> None:
 
 
 # --- loading -----------------------------------------------------------------------------------------
-
+# jsonargparse reads the YAML file, applies ``--section.key value`` overrides, and checks every key and
+# every value's type against the dataclasses above. What it does not do is done here: ``$VAR``
+# expansion, overrides of list items (``--data.files.0.path``), the closest-key suggestion, the keys of
+# ``training`` (TrainingArguments) and the checks of :func:`validate`.
 
 # YAML 1.1 (PyYAML) reads ``1e-4`` (no dot) as a string; every other reader takes it as a number.
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+_PARSER_MODE = "artemis_yaml"  # the name jsonargparse knows _load_yaml by
 
 
 def _expand(value: Any) -> Any:
@@ -343,8 +329,63 @@ def _expand(value: Any) -> Any:
     return value
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``["--training.learning_rate", "1e-4", ...]`` (or ``key=value``) to a parsed config."""
+def _load_yaml(text: str) -> Any:
+    """How the config file and the override values are read: YAML, then :func:`_expand`."""
+    return _expand(yaml.safe_load(text))
+
+
+@functools.cache
+def _parser() -> jsonargparse.ArgumentParser:
+    jsonargparse.set_loader(_PARSER_MODE, _load_yaml, exceptions=(yaml.YAMLError,))
+    parser = jsonargparse.ArgumentParser(prog="artemis train", exit_on_error=False, parser_mode=_PARSER_MODE)
+    parser.add_argument("--config", action=jsonargparse.ActionConfigFile)
+    parser.add_class_arguments(TrainConfig, skip={"source"}, fail_untyped=True)
+    return parser
+
+
+def _config_error(error: Exception, source: str | None) -> ConfigError:
+    """A jsonargparse error as one line: the key, what is wrong with it and, for an unknown key, the closest one."""
+    text = " ".join(str(error).split())
+    parent = re.search(r'Parser key "([\w.]+)"', text)
+    if match := re.search(r"Group '([\w.]+)' does not accept option '([\w.]+)'", text):
+        key = f"{match[1]}.{match[2]}"
+    elif match := re.search(r"Option '([\w.]+)' is not accepted|unrecognized arguments: --([\w.]+)", text):
+        key = (f"{parent[1]}." if parent else "") + (match[1] or match[2])
+    else:
+        key = None
+    if key is not None and isinstance(unknown := _schema_field(key), ConfigError):
+        return unknown
+    where = f"config {source}" if source else "the config"
+    expected = dict.fromkeys(re.findall(r"Expected an? <class '(\w+)'>", text))  # in order, once each
+    value = re.search(r"(?:Got|Given) value: (.*)", text)
+    if parent and expected and value:
+        field_ = _schema_field(parent[1])
+        names = sorted(expected, key=lambda name: name == "NoneType")  # null last, as in ``int | None``
+        types = " or ".join("null" if name == "NoneType" else name for name in names)
+        if isinstance(field_, dataclasses.Field) and "expected" in field_.metadata:
+            types = field_.metadata["expected"]
+        return ConfigError(f"{parent[1]}={value[1]}: expected {types}; fix it in {where} or pass --{parent[1]} VALUE")
+    if parent and (loaded := re.search(r"Unable to load config '(.*?)'", text)):  # --train 3: read as a file
+        return ConfigError(
+            f"config section {parent[1]!r} must be a mapping, got {loaded[1]}; "
+            f"set its keys with --{parent[1]}.KEY VALUE"
+        )
+    if text.startswith("Problems parsing config"):
+        return ConfigError(f"{where} is not valid YAML: {text.partition(':')[2].strip()}")
+    if text.startswith("Unexpected config"):
+        return ConfigError(f"{where} must be a YAML mapping at the top level")
+    if "arguments are required: stage" in text:
+        return ConfigError(f"{where} needs a 'stage' (a name written into the stage output) and a 'model' section")
+    if parent and (missing := re.search(r"arguments are required: ([\w.]+)", text)):
+        return ConfigError(f"an entry of {parent[1]} has no {missing[1]!r}; write {{format, path, weight}} entries")
+    if parent:
+        detail = re.sub(r"Problem with given class_path '[\w.]+': ", "", text.partition(":")[2].strip())
+        return ConfigError(f"{parent[1]}: {detail}")
+    return ConfigError(f"{where}: {text}")
+
+
+def _pairs(overrides: list[str]) -> list[tuple[str, str]]:
+    """``["--training.learning_rate", "1e-4", "--data.files.0.path=X"]`` as ``(key, text)`` pairs."""
     pairs: list[tuple[str, str]] = []
     items = list(overrides)
     while items:
@@ -353,48 +394,99 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             raise ConfigError(f"expected an override like --section.key VALUE, got {item!r}")
         key = item[2:]
         if "=" in key:
-            key, value = key.split("=", 1)
+            key, text = key.split("=", 1)
         elif items and not items[0].startswith("--"):
-            value = items.pop(0)
+            text = items.pop(0)
         else:
             raise ConfigError(f"override --{key} has no value; write --{key} VALUE")
-        pairs.append((key, value))
-    for key, text in pairs:
-        value = yaml.safe_load(text) if text != "" else None
-        node: Any = raw
-        parts = key.split(".")
-        for depth, part in enumerate(parts):
-            last = depth == len(parts) - 1
-            if isinstance(node, list):
-                if not part.isdigit() or int(part) >= len(node):
-                    raise ConfigError(f"override --{key}: {part!r} is not an index of a {len(node)}-item list")
-                if last:
-                    node[int(part)] = value
-                else:
-                    node = node[int(part)]
-                continue
+        pairs.append((key, text))
+    return pairs
+
+
+def _set(raw: dict[str, Any], key: str, value: Any) -> None:
+    """Set dotted ``key`` (list items by index: ``data.files.0.path``) in a parsed config mapping."""
+    node: Any = raw
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"override --{key}: {part!r} is not an index of a {len(node)}-item list")
             if last:
-                node[part] = value
+                node[int(part)] = value
             else:
-                if node.get(part) is None:  # a section left empty (or null) in the YAML
-                    node[part] = {}
-                node = node[part]
+                node = node[int(part)]
+            continue
+        if last:
+            node[part] = value
+        else:
+            if node.get(part) is None:  # a section left empty (or null) in the YAML
+                node[part] = {}
+            node = node[part]
+
+
+def _sets_a_list(key: str, text: str) -> bool:
+    """Whether an override sets a list item (``data.files.0.path``) or a whole list (``--data.files "[...]"``)."""
+    if any(part.isdigit() for part in key.split(".")):
+        return True
+    try:
+        return isinstance(yaml.safe_load(text), list)
+    except yaml.YAMLError:
+        return False
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``["--training.learning_rate", "1e-4", ...]`` to a parsed config mapping (values read as YAML)."""
+    for key, text in _pairs(overrides):
+        _set(raw, key, _load_yaml(text) if text != "" else None)
     return raw
+
+
+def _build(parser: jsonargparse.ArgumentParser, namespace: jsonargparse.Namespace, source: str | None) -> TrainConfig:
+    """Sections left empty take their defaults; then the checks no type can express, and the dataclasses."""
+    defaults = parser.get_defaults()
+    if namespace.training is None:  # ``training:`` left empty
+        namespace.training = {}
+    for name in _SECTIONS:
+        if namespace[name] is None:
+            namespace[name] = defaults[name]
+        elif not isinstance(namespace[name], jsonargparse.Namespace):
+            raise ConfigError(f"config section {name!r} must be a mapping, got {namespace[name]!r}")
+    _check_training(namespace.training)
+    objects = parser.instantiate(namespace)
+    config = TrainConfig(**{name: objects[name] for name in _TOP_KEYS}, source=source)
+    validate(config)
+    return config
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
     """Read a YAML config, apply command-line overrides, expand ``$VARS`` and validate it.
 
     Relative paths in the config are relative to the working directory (as in the scripts).
+
+    Args:
+        path: the YAML file (``configs/stage3_referring.yaml``).
+        overrides: ``["--training.learning_rate", "1e-4", "--data.files.0.path=FILE", ...]``; values are
+            read as YAML.
     """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config {path} does not exist; the presets are in configs/ (e.g. stage3_referring.yaml)")
+    pairs = _pairs(overrides or [])
+    # jsonargparse sets the keys of sections and mappings. Lists are set here, in the parsed mapping, which
+    # is then checked again: jsonargparse has no override of one item (data.files.0.path), and it merges a
+    # whole new list item by item with the YAML's (a new entry without a path would take the old one's).
+    items = [(key, text) for key, text in pairs if _sets_a_list(key, text)]
+    flags = [f"--{key}={text if text != '' else 'null'}" for key, text in pairs if (key, text) not in items]
+    parser = _parser()
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"config {path} is not valid YAML: {error}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config {path} must be a YAML mapping at the top level")
-    raw = apply_overrides(raw, overrides or [])
-    return config_from_dict(_expand(raw), source=str(path))
+        namespace = parser.parse_args(["--config", str(path), *flags])
+        if items:
+            raw = namespace.as_dict()
+            raw.pop("config", None)
+            for key, text in items:
+                _set(raw, key, _load_yaml(text) if text != "" else None)
+            namespace = parser.parse_object(raw)
+    except jsonargparse.ArgumentError as error:
+        raise _config_error(error, str(path)) from None
+    return _build(parser, namespace, str(path))

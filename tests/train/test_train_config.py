@@ -99,6 +99,65 @@ def test_overrides(synthref_root: Path, tmp_path: Path) -> None:
         load_config(path, ["--data.files.3.path", "x"])
 
 
+def test_overrides_of_mappings_and_lists(synthref_root: Path, tmp_path: Path) -> None:
+    path = write_config(tmp_path / "c.yaml", stage_config(synthref_root, tmp_path, "pretrain"))
+    other = str(synthref_root / "train" / "llava_stage2.json")
+    config = load_config(
+        path,
+        [
+            *("--model.tiny.seed", "5"),  # one key of a free-form mapping; the others stay
+            *("--data.files", f"[{{format: llava, path: {other}, weight: 2}}]"),  # a whole list is replaced
+            *("--train.freeze", "[region_encoder.fuse]"),
+        ],
+    )
+    assert config.model.tiny["seed"] == 5 and config.model.tiny["box_embedding"] == "relative"
+    assert [(f.format, f.path, f.weight) for f in config.data.files] == [("llava", other, 2.0)]
+    assert config.train.freeze == ["region_encoder.fuse"]
+    with pytest.raises(ConfigError, match=r"an entry of data\.files has no 'path'"):
+        load_config(path, ["--data.files", "[{format: llava}]"])  # not filled in from the YAML's entry
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (["--lora.r", "x"], "lora.r=x: expected int; fix it in config .* or pass --lora.r VALUE"),
+        (["--data.max_length", "long"], "data.max_length=long: expected int or null"),
+        (["--train.projector", "maybe"], "train.projector=maybe: expected bool"),
+        (["--data.files.0.pathh", "x"], r"unknown config key 'data\.files\[\]\.pathh'; did you mean 'path'\?"),
+        (["--train.projecter", "true"], r"unknown config key 'train\.projecter'; did you mean 'projector'\?"),
+        (["--train", "3"], "config section 'train' must be a mapping"),
+        (["nonsense"], "expected an override like --section.key VALUE"),
+    ],
+)
+def test_bad_values_are_one_line_naming_the_key(
+    override: list[str], message: str, synthref_root: Path, tmp_path: Path
+) -> None:
+    path = write_config(tmp_path / "c.yaml", stage_config(synthref_root, tmp_path, "pretrain"))
+    with pytest.raises(ConfigError, match=message) as error:
+        load_config(path, override)
+    assert "\n" not in str(error.value)
+
+
+def test_empty_section_takes_the_defaults(synthref_root: Path, tmp_path: Path) -> None:
+    raw = stage_config(synthref_root, tmp_path, "pretrain", quantization=None, lora=None)
+    config = load_config(write_config(tmp_path / "c.yaml", raw))
+    assert config.quantization.bits is None and config.lora.r == 16
+    raw.pop("stage")
+    with pytest.raises(ConfigError, match="needs a 'stage'"):
+        load_config(write_config(tmp_path / "c.yaml", raw))
+
+
+def test_bad_value_fails_in_the_cli(synthref_root: Path, tmp_path: Path) -> None:
+    path = write_config(tmp_path / "c.yaml", stage_config(synthref_root, tmp_path, "pretrain"))
+    result = subprocess.run(
+        [sys.executable, "-m", "artemis.cli", "train", "--config", str(path), "--check", "--lora.r", "x"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "lora.r=x: expected int" in result.stderr
+
+
 def test_unset_environment_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ARTEMIS_OUT", raising=False)
     for name in ("ARTEMIS_CLIP_DIR", "ARTEMIS_LLM_DIR", "ARTEMIS_DATA"):
