@@ -5,9 +5,9 @@ list of image paths an :class:`ImageListVideo`, decoded frames an :class:`ArrayV
 picks among them and :func:`opened` closes what it opened.
 """
 
-from artemis.video.reader import DEFAULT_FPS, IMAGE_SUFFIXES, Backend, ImageListVideo, VideoReader, available_backends
+from artemis.video.reader import DEFAULT_FPS, IMAGE_SUFFIXES, Backend, VideoReader, available_backends
 from artemis.video.sampling import SamplingMode, sample_indices
-from artemis.video.source import ArrayVideo, VideoInput, VideoSource, open_video, opened
+from artemis.video.source import ArrayVideo, ImageListVideo, VideoInput, VideoSource, open_video, opened
 
 __all__ = [
     "DEFAULT_FPS",

@@ -1,10 +1,9 @@
-"""Read frames of a video file, a folder of frames or a list of images, exactly and without holding them all.
+"""Read frames of a video file or a folder of frames, exactly and without holding the whole video.
 
 :class:`VideoReader` opens a path and hands the decoding to one of four decoders
 (:mod:`artemis.video.backends`): ``decord``, ``pyav``, ``opencv`` or ``frames`` (a folder of
-``.jpg``/``.jpeg``/``.png`` images in natural name order). :class:`ImageListVideo` reads an explicit list of
-image files (an ElysiumTrack-1M record's ``frames``), one image at a time. Both are
-:class:`~artemis.video.VideoSource` s; :func:`~artemis.video.open_video` picks the right one.
+``.jpg``/``.jpeg``/``.png`` images in natural name order). :class:`DecodedVideo` is the frame access it
+shares with :class:`~artemis.video.ImageListVideo` (an explicit list of images).
 
 Header frame counts are never trusted: an AVI may claim 444 frames and hold 68.
 """
@@ -27,7 +26,6 @@ from artemis.video.backends import (
     FILE_BACKENDS,
     IMAGE_SUFFIXES,
     Decoder,
-    ImageFilesDecoder,
     available_backends,
     import_backend,
 )
@@ -39,12 +37,15 @@ Backend = Literal["auto", "decord", "pyav", "opencv", "frames"]
 # Frame rate of a frame folder, and of a video whose container has none, unless the caller gives one.
 DEFAULT_FPS = 30.0
 
-__all__ = ["DEFAULT_FPS", "IMAGE_SUFFIXES", "Backend", "ImageListVideo", "VideoReader", "available_backends"]
+__all__ = ["DEFAULT_FPS", "IMAGE_SUFFIXES", "Backend", "DecodedVideo", "VideoReader", "available_backends", "check_fps"]
 
 
-class _DecodedVideo:
-    """Frame access over one :class:`~artemis.video.backends.Decoder`: what :class:`VideoReader` and
-    :class:`ImageListVideo` share once a subclass has set ``path`` and ``backend`` and called :meth:`_start`."""
+class DecodedVideo:
+    """A :class:`~artemis.video.VideoSource` over one :class:`~artemis.video.backends.Decoder`.
+
+    What :class:`VideoReader` and :class:`~artemis.video.ImageListVideo` share: a subclass sets ``path`` and
+    ``backend`` and calls :meth:`_start` with its decoder.
+    """
 
     path: Path
     backend: str
@@ -169,7 +170,7 @@ class _DecodedVideo:
         self.close()
 
 
-class VideoReader(_DecodedVideo):
+class VideoReader(DecodedVideo):
     """Frames of a video file or of a folder of frames, as ``uint8`` RGB arrays.
 
     Args:
@@ -194,7 +195,7 @@ class VideoReader(_DecodedVideo):
 
     def __init__(self, source: str | os.PathLike[str], backend: Backend = "auto", *, fps: float | None = None) -> None:
         self.path = Path(source)
-        _check_fps(fps, self.path)
+        check_fps(fps, self.path)
         if not self.path.exists():
             raise VideoError(f"video {self.path} does not exist; expected a video file or a folder of frames")
         self._decoder = None
@@ -245,46 +246,7 @@ class VideoReader(_DecodedVideo):
         return decoder
 
 
-class ImageListVideo(_DecodedVideo):
-    """Frames given as an explicit list of image files (frame ``i`` is ``paths[i]``), read lazily.
-
-    An ElysiumTrack-1M record lists its frames this way. Only the first image is decoded at open (for the
-    frame size, and kept for the first read of frame 0); every other image is decoded when its frame is
-    read, one at a time, so a long sequence is never held in memory.
-
-    Args:
-        paths: ``.jpg``/``.png`` files (any format OpenCV decodes), in frame order; at least one.
-        fps: frames per second to report; defaults to 30 like a frame folder.
-
-    Attributes:
-        path: the folder of the first image (how messages name the video).
-        backend: ``"images"``.
-        num_frames, fps, width, height: as :class:`VideoReader`; every image must have the first one's size.
-
-    Raises:
-        VideoError: an empty list, or an image that is missing, cannot be decoded or has another size than
-            the first (raised when that frame is read); the message names the file.
-    """
-
-    def __init__(self, paths: Sequence[str | os.PathLike[str]], *, fps: float | None = None) -> None:
-        if isinstance(paths, (str, os.PathLike)) or len(paths) == 0:
-            raise VideoError(
-                f"image list {paths!r} is empty or not a list; expected a list of image paths, one per frame"
-            )
-        files = [Path(p) for p in paths]
-        self.path = files[0].parent
-        self.backend = "images"
-        _check_fps(fps, self.path)
-        self._decoder = None
-        self._start(ImageFilesDecoder(files, f"an image list of {len(files)} files"), fps)
-
-    def __repr__(self) -> str:
-        return (
-            f"ImageListVideo({self.num_frames} images in {str(self.path)!r}, size={self.width}x{self.height}, "
-            f"fps={self.fps:.3f})"
-        )
-
-
-def _check_fps(fps: float | None, path: Path) -> None:
+def check_fps(fps: float | None, path: Path) -> None:
+    """Refuse an ``fps`` that is not a positive finite number, naming the video."""
     if fps is not None and not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
         raise VideoError(f"fps {fps!r} for {path} is invalid; expected a positive number such as 25.0")

@@ -4,7 +4,7 @@ Everything that reads frames (trackers, model inputs, data sets, caches) takes a
 classes implement it:
 
 * :class:`~artemis.video.VideoReader` — a video file or a folder of frames;
-* :class:`~artemis.video.ImageListVideo` — an explicit list of image files, read one at a time
+* :class:`ImageListVideo` — an explicit list of image files, read one at a time
   (an ElysiumTrack-1M record);
 * :class:`ArrayVideo` — frames already decoded into memory.
 
@@ -20,15 +20,17 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self, TypeAlias, runtime_checkable
 
 import numpy as np
 
 from artemis.errors import VideoError
-from artemis.video.reader import Backend, ImageListVideo, VideoReader
+from artemis.video.backends import ImageFilesDecoder
+from artemis.video.reader import Backend, DecodedVideo, VideoReader, check_fps
 
-__all__ = ["ArrayVideo", "VideoInput", "VideoSource", "open_video", "opened"]
+__all__ = ["ArrayVideo", "ImageListVideo", "VideoInput", "VideoSource", "open_video", "opened"]
 
 
 @runtime_checkable
@@ -171,6 +173,46 @@ class ArrayVideo:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
     ) -> None:
         self.close()
+
+
+class ImageListVideo(DecodedVideo):
+    """Frames given as an explicit list of image files (frame ``i`` is ``paths[i]``), read lazily.
+
+    An ElysiumTrack-1M record lists its frames this way. Only the first image is decoded at open (for the
+    frame size, and kept for the first read of frame 0); every other image is decoded when its frame is
+    read, one at a time, so a long sequence is never held in memory.
+
+    Args:
+        paths: ``.jpg``/``.png`` files (any format OpenCV decodes), in frame order; at least one.
+        fps: frames per second to report; defaults to 30 like a frame folder.
+
+    Attributes:
+        path: the folder of the first image (how messages name the video).
+        backend: ``"images"``.
+        num_frames, fps, width, height: as :class:`VideoReader`; every image must have the first one's size.
+
+    Raises:
+        VideoError: an empty list, or an image that is missing, cannot be decoded or has another size than
+            the first (raised when that frame is read); the message names the file.
+    """
+
+    def __init__(self, paths: Sequence[str | os.PathLike[str]], *, fps: float | None = None) -> None:
+        if isinstance(paths, (str, os.PathLike)) or len(paths) == 0:
+            raise VideoError(
+                f"image list {paths!r} is empty or not a list; expected a list of image paths, one per frame"
+            )
+        files = [Path(p) for p in paths]
+        self.path = files[0].parent
+        self.backend = "images"
+        check_fps(fps, self.path)
+        self._decoder = None
+        self._start(ImageFilesDecoder(files, f"an image list of {len(files)} files"), fps)
+
+    def __repr__(self) -> str:
+        return (
+            f"ImageListVideo({self.num_frames} images in {str(self.path)!r}, size={self.width}x{self.height}, "
+            f"fps={self.fps:.3f})"
+        )
 
 
 def open_video(source: VideoInput, *, backend: Backend = "auto", fps: float | None = None) -> VideoSource:
