@@ -2,7 +2,8 @@
 
 ``artemis eval captions --pred FILE.jsonl`` and ``artemis eval tracking --pred FILE|DIR --gt FILE|DIR``
 score files; ``artemis eval synthref|reg`` (:mod:`artemis.cli.eval_models`) and ``artemis eval sot|rsot``
-(:mod:`artemis.cli.eval_sot`) run a model or tracker over a data set first, resumably (see
+(:mod:`artemis.cli.eval_sot`) run a model or tracker over a data set first, resumably, with the library's
+predictors (:mod:`artemis.eval.synthref_run`, :mod:`artemis.eval.reg`, :mod:`artemis.eval.sot`; see
 :mod:`artemis.eval.runner`).
 Errors in the inputs (a missing file, a malformed line, ids that do not match) are
 :class:`artemis.errors.ArtemisError`s, which the dispatcher prints as one line with exit code 2.
@@ -18,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from artemis.cli import eval_models, eval_sot
-from artemis.cli.eval_models import TRACKING_KEYS, print_table
+from artemis.cli.eval_models import print_table
 from artemis.errors import AnnotationError
+from artemis.eval.sot import TRACKING_KEYS
 from artemis.eval.tracking import CONVENTIONS, TrackingScores, read_absent_file, read_boxes_file, score_dataset
 from artemis.io import write_json_atomic, write_text_atomic
 

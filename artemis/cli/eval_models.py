@@ -1,8 +1,9 @@
 """``artemis eval synthref | reg``: run a model over a data set (resumably) and score what it wrote.
 
-Also the helpers every model-driven evaluation shares (``--data FORMAT:PATH``, opening a record's frames,
-printing results); ``sot`` and ``rsot`` live in :mod:`artemis.cli.eval_sot`. Each run goes through
-:func:`artemis.eval.runner.run_predictions`, so a killed run resumes where it stopped.
+Also how every model-driven evaluation prints its results; ``sot`` and ``rsot`` live in
+:mod:`artemis.cli.eval_sot`. The work is done by the library (:mod:`artemis.eval.synthref`,
+:mod:`artemis.eval.reg`, :mod:`artemis.eval.samples`) through :func:`artemis.eval.runner.run_predictions`,
+so a killed run resumes where it stopped; this module parses arguments, loads the model and prints.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from artemis.cli.describe import DEFAULT_MODEL
-from artemis.errors import AnnotationError
-
-TRACKING_KEYS = ("success_auc", "precision_20px", "norm_precision_020", "ao", "sr50")
+from artemis.api import ArtemisModel
+from artemis.eval.reg import REG_FORMATS, caption_samples, run_reg
+from artemis.eval.samples import read_samples
+from artemis.eval.synthref import load_targets
+from artemis.eval.synthref_run import SYNTHREF_KEYS, run_synthref
+from artemis.model.loading import DEFAULT_MODEL, resolve_model_dir
 
 
 def print_table(scores: dict[str, Any]) -> None:
@@ -44,11 +47,11 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="override the model's token selector at inference (the selector ablation)",
     )
     synthref.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    synthref.set_defaults(func=run_synthref)
+    synthref.set_defaults(func=run_synthref_command)
 
     reg = commands.add_parser("reg", help="Video-REG: describe each record's target, score with pycocoevalcap")
     reg.add_argument("--model", default=DEFAULT_MODEL, help=f"model directory or bundled name ({DEFAULT_MODEL})")
-    reg.add_argument("--data", required=True, help="FORMAT:FILE, FORMAT one of videoref45k, elysium, hcstvg")
+    reg.add_argument("--data", required=True, help=f"FORMAT:FILE, FORMAT one of {', '.join(REG_FORMATS)}")
     reg.add_argument("--out", type=Path, default=Path("eval-reg"), help="output directory")
     reg.add_argument("--limit", type=int, help="only the first N records")
     reg.add_argument("--track", action="store_true", help="run the model's tracker even where boxes are given")
@@ -56,31 +59,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     reg.add_argument("--spice-jars", type=Path, help="directory with the Stanford CoreNLP 3.6.0 jars (SPICE)")
     reg.add_argument("--bertscore-model", type=Path, help="local model directory for BERTScore")
     reg.add_argument("--json", action="store_true", help="print the corpus scores as JSON")
-    reg.set_defaults(func=run_reg)
-
-
-def split_data_arg(text: str, allowed: tuple[str, ...]) -> tuple[str, Path]:
-    from artemis.data.formats import get_format
-
-    name, sep, path = text.partition(":")
-    if not sep or not path:
-        raise AnnotationError(f"--data {text!r}: expected FORMAT:PATH with FORMAT one of {', '.join(allowed)}")
-    if name not in allowed:
-        get_format(name)  # an unknown name: the error lists every format
-        raise AnnotationError(f"--data format {name!r} cannot be used here; expected one of {', '.join(allowed)}")
-    if not Path(path).exists():
-        raise FileNotFoundError(f"--data {path}: no such file or directory")
-    return name, Path(path)
-
-
-def read_samples(text: str, allowed: tuple[str, ...], limit: int | None) -> tuple[str, Path, list]:
-    from artemis.data.formats import read
-
-    name, path = split_data_arg(text, allowed)
-    samples = [s for s in read(name, path) if s.has_boxes]
-    if not samples:
-        raise AnnotationError(f"{path}: no records with boxes in format {name}")
-    return name, path, samples[:limit] if limit else samples
+    reg.set_defaults(func=run_reg_command)
 
 
 def print_result(args: argparse.Namespace, result: dict[str, Any], keys: tuple[str, ...] | None = None) -> int:
@@ -94,26 +73,9 @@ def print_result(args: argparse.Namespace, result: dict[str, Any], keys: tuple[s
 
 # --- synthref -------------------------------------------------------------------------------------------
 
-SYNTHREF_KEYS = (
-    "joint_accuracy",
-    "color_accuracy",
-    "shape_accuracy",
-    "motion_accuracy",
-    "swap_joint_accuracy",
-    "blind_joint_accuracy",
-    "num_samples",
-    "num_swap",
-    "num_blind",
-    "num_unparsed",
-)
 
-
-def run_synthref(args: argparse.Namespace) -> int:
+def run_synthref_command(args: argparse.Namespace) -> int:
     """``artemis eval synthref``."""
-    from artemis.api import ArtemisModel, resolve_model_dir
-    from artemis.eval.runner import finish_run, run_predictions
-    from artemis.eval.synthref import SynthRefPredictor, chance_joint_accuracy, load_targets, synthref_metrics
-
     targets, vocabulary = load_targets(args.data)  # check the data before the (slower) model load
     model_dir = resolve_model_dir(args.model)
     if args.limit:
@@ -121,143 +83,40 @@ def run_synthref(args: argparse.Namespace) -> int:
     model = ArtemisModel.from_pretrained(model_dir)
     if args.selector:
         model.set_selector(args.selector)
-    predictor = SynthRefPredictor(
+    metrics = run_synthref(
         model,
+        targets,
+        vocabulary,
+        args.out,
+        model_dir=model_dir,
+        data=args.data,
         seed=args.seed,
         use_tracker=args.track,
         controls=not args.no_controls,
-        generation={"max_new_tokens": args.max_new_tokens},
+        max_new_tokens=args.max_new_tokens,
     )
-    settings = {
-        "task": "synthref",
-        "model": str(model_dir.resolve()),
-        "data": str(Path(args.data).resolve()),
-        "seed": args.seed,
-        "track": args.track,
-        "controls": not args.no_controls,
-        "max_new_tokens": args.max_new_tokens,
-        "selector": model.config.selector,
-    }
-    run = run_predictions(
-        targets, predictor, args.out, sample_id=lambda t: t.sample_id, settings=settings, description="synthref"
-    )
-    metrics = synthref_metrics(run.records, vocabulary)
-    chance = chance_joint_accuracy(vocabulary)
-    notes = [
-        f"{metrics['num_samples']} objects of {args.data}; model {model_dir}.",
-        "Boxes: "
-        + (
-            f"the model's tracker ({model.tracker}) from the exact key-frame box."
-            if args.track
-            else "the exact key-frame box, with the exact per-frame boxes as the track (the tracker is not measured)."
-        ),
-        "A description is parsed into colour/shape/motion (artemis.eval.synthref); an attribute that cannot be "
-        "read unambiguously counts as wrong. Joint = all three right.",
-        "box-swap: another object's box on the same video; scored against that object's labels.",
-        f"box-blind: a random box of the target's size overlapping no object (IoU <= 0.1), held still; scored "
-        f"against the target's labels. Chance joint accuracy is {chance:.4f}.",
-    ]
-    finish_run(args.out, "SynthRef attribute evaluation", metrics, notes, extra={"chance_joint_accuracy": chance})
     return print_result(args, metrics, SYNTHREF_KEYS)
-
-
-# --- frames of a record ---------------------------------------------------------------------------------
-
-
-def open_sample(sample: Any, *, whole_video: bool) -> tuple[Any, list[int]]:
-    """A reader for a record and the reader index of each annotated frame.
-
-    With ``whole_video`` a video file is read whole (the model sees every frame, boxes sit at their frame
-    ids); otherwise, and for records given as image lists, only the annotated frames are read, in order.
-    """
-    from artemis.errors import VideoError
-    from artemis.track import ArrayVideo
-    from artemis.video import VideoReader
-
-    if sample.video is not None:
-        reader = VideoReader(sample.resolve(sample.video))
-        if whole_video or sample.frame_ids == list(range(len(sample.frame_ids))):
-            return reader, list(sample.frame_ids)
-        with reader:
-            frames = reader.get_frames(sample.frame_ids)  # (T, H, W, 3)
-        return ArrayVideo(frames), list(range(len(sample.frame_ids)))
-    if sample.frame_paths:
-        import cv2
-
-        frames = []
-        for rel in sample.frame_paths:
-            image = cv2.imread(str(sample.resolve(rel)), cv2.IMREAD_COLOR)
-            if image is None:
-                raise VideoError(f"record {sample.sample_id}: cannot read frame {sample.resolve(rel)}")
-            frames.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
-        return ArrayVideo(frames), list(range(len(frames)))
-    raise VideoError(f"record {sample.sample_id} has no video and no frame paths; it cannot be run")
-
-
-def close_reader(reader: Any) -> None:
-    if hasattr(reader, "close"):
-        reader.close()
 
 
 # --- reg ------------------------------------------------------------------------------------------------
 
 
-def run_reg(args: argparse.Namespace) -> int:
+def run_reg_command(args: argparse.Namespace) -> int:
     """``artemis eval reg``."""
-    from artemis.api import ArtemisModel, resolve_model_dir
-    from artemis.eval.captions import score_captions
-    from artemis.eval.runner import finish_run, run_predictions
-    from artemis.track import Track
-
-    fmt, path, samples = read_samples(args.data, ("videoref45k", "elysium", "hcstvg"), args.limit)
-    samples = [s for s in samples if s.caption or s.answer]
-    if not samples:
-        raise AnnotationError(f"{path}: no record has a caption to compare with")
+    fmt, path, samples = read_samples(args.data, REG_FORMATS, args.limit)
+    samples = caption_samples(samples, path)  # check the data before the (slower) model load
     model_dir = resolve_model_dir(args.model)
     model = ArtemisModel.from_pretrained(model_dir)
-
-    def predict(sample: Any) -> dict[str, Any]:
-        reader, positions = open_sample(sample, whole_video=True)
-        try:
-            key = positions[sample.key_index]
-            boxes: list[Any] = [None] * reader.num_frames
-            for position, box, seen in zip(positions, sample.boxes, sample.visible, strict=True):
-                boxes[position] = box if seen else None
-            # The record's boxes are the track where it has more than the key frame's; else the tracker runs.
-            given = sum(b is not None for b in boxes) > 1 and not args.track
-            track = Track.from_boxes(boxes, key_frame=key) if given else None
-            text = model.describe(reader, sample.key_box, key, track=track, max_new_tokens=args.max_new_tokens).text
-        finally:
-            close_reader(reader)
-        return {"prediction": text, "references": [sample.caption or sample.answer], "given_track": given}
-
-    settings = {
-        "task": "reg",
-        "model": str(model_dir.resolve()),
-        "data": f"{fmt}:{path.resolve()}",
-        "track": args.track,
-        "max_new_tokens": args.max_new_tokens,
-    }
-    run = run_predictions(
-        samples, predict, args.out, sample_id=lambda s: s.sample_id, settings=settings, description="reg"
-    )
-    predictions = {r["id"]: r["prediction"] for r in run.records}
-    references = {r["id"]: r["references"] for r in run.records}
-    scores = score_captions(
-        predictions, references, spice_jar_dir=args.spice_jars, bertscore_model=args.bertscore_model
-    )
-    notes = [
-        f"{len(predictions)} records of {fmt}:{path}; model {model_dir}; question "
-        "'What is the <region> doing in this video?' from the record's key-frame box.",
-        "Track: the record's boxes where it has more than the key frame's, else the model's tracker.",
-        "pycocoevalcap with its PTBTokenizer; no length filtering.",
-        *(f"{name} skipped: {reason}" for name, reason in scores.skipped.items()),
-    ]
-    finish_run(
+    result = run_reg(
+        model,
+        samples,
         args.out,
-        "Video-REG evaluation",
-        scores.corpus,
-        notes,
-        extra={"num_samples": len(predictions), "skipped": scores.skipped},
+        model_dir=model_dir,
+        data_format=fmt,
+        data_path=path,
+        use_tracker=args.track,
+        max_new_tokens=args.max_new_tokens,
+        spice_jar_dir=args.spice_jars,
+        bertscore_model=args.bertscore_model,
     )
-    return print_result(args, scores.corpus)
+    return print_result(args, result.scores)

@@ -29,6 +29,7 @@ import numpy as np
 
 from artemis.errors import AnnotationError
 from artemis.eval.synthref_parse import ParsedDescription, Vocabulary, parse_description
+from artemis.tasks.pipeline import VideoPipeline
 
 __all__ = [
     "ParsedDescription",
@@ -253,21 +254,21 @@ def chance_joint_accuracy(vocabulary: Vocabulary) -> float:
 
 @dataclass
 class SynthRefPredictor:
-    """Describe a target, its box-swap and its box-blind control with an :class:`~artemis.api.ArtemisModel`.
+    """Describe a target, its box-swap and its box-blind control with a :class:`~artemis.tasks.VideoPipeline`.
 
     By default the exact boxes are the track (``Track.from_boxes``), so the tracker is not what is
     measured; ``use_tracker=True`` runs the model's tracker from the key-frame box instead. The blind
     box is held still over the video (there is no object to follow); with ``use_tracker`` it is tracked.
 
     Attributes:
-        model: the model.
+        model: the model and its tracker settings (an :class:`artemis.ArtemisModel` is one).
         seed: seed of the controls' choices (with each sample id).
         use_tracker: run the model's tracker instead of giving the exact boxes.
         controls: also run the swap and blind controls.
         generation: keyword arguments for ``generate`` (``max_new_tokens``, ...).
     """
 
-    model: Any
+    model: VideoPipeline
     seed: int = 0
     use_tracker: bool = False
     controls: bool = True

@@ -1,9 +1,9 @@
-"""``artemis eval rsot`` and ``artemis eval sot --model`` with a trained frames-layout model, as subprocesses.
+"""``artemis eval rsot`` and ``artemis eval sot --model`` with a trained box-output model, as subprocesses.
 
-A tiny ``video_layout="frames"`` model is trained for a few dozen steps on box-out clips of a generated
-SynthRef split (the loss must fall), saved, then evaluated on another split. Nothing here asserts
-tracking quality: a model this small and this briefly trained writes mostly unreadable boxes, which is
-exactly what the parse-failure accounting has to survive.
+A tiny ``video_layout="frames"`` model with ``tasks=["describe", "boxes"]`` is trained for a few dozen steps
+on box-out clips of a generated SynthRef split (the loss must fall), saved, then evaluated on another split.
+Nothing here asserts tracking quality: a model this small and this briefly trained writes mostly unreadable
+boxes, which is exactly what the parse-failure accounting has to survive.
 """
 
 from __future__ import annotations
@@ -37,7 +37,9 @@ def trained(tmp_path_factory) -> tuple[Path, Path, list[float]]:
     train = generate_split(root, 4, seed=0, split="train", config=config).split_dir
     test = generate_split(root, 1, seed=0, split="test", config=config).split_dir
     texts = [r["object_description"] for s in (train, test) for r in json.loads((s / "elysium.json").read_text())]
-    model, processor = build_tiny_model(texts, seed=0, video_layout="frames", frame_pool_size=2)
+    model, processor = build_tiny_model(
+        texts, seed=0, video_layout="frames", frame_pool_size=2, tasks=["describe", "boxes"]
+    )
     dataset = BoxOutDataset.from_files([train / "elysium.json"], processor, model.config)
     loader = DataLoader(
         dataset,
@@ -138,20 +140,24 @@ def test_eval_sot_with_the_model_writes_boxes_itself(trained, tmp_path: Path) ->
     assert json.loads((out / "run.json").read_text())["boxout"]["max_new_tokens"] == 40
     assert (out / "success_plot.png").is_file() and "box output" in (out / "report.md").read_text()
 
-    # --tracker keeps the tracker path for the same model.
+    # --tracker scores a tracker on the same data; the model is not involved.
     tracked = tmp_path / "tracked"
-    done = run(*argv[:-1], str(tracked), "--tracker", "opencv-csrt")
+    done = run("eval", "sot", "--tracker", "opencv-csrt", "--data", f"elysium:{data}", "--out", str(tracked))
     assert done.returncode == 0, done.stderr
     records = [json.loads(line) for line in _lines(tracked)]
     assert len(records) == 2 and all("texts" not in r for r in records)
-    assert json.loads((tracked / "run.json").read_text())["tracker"] == "opencv-csrt"
+    assert json.loads((tracked / "run.json").read_text())["model"] == "opencv-csrt"
+    assert json.loads((tracked / "metrics.json").read_text())["tracker"] == "opencv-csrt"
 
 
-def test_rsot_refuses_a_pooled_model(trained, tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+def test_rsot_and_sot_refuse_a_model_without_boxes(trained, tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
     from artemis.cli import main
 
     _, data, _ = trained
-    code = main(["eval", "rsot", "--model", str(tiny_model_dir), "--data", f"elysium:{data}", "--out", str(tmp_path)])
-    assert code == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "video_layout='frames'" in err
+    for task in ("rsot", "sot"):
+        argv = ["eval", task, "--model", str(tiny_model_dir), "--data", f"elysium:{data}", "--out", str(tmp_path)]
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "not trained to write boxes" in err and str(tiny_model_dir) in err
+        assert "tasks: [describe, boxes]" in err
+    assert not (tmp_path / PREDICTIONS_FILE).exists()
