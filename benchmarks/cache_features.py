@@ -23,7 +23,8 @@ import torch
 from artemis.data import read
 from artemis.data.cache import build_cache
 from artemis.data.collator import ArtemisCollator
-from artemis.data.dataset import ReferringDataset, load_entries
+from artemis.data.entries import load_entries
+from artemis.data.referring_dataset import ReferringDataset
 from artemis.data.synthref import SynthRefConfig
 from artemis.data.synthref_writer import generate_split
 from artemis.model import build_tiny_model

@@ -159,7 +159,7 @@ def run_cache(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from artemis.data.cache import build_cache, settings_from_model
-    from artemis.data.dataset import load_entries
+    from artemis.data.entries import load_entries
 
     tracker = None if args.tracker.lower() == "none" else args.tracker
     settings = settings_from_model(args.model, tracker=tracker, max_region_candidates=args.max_region_candidates)

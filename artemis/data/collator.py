@@ -1,18 +1,8 @@
 """``ArtemisCollator``: a list of dataset items -> one batch for ``ArtemisForConditionalGeneration``.
 
-Referring, video-only, image and text-only samples share a batch. What is missing is padded with
-values the model reads as "nothing here":
-
-* text: ``input_ids`` padded on the right with the pad id, ``attention_mask`` 0 and ``labels`` -100 there;
-* video: frames padded to the batch's longest video with zeros and ``frame_mask`` False; a sample without
-  a video has ``frame_mask`` all False (no ``<video>`` tokens are computed for it);
-* regions: a sample without regions, or with fewer than the batch's most, gets regions whose boxes are NaN
-  everywhere (the model treats an all-NaN region as padding) on zero frames, ``region_visible`` False.
-* precomputed features (items of a features cache): ``video_features`` stacked, zeros and
-  ``video_feature_mask`` False for a sample without a video; ``region_hidden_states`` stacked per level,
-  zeros for a sample without regions (its boxes are all NaN, so they are never read).
-
-Visual keys appear only when some sample of the batch has them, so a text-only batch is text only.
+The padding rules are the processor's (:mod:`artemis.model.collate`), so training batches and the
+batches :meth:`artemis.model.ArtemisProcessor.__call__` builds for generation are padded alike; training
+pads text on the right.
 """
 
 from __future__ import annotations
@@ -21,112 +11,30 @@ from collections.abc import Sequence
 
 import torch
 
+from artemis.errors import ConfigError
 from artemis.model.configuration import ArtemisConfig
-from artemis.model.processing import ArtemisProcessor, EncodedText
+from artemis.model.processing import ArtemisProcessor
 
 __all__ = ["ArtemisCollator"]
 
 
 class ArtemisCollator:
-    """Pad and stack items of :class:`artemis.data.dataset.ReferringDataset` (``data_collator=``).
+    """Pad and stack items of the referring and box-output datasets (``data_collator=``).
 
     Args:
-        processor: gives the pad id (``processor.pad``) and the frame size.
-        config: gives the number of region frames ``K`` (key frame + tracked frames).
+        processor: the model's processor (pad id, frame size, region frames).
+        config: the model's config; its region frame count must be the processor's.
     """
 
     def __init__(self, processor: ArtemisProcessor, config: ArtemisConfig) -> None:
+        if processor.num_region_frames != config.num_region_frames:
+            raise ConfigError(
+                f"the processor has {processor.num_region_frames} region frames but the model config "
+                f"{config.num_region_frames} (1 + num_track_boxes); build the processor from this config"
+            )
         self.processor = processor
         self.config = config
 
     def __call__(self, items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        """Collate ``items``.
-
-        Returns:
-            ``input_ids``, ``attention_mask``, ``labels`` (B, L); when any item has a video,
-            ``pixel_values`` (B, T_max, 3, S, S) and ``frame_mask`` (B, T_max); when any has regions,
-            ``region_pixel_values`` (B, K, 3, S, S), ``region_boxes`` (B, R_max, K, 4),
-            ``region_visible`` (B, R_max, K) and ``region_times`` (B, K). From a features cache
-            ``video_features`` (B, N_v, C_v) and ``video_feature_mask`` (B,) replace the pixels and frame
-            mask, and ``region_hidden_states`` (a tuple of (B, K, P, C_v), one per region level) replaces
-            ``region_pixel_values``; their dtype is the cache's.
-        """
-        if not items:
-            raise ValueError("cannot collate an empty list of samples")
-        encoded = [EncodedText(item["input_ids"].tolist(), item["labels"].tolist()) for item in items]
-        batch = self.processor.pad(encoded, side="right")
-        for pixels, features in (("pixel_values", "video_features"), ("region_pixel_values", "region_hidden_states")):
-            if any(pixels in item for item in items) and any(features in item for item in items):
-                raise ValueError(
-                    f"some samples have {pixels} and others {features}; the model takes one of them per batch, so "
-                    "draw a batch from one dataset (all from videos / a frames cache, or all from a features cache)"
-                )
-        if any("pixel_values" in item for item in items):
-            batch.update(self._videos(items))
-        if any("video_features" in item for item in items):
-            batch.update(self._video_features(items))
-        if any("region_boxes" in item for item in items):
-            batch.update(self._regions(items))
-        return batch
-
-    def _frame_shape(self, items: Sequence[dict[str, torch.Tensor]]) -> tuple[int, ...]:
-        for item in items:
-            for name in ("pixel_values", "region_pixel_values"):
-                if name in item:
-                    return tuple(item[name].shape[1:])
-        size = self.processor.video_processor.image_size
-        return (3, size, size)
-
-    def _videos(self, items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        frames = max(len(item["pixel_values"]) for item in items if "pixel_values" in item)
-        pixels = torch.zeros(len(items), frames, *self._frame_shape(items))  # (B, T, 3, S, S)
-        mask = torch.zeros(len(items), frames, dtype=torch.bool)  # (B, T)
-        for row, item in enumerate(items):
-            if "pixel_values" in item:
-                count = len(item["pixel_values"])
-                pixels[row, :count] = item["pixel_values"]
-                mask[row, :count] = item.get("frame_mask", torch.ones(count, dtype=torch.bool))
-        return {"pixel_values": pixels, "frame_mask": mask}
-
-    def _video_features(self, items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        example = next(item["video_features"] for item in items if "video_features" in item)  # (N_v, C_v)
-        features = example.new_zeros(len(items), *example.shape)  # (B, N_v, C_v)
-        mask = torch.zeros(len(items), dtype=torch.bool)  # (B,)
-        for row, item in enumerate(items):
-            if "video_features" in item:
-                features[row] = item["video_features"]
-                mask[row] = True
-        return {"video_features": features, "video_feature_mask": mask}
-
-    def _regions(self, items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        count = self.config.num_region_frames  # K
-        regions = max(len(item["region_boxes"]) for item in items if "region_boxes" in item)  # R_max
-        batch = len(items)
-        with_features = any("region_hidden_states" in item for item in items)
-        if with_features:
-            example = next(item["region_hidden_states"] for item in items if "region_hidden_states" in item)
-            levels = [level.new_zeros(batch, *level.shape) for level in example]  # each (B, K, P, C_v)
-        else:
-            pixels = torch.zeros(batch, count, *self._frame_shape(items))  # (B, K, 3, S, S)
-        boxes = torch.full((batch, regions, count, 4), float("nan"))  # (B, R, K, 4)
-        visible = torch.zeros(batch, regions, count, dtype=torch.bool)  # (B, R, K)
-        times = torch.zeros(batch, count)  # (B, K)
-        for row, item in enumerate(items):
-            if "region_boxes" not in item:
-                continue
-            if item["region_boxes"].shape[1] != count:
-                raise ValueError(
-                    f"sample {row} has {item['region_boxes'].shape[1]} region frames but the model config expects "
-                    f"{count} (1 + num_track_boxes); build the dataset with the same config as the collator"
-                )
-            own = len(item["region_boxes"])
-            if with_features:
-                for level, states in zip(levels, item["region_hidden_states"], strict=True):
-                    level[row] = states
-            else:
-                pixels[row] = item["region_pixel_values"]
-            boxes[row, :own] = item["region_boxes"]
-            visible[row, :own] = item["region_visible"]
-            times[row] = item["region_times"]
-        frames = {"region_hidden_states": tuple(levels)} if with_features else {"region_pixel_values": pixels}
-        return {**frames, "region_boxes": boxes, "region_visible": visible, "region_times": times}
+        """Collate ``items``; see :func:`artemis.model.collate.collate` for the keys and shapes."""
+        return self.processor.collate(items, side="right")

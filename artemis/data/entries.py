@@ -2,7 +2,7 @@
 
 Each record of each file becomes a :class:`~artemis.data.records.RecordEntry` classified into one of
 :data:`~artemis.data.records.KINDS` and checked cheaply (texts, key box, files exist), so a bad record fails,
-or is skipped, before training starts. :class:`~artemis.data.dataset.ReferringDataset` and the cache
+or is skipped, before training starts. :class:`~artemis.data.referring_dataset.ReferringDataset` and the cache
 (:mod:`artemis.data.cache`) take the entries.
 """
 

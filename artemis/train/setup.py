@@ -31,7 +31,7 @@ __all__ = ["build_model", "lora_target_regex", "set_trainable", "vocabulary_text
 
 def vocabulary_texts(files: list[str]) -> list[str]:
     """Every question, answer, caption and conversation turn of ``["FORMAT:PATH", ...]``."""
-    from artemis.data.dataset import load_entries
+    from artemis.data.entries import load_entries
 
     specs = []
     for item in files:

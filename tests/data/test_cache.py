@@ -13,8 +13,8 @@ from artemis import ArtemisModel
 from artemis.cli import main
 from artemis.data import read
 from artemis.data.cache import FeatureCache, build_cache, group_entries
-from artemis.data.dataset import ReferringDataset
 from artemis.data.entries import load_entries
+from artemis.data.referring_dataset import ReferringDataset
 from artemis.data.synthref import SynthRefConfig
 from artemis.data.synthref_writer import generate_split
 from artemis.errors import AnnotationError, ConfigError

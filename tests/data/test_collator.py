@@ -11,7 +11,7 @@ import torch
 
 from artemis.data import read
 from artemis.data.collator import ArtemisCollator
-from artemis.data.dataset import ReferringDataset
+from artemis.data.referring_dataset import ReferringDataset
 from artemis.data.synthref import SynthRefConfig
 from artemis.data.synthref_writer import generate_split
 from artemis.model import ArtemisForConditionalGeneration, build_tiny_model

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from artemis.data import read
-from artemis.data.dataset import EpochCallback, ReferringDataset
+from artemis.data.referring_dataset import EpochCallback, ReferringDataset
 from artemis.data.synthref import SynthRefConfig
 from artemis.data.synthref_writer import generate_split
 from artemis.errors import AnnotationError, ConfigError

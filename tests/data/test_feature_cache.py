@@ -14,8 +14,8 @@ from artemis.cli import data as data_cli
 from artemis.data import read
 from artemis.data.cache import FeatureCache, build_cache
 from artemis.data.collator import ArtemisCollator
-from artemis.data.dataset import ReferringDataset
 from artemis.data.entries import load_entries
+from artemis.data.referring_dataset import ReferringDataset
 from artemis.data.synthref import SynthRefConfig
 from artemis.data.synthref_writer import generate_split
 from artemis.errors import CheckpointError, ConfigError

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from artemis import ArtemisModel
 from artemis.data import SynthRefConfig, generate_split
-from artemis.data.boxout import BoxOutDataset
+from artemis.data.box_output_dataset import BoxOutDataset
 from artemis.data.collator import ArtemisCollator
 from artemis.eval.runner import PREDICTIONS_FILE
 from artemis.model import build_tiny_model

@@ -11,7 +11,7 @@ import torch
 
 from artemis.boxes import parse_elysium_frames
 from artemis.data import SynthRefConfig, generate_split, read
-from artemis.data.boxout import BoxOutDataset, read_record_frames
+from artemis.data.box_output_dataset import BoxOutDataset, read_record_frames
 from artemis.data.collator import ArtemisCollator
 from artemis.errors import ConfigError
 from artemis.model import build_tiny_model
