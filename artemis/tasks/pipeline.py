@@ -22,7 +22,7 @@ from artemis.model.modeling import ArtemisForConditionalGeneration
 from artemis.model.processing import ArtemisProcessor
 from artemis.prompts import DESCRIBE_QUESTIONS
 from artemis.tasks.box_output import BoxOutTrack, track_with_llm
-from artemis.tasks.referring import Description, answer
+from artemis.tasks.referring import Description, DescriptionStream, answer, answer_stream
 from artemis.track import DEFAULT_TRACKER, Track, track_video
 from artemis.video import VideoSource, open_video, opened
 
@@ -114,9 +114,10 @@ class VideoPipeline:
         box_format: BoxFormat = "xyxy",
         track: Track | None = None,
         progress: bool = False,
+        stream: bool = False,
         **generation: Any,
-    ) -> Description:
-        """Describe the target in ``box`` across the whole video.
+    ) -> Description | DescriptionStream:
+        """Describe the target in ``box`` across the whole video (``stream=True``: see :meth:`ask`).
 
         Args:
             video: a video file, a frame folder, frames or an open source.
@@ -134,6 +135,7 @@ class VideoPipeline:
             box_format=box_format,
             tracks=None if track is None else [track],
             progress=progress,
+            stream=stream,
             **generation,
         )
 
@@ -147,12 +149,15 @@ class VideoPipeline:
         box_format: BoxFormat = "xyxy",
         tracks: Sequence[Track] | None = None,
         progress: bool = False,
+        stream: bool = False,
         **generation: Any,
-    ) -> Description:
+    ) -> Description | DescriptionStream:
         """Answer ``question`` about one or several targets, all given on ``frame_index``.
 
         ``question`` names the targets with ``<region>`` placeholders, one per box in order; with one box
-        and no placeholder the question is asked as it is, about that box.
+        and no placeholder the question is asked as it is, about that box. With ``stream=True`` the result
+        is a :class:`~artemis.tasks.referring.DescriptionStream`: iterate it to receive the text as it is
+        generated (tracking and frame reading are done before it returns).
         """
         box_list = as_box_list(boxes)
         with opened(video, backend=self.video_backend) as source:
@@ -169,7 +174,8 @@ class VideoPipeline:
                 ]
             elif len(tracks) != len(box_list):
                 raise ValueError(f"got {len(tracks)} tracks for {len(box_list)} boxes; give one track per box")
-            return answer(self.model, self.processor, source, tracks, question, frame_index, **generation)
+            run = answer_stream if stream else answer
+            return run(self.model, self.processor, source, tracks, question, frame_index, **generation)
 
     def track_with_llm(
         self,

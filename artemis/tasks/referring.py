@@ -7,12 +7,12 @@ prompt layout and the frames, :func:`artemis.model.generation.generate` writes t
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from artemis.errors import VideoError
-from artemis.model.generation import generate
+from artemis.model.generation import generate, stream
 from artemis.model.modeling import ArtemisForConditionalGeneration
 from artemis.model.processing import ArtemisProcessor
 from artemis.track import Track
@@ -20,7 +20,7 @@ from artemis.video import VideoSource
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Description", "answer", "check_tracks"]
+__all__ = ["Description", "DescriptionStream", "answer", "answer_stream", "check_tracks"]
 
 
 @dataclass
@@ -59,6 +59,23 @@ def check_tracks(tracks: Sequence[Track], frame_index: int) -> None:
             logger.warning("the target is visible on the key frame only; describing it from that frame")
 
 
+def _prepare(
+    processor: ArtemisProcessor, source: VideoSource, tracks: Sequence[Track], question: str, frame_index: int
+) -> tuple[dict, Description]:
+    """The batch of one referring request and its description without text (frames read here, once)."""
+    check_tracks(tracks, frame_index)
+    item, plan = processor.referring_item(source, question, tracks, frame_index)
+    description = Description(
+        text="",
+        question=question,
+        tracks=list(tracks),
+        video_frames=plan.video_frames.tolist(),
+        region_frames=plan.region_frames.tolist(),
+        region_visible=plan.region_visible.tolist(),
+    )
+    return processor.collate([item], side="left"), description
+
+
 def answer(
     model: ArtemisForConditionalGeneration,
     processor: ArtemisProcessor,
@@ -75,15 +92,38 @@ def answer(
             track and no placeholder the question is asked as it is, about that target.
         generation: ``generate`` keyword arguments (``max_new_tokens``, ``do_sample``, ...).
     """
-    check_tracks(tracks, frame_index)
-    item, plan = processor.referring_item(source, question, tracks, frame_index)
-    batch = processor.collate([item], side="left")
-    text = generate(model, processor, batch, **generation)[0]
-    return Description(
-        text=text,
-        question=question,
-        tracks=list(tracks),
-        video_frames=plan.video_frames.tolist(),
-        region_frames=plan.region_frames.tolist(),
-        region_visible=plan.region_visible.tolist(),
-    )
+    batch, description = _prepare(processor, source, tracks, question, frame_index)
+    description.text = generate(model, processor, batch, **generation)[0]
+    return description
+
+
+class DescriptionStream:
+    """A :class:`Description` whose text arrives piece by piece: iterate to receive the pieces; afterwards
+    ``description.text`` holds the whole text (the frames were read before the first piece)."""
+
+    def __init__(self, description: Description, pieces: Iterator[str]) -> None:
+        self.description = description
+        self._pieces = pieces
+
+    def __iter__(self) -> Iterator[str]:
+        for piece in self._pieces:
+            self.description.text += piece
+            yield piece
+        self.description.text = self.description.text.strip()
+
+
+def answer_stream(
+    model: ArtemisForConditionalGeneration,
+    processor: ArtemisProcessor,
+    source: VideoSource,
+    tracks: Sequence[Track],
+    question: str,
+    frame_index: int,
+    **generation: Any,
+) -> DescriptionStream:
+    """:func:`answer`, with the text streamed as it is generated (:func:`artemis.model.generation.stream`).
+
+    The video is read before this returns, so the source may be closed while the stream is consumed.
+    """
+    batch, description = _prepare(processor, source, tracks, question, frame_index)
+    return DescriptionStream(description, stream(model, processor, batch, **generation))

@@ -87,3 +87,13 @@ def test_processor_refuses_what_it_cannot_build(tiny_model_dir):
         processor(frames, task="sot", box=(1, 1, 10, 10))
     with pytest.raises(ConfigError, match="either box="):
         processor.box_output_item(frames)
+
+
+def test_describe_streams_the_same_text_it_returns(reference_dir):
+    model = ArtemisModel.from_pretrained("synthref-tiny")
+    video = reference_dir / "videos" / "realshort.mp4"
+    whole = model.describe(video, BOX, 5)
+    streamed = model.describe(video, BOX, 5, stream=True, track=whole.track)
+    assert streamed.description.text == "" and streamed.description.region_frames == whole.region_frames
+    pieces = list(streamed)
+    assert len(pieces) > 1 and streamed.description.text == whole.text
