@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 
-from artemis.cli.args import announce_model, box
+from artemis.boxes import parse_box_arg
+from artemis.cli.args import announce_model
 from artemis.model.loading import DEFAULT_MODEL
 
 
@@ -17,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Track the target in BOX (pixels on frame N) through VIDEO and describe it with a model.",
     )
     parser.add_argument("video", help="video file or folder of frames")
-    parser.add_argument("--box", required=True, type=box, help="X1,Y1,X2,Y2 in pixels of --frame")
+    parser.add_argument("--box", required=True, help="X1,Y1,X2,Y2 in pixels of --frame")
     parser.add_argument("--box-format", choices=("xyxy", "xywh"), default="xyxy")
     parser.add_argument("--frame", type=int, default=0, help="0-based frame the box is on (default 0)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model directory (default: {DEFAULT_MODEL})")
@@ -32,11 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from artemis.api import ArtemisModel
 
+    box = parse_box_arg(args.box)  # a malformed box is one line (BoxError) before the model loads
     model = ArtemisModel.from_pretrained(args.model, device=args.device, tracker=args.tracker)
     announce_model("describe", model.card)
     result = model.describe(
         args.video,
-        args.box,
+        box,
         args.frame,
         args.question,
         box_format=args.box_format,

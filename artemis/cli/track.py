@@ -13,7 +13,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from artemis.cli.args import box
+from artemis.boxes import parse_box_arg
 from artemis.io import check_writable, write_json_atomic
 from artemis.track import DEFAULT_TRACKER, TRACKER_NAMES, track_video
 from artemis.video import opened
@@ -31,9 +31,7 @@ def register(subparsers: Any) -> None:
         ),
     )
     parser.add_argument("video", type=Path, help="video file or folder of frames")
-    parser.add_argument(
-        "--box", required=True, type=box, help="target box in pixels of --frame: X1,Y1,X2,Y2 (or X,Y,W,H)"
-    )
+    parser.add_argument("--box", required=True, help="target box in pixels of --frame: X1,Y1,X2,Y2 (or X,Y,W,H)")
     parser.add_argument("--box-format", choices=("xyxy", "xywh"), default="xyxy", help="how --box is given")
     parser.add_argument("--frame", type=int, default=0, help="0-based index of the frame --box is on (default 0)")
     # 'given' needs annotations, which this command does not take.
@@ -51,13 +49,14 @@ def run(args: argparse.Namespace) -> int:
     """Execute ``artemis track`` with parsed ``args``; returns the exit code."""
     from artemis.video.draw import draw_track, write_video  # only needed with --viz
 
+    box = parse_box_arg(args.box)
     for path, flag in ((args.out, "--out"), (args.viz, "--viz")):
         if path is not None:
             check_writable(path, flag)  # before the whole video is tracked
     with opened(args.video) as reader:
         track = track_video(
             reader,
-            args.box,
+            box,
             args.frame,
             tracker=args.tracker,
             box_format=args.box_format,
