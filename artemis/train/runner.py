@@ -22,7 +22,6 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 from transformers import Trainer, TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from artemis.errors import ConfigError
 from artemis.io import write_json_atomic
@@ -118,7 +117,7 @@ class ArtemisTrainer(Trainer):
 
 
 def _datasets(config: TrainConfig, processor: Any, model: Any) -> tuple[Any, Any]:
-    from artemis.data.dataset import ReferringDataset
+    from artemis.data.referring_dataset import ReferringDataset
 
     data = config.data
     model_config = processor_config(model)
@@ -158,7 +157,31 @@ def _resume_point(output_dir: Path, resume: bool | str) -> str | None:
         if not Path(resume).is_dir():
             raise ConfigError(f"resume checkpoint {resume} does not exist")
         return resume
-    return get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    return last_complete_checkpoint(output_dir)
+
+
+def last_complete_checkpoint(output_dir: Path) -> str | None:
+    """The newest ``checkpoint-N`` whose ``trainer_state.json`` was written whole.
+
+    A run killed while saving leaves a checkpoint folder with a missing or half-written state file;
+    resuming from it would fail, so it is passed over (with a warning) for the one before.
+    """
+    if not output_dir.is_dir():
+        return None
+    candidates = sorted(
+        (path for path in output_dir.glob("checkpoint-*") if path.is_dir() and path.name[11:].isdigit()),
+        key=lambda path: int(path.name[11:]),
+        reverse=True,
+    )
+    for path in candidates:
+        try:
+            state = json.loads((path / "trainer_state.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            state = None
+        if isinstance(state, dict) and "global_step" in state:
+            return str(path)
+        logger.warning("%s was not saved whole (the run stopped while writing it); resuming from an earlier one", path)
+    return None
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -218,7 +241,7 @@ def run_training(config: TrainConfig, *, resume: bool | str = "auto") -> Path:
         # The Trainer optimises the wrapper; the stage saves the model.
         model = RegionWordsObjective(model, config.train.region_words_bins)
     from artemis.data.collator import ArtemisCollator
-    from artemis.data.dataset import EpochCallback
+    from artemis.data.referring_dataset import EpochCallback
 
     model_config = train_data.config
     dataset: Any = train_data
