@@ -88,18 +88,19 @@ def check_files_of(sample: RefSample, annotation: Path, index: int) -> None:
     from artemis.video import VideoReader  # imported here: reading annotations must not need a decoder
 
     try:
-        reader = VideoReader(resolved)
+        with VideoReader(resolved) as reader:  # only the header is needed: frame count and size
+            num_frames, width, height = reader.num_frames, reader.width, reader.height
     except VideoError as error:
         raise record_error(annotation, record, "video", str(error)) from None
     last = max(sample.frame_ids)
-    if last >= reader.num_frames:
+    if last >= num_frames:
         raise record_error(
-            annotation, record, "frame_id", f"frame {last} does not exist: {resolved} has {reader.num_frames} frames"
+            annotation, record, "frame_id", f"frame {last} does not exist: {resolved} has {num_frames} frames"
         )
-    if sample.width is not None and (sample.width, sample.height) != (reader.width, reader.height):
+    if sample.width is not None and (sample.width, sample.height) != (width, height):
         raise record_error(
             annotation,
             record,
             "frame_size",
-            f"{sample.width}x{sample.height} does not match {resolved} ({reader.width}x{reader.height})",
+            f"{sample.width}x{sample.height} does not match {resolved} ({width}x{height})",
         )

@@ -16,9 +16,10 @@ import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Self
+from typing import Literal
 
 import numpy as np
+from typing_extensions import Self  # typing.Self is Python 3.11+; artemis supports 3.10
 
 from artemis.errors import VideoError
 from artemis.video.backends import (

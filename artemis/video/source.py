@@ -22,9 +22,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, Self, TypeAlias, runtime_checkable
+from typing import Protocol, TypeAlias, runtime_checkable
 
 import numpy as np
+from typing_extensions import Self  # typing.Self is Python 3.11+; artemis supports 3.10
 
 from artemis.errors import VideoError
 from artemis.video.backends import ImageFilesDecoder
