@@ -10,12 +10,14 @@ The verbs live in :class:`artemis.tasks.VideoPipeline`; loading in :mod:`artemis
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from artemis.errors import ConfigError
+from artemis.model import loading
 from artemis.model.loading import load_pretrained
 from artemis.model.loading import resolve_model_dir as resolve_model_dir
 from artemis.model.selector import TokenSelector
@@ -76,3 +78,9 @@ class ArtemisModel(VideoPipeline):
             method, config.num_selected, config.kmeans_max_iter, False, padding=config.selector_padding
         )
         self.model.selector = selector.eval()
+
+
+def load_model(*args: Any, **kwargs: Any) -> Any:
+    """Deprecated: :func:`artemis.model.loading.load_model`; this alias goes in the next release."""
+    warnings.warn("artemis.api.load_model is now artemis.model.loading.load_model", DeprecationWarning, stacklevel=2)
+    return loading.load_model(*args, **kwargs)

@@ -3,7 +3,7 @@
 A referring stage trains the region encoder only through the LLM, so the region path learns whatever the
 LLM reads first. In the tiny SynthRef recipe that was one attribute: a probe on the region tokens found
 that the attribute learnt first (colour, or shape when it came first) was kept and the others were
-removed from the tokens, and never came back within the time budget (docs/training.md, runs 18-20).
+removed from the tokens, and never came back within the time budget (docs/experiments.md, runs 18-20).
 
 This objective trains the region path before that, on the same referring records: from the region's
 tokens (the key-frame token and the mean of the selected tracked tokens, concatenated) a linear head
