@@ -1,0 +1,213 @@
+"""``ModelService``: one loaded :class:`~artemis.api.ArtemisModel`, used by one request at a time.
+
+The HTTP API and the web demo call the same methods. A model is never run by two threads at once: every
+verb takes the service's lock (a streamed description holds it until its last piece). Videos are checked
+(readable, at most ``max_frames`` frames) before the lock is taken, so a bad upload never waits in line.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from artemis.api import ArtemisModel
+from artemis.boxes import parse_box_arg
+from artemis.errors import ArtemisError
+from artemis.model.loading import DEFAULT_MODEL, ModelCard
+from artemis.tasks.box_output import require_task
+from artemis.tasks.referring import Description, DescriptionStream
+from artemis.track import Track
+from artemis.video import opened
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["BoxLike", "LimitError", "LockedStream", "ModelService"]
+
+BoxLike = str | Sequence[float]
+
+
+class LimitError(ArtemisError, ValueError):
+    """An input is larger than the server accepts (too many frames, too large an upload)."""
+
+
+class LockedStream:
+    """A :class:`~artemis.tasks.referring.DescriptionStream` that holds the service's lock until its last
+    piece is read, or until :meth:`close` (call it when you stop reading early).
+
+    Iterate it for the text pieces; afterwards ``description.text`` is the whole text.
+    """
+
+    def __init__(self, stream: DescriptionStream, lock: threading.Lock) -> None:
+        self.description: Description = stream.description
+        self._pieces = iter(stream)
+        self._lock = lock
+        self._held = True
+
+    def __iter__(self) -> Iterator[str]:
+        try:
+            # Not ``yield from``: a reader that stops early must not close the model's stream half-way;
+            # close() below lets it finish before the model is released.
+            for piece in self._pieces:  # noqa: UP028
+                yield piece
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop reading: the model cannot be interrupted, so the rest is generated (unread), then the
+        model is released."""
+        try:
+            for _ in self._pieces:
+                pass
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self._held:
+            self._held = False
+            self._lock.release()
+
+    def __del__(self) -> None:  # a stream dropped unread must not keep the model locked
+        if getattr(self, "_held", False):
+            self.close()
+
+
+def as_box(box: BoxLike) -> tuple[float, float, float, float]:
+    """``"x1,y1,x2,y2"`` or four numbers, as a tuple of floats (pixels; checked against the frame later)."""
+    if isinstance(box, str):
+        return parse_box_arg(box)
+    values = tuple(float(value) for value in box)
+    if len(values) != 4:
+        return parse_box_arg(",".join(str(value) for value in values))  # the one message for a bad box
+    return values  # type: ignore[return-value]
+
+
+class ModelService:
+    """One model behind a lock, with the verbs the server and the demo use.
+
+    Args:
+        model: a loaded model.
+        max_frames: refuse videos longer than this many frames (:class:`LimitError`); ``None``: any length.
+    """
+
+    def __init__(self, model: ArtemisModel, *, max_frames: int | None = None) -> None:
+        self.model = model
+        self.max_frames = max_frames
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, name_or_dir: str | Path = DEFAULT_MODEL, *, max_frames: int | None = None, device: str = "cpu"):
+        """Load a checkpoint directory or a bundled model by name (default ``synthref-tiny``)."""
+        return cls(ArtemisModel.from_pretrained(name_or_dir, device=device), max_frames=max_frames)
+
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+    @property
+    def card(self) -> ModelCard:
+        return self.model.card
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.model.config.tasks)
+
+    @property
+    def can_write_boxes(self) -> bool:
+        """Whether the model was trained to write boxes (``track_by_model`` and ``ground``)."""
+        return "boxes" in self.tasks
+
+    def check_video(self, path: str | Path) -> tuple[int, float, int, int]:
+        """``(num_frames, fps, width, height)`` of a readable video of at most ``max_frames`` frames.
+
+        Raises:
+            VideoError: the file is not a video, or is corrupt (the message the CLI prints).
+            LimitError: the video has more than ``max_frames`` frames.
+        """
+        with opened(path, backend=self.model.video_backend) as source:
+            info = (source.num_frames, float(source.fps), source.width, source.height)
+        if self.max_frames is not None and info[0] > self.max_frames:
+            raise LimitError(
+                f"video {Path(path).name} has {info[0]} frames; this server takes at most {self.max_frames} "
+                "(--max-frames); cut the video or sample fewer frames"
+            )
+        return info
+
+    def track(self, video_path: str | Path, box: BoxLike, frame: int = 0) -> Track:
+        """Track the target in ``box`` (pixels ``x1,y1,x2,y2`` on ``frame``) through the video."""
+        self.check_video(video_path)
+        with self._lock:
+            return self.model.track(video_path, as_box(box), frame)
+
+    def describe(
+        self,
+        video_path: str | Path,
+        box: BoxLike,
+        frame: int = 0,
+        question: str | None = None,
+        max_new_tokens: int | None = None,
+    ) -> Description:
+        """Describe the target in ``box`` (or answer ``question`` about it, naming it ``<region>``)."""
+        return self.ask(video_path, [box], question, frame, max_new_tokens)  # type: ignore[return-value]
+
+    def describe_stream(
+        self,
+        video_path: str | Path,
+        box: BoxLike,
+        frame: int = 0,
+        question: str | None = None,
+        max_new_tokens: int | None = None,
+    ) -> LockedStream:
+        """:meth:`describe` with the text streamed; tracking and frame reading are done when it returns.
+
+        The returned stream holds the model until its last piece is read or it is closed.
+        """
+        return self.ask(video_path, [box], question, frame, max_new_tokens, stream=True)  # type: ignore[return-value]
+
+    def ask(
+        self,
+        video_path: str | Path,
+        boxes: Sequence[BoxLike],
+        question: str | None,
+        frame: int = 0,
+        max_new_tokens: int | None = None,
+        *,
+        stream: bool = False,
+    ) -> Description | LockedStream:
+        """Answer ``question`` about several targets, all given on ``frame``, one ``<region>`` per box."""
+        self.check_video(video_path)
+        box_list = [as_box(box) for box in boxes]
+        generation: dict[str, Any] = {} if max_new_tokens is None else {"max_new_tokens": max_new_tokens}
+        self._lock.acquire()
+        try:
+            if len(box_list) == 1:
+                result = self.model.describe(video_path, box_list[0], frame, question, stream=stream, **generation)
+            else:
+                result = self.model.ask(video_path, box_list, question or "", frame, stream=stream, **generation)
+        except BaseException:
+            self._lock.release()
+            raise
+        if stream:
+            return LockedStream(result, self._lock)  # type: ignore[arg-type]
+        self._lock.release()
+        return result  # type: ignore[return-value]
+
+    def track_by_model(self, video_path: str | Path, box: BoxLike, frame: int = 0) -> Track:
+        """The model writes the target's box on every frame (needs a model trained to write boxes)."""
+        self.require_boxes()
+        self.check_video(video_path)
+        with self._lock:
+            return self.model.track_with_llm(video_path, box=as_box(box), frame_index=frame)
+
+    def ground(self, video_path: str | Path, expression: str) -> Track:
+        """Find and track the target a referring expression names ("the red circle")."""
+        self.require_boxes()
+        self.check_video(video_path)
+        with self._lock:
+            return self.model.track_with_llm(video_path, expression=expression)
+
+    def require_boxes(self) -> None:
+        """Raise the model's one-line :class:`~artemis.errors.ConfigError` (the CLI's) unless it writes boxes."""
+        require_task(self.model.config, "boxes", f"model {self.name!r}")
