@@ -30,7 +30,7 @@ from artemis.model.loading import load_config
 from artemis.tasks.box_output import BoxOutTrack, BoxStatus, require_task
 from artemis.tasks.pipeline import VideoPipeline
 from artemis.track import TRACKER_NAMES, Track, track_video
-from artemis.track.registry import GIVEN
+from artemis.track.registry import GIVEN_TRACKER
 
 __all__ = [
     "RSOT_FORMATS",
@@ -55,15 +55,15 @@ TRACKING_KEYS = ("success_auc", "precision_20px", "norm_precision_020", "ao", "s
 """The scores printed and reported for a tracking run."""
 SOT_FORMATS = ("lasot", "otb", "elysium", "videoref45k")
 RSOT_FORMATS = ("elysium", "videoref45k", "lasot")
-TRACKER_CHOICES = tuple(name for name in TRACKER_NAMES if name != GIVEN)
+TRACKER_CHOICES = tuple(name for name in TRACKER_NAMES if name != GIVEN_TRACKER)
 """Trackers SOT can score (``given`` would score the ground truth against itself)."""
 
 
 def check_tracker(name: str) -> None:
     """Refuse a tracker SOT cannot score, naming the ones it can."""
-    if name == GIVEN:
+    if name == GIVEN_TRACKER:
         raise ConfigError(
-            f"--tracker {GIVEN} would score the ground truth against itself; name a real tracker "
+            f"--tracker {GIVEN_TRACKER} would score the ground truth against itself; name a real tracker "
             f"({', '.join(TRACKER_CHOICES)})"
         )
     if name not in TRACKER_CHOICES:

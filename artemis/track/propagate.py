@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from artemis.boxes import BoxFormat, clip_boxes, validate_box
 from artemis.errors import AnnotationError, ConfigError, VideoError
 from artemis.track.base import Track, Tracker
-from artemis.track.registry import DEFAULT_TRACKER, GIVEN, create_tracker
+from artemis.track.registry import DEFAULT_TRACKER, GIVEN_TRACKER, create_tracker
 from artemis.video import ArrayVideo, VideoInput, VideoSource, open_video, opened
 
 # ArrayVideo and open_video live in artemis.video; they stay importable from here for existing callers.
@@ -149,7 +149,7 @@ def _track(
         raise ConfigError(f"max_side {max_side!r} is invalid; expected None or an integer >= 16 pixels")
     key_box = validate_box(box, width, height, box_format=box_format, frame_index=frame_index)
 
-    if tracker == GIVEN:
+    if tracker == GIVEN_TRACKER:
         return _given_track(boxes, key_box, frame_index, num_frames, fps, width, height)
     if boxes is not None:
         raise ConfigError(f"boxes= is only used by tracker='given', not by {tracker!r}")

@@ -21,10 +21,11 @@ from artemis.errors import TrackingError
 from artemis.track.base import Tracker
 from artemis.track.opencv import OpenCVTracker
 
-__all__ = ["DEFAULT_TRACKER", "GIVEN", "TRACKER_FACTORIES", "TRACKER_NAMES", "create_tracker"]
+__all__ = ["DEFAULT_TRACKER", "GIVEN_TRACKER", "TRACKER_FACTORIES", "TRACKER_NAMES", "create_tracker"]
 
 DEFAULT_TRACKER = "opencv-csrt"
-GIVEN = "given"
+GIVEN_TRACKER = "given"
+"""The pseudo-tracker that returns the annotated boxes (unrelated to the box-output status ``BoxStatus.GIVEN``)."""
 
 TRACKER_FACTORIES: dict[str, Callable[..., Tracker]] = {
     "opencv-csrt": lambda **options: OpenCVTracker("csrt", **options),
@@ -32,7 +33,7 @@ TRACKER_FACTORIES: dict[str, Callable[..., Tracker]] = {
     "opencv-mil": lambda **options: OpenCVTracker("mil", **options),
 }
 
-TRACKER_NAMES: tuple[str, ...] = (*TRACKER_FACTORIES, GIVEN)
+TRACKER_NAMES: tuple[str, ...] = (*TRACKER_FACTORIES, GIVEN_TRACKER)
 
 
 def create_tracker(name: str, **options: Any) -> Tracker:
@@ -46,7 +47,7 @@ def create_tracker(name: str, **options: Any) -> Tracker:
         TrackingError: for an unknown name (listing the valid ones), for ``given`` (which needs the
             annotated boxes, not a frame-by-frame tracker) or for a backend that cannot be built.
     """
-    if name == GIVEN:
+    if name == GIVEN_TRACKER:
         raise TrackingError(
             "tracker 'given' takes its boxes from annotations, not from frames; use "
             "track_video(video, box, frame, tracker='given', boxes=track_list) or Track.from_boxes(track_list)"
