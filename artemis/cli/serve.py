@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     resolve_model_dir(settings.model)  # a wrong --model fails here, in one line, not in every worker
     print(
         f"artemis serve: model {settings.model} on http://{settings.host}:{settings.port} "
-        f"({settings.workers} worker{'s' if settings.workers > 1 else ''}; API at /docs, demo at /)",
+        f"({settings.workers} worker{'s' if settings.workers > 1 else ''}; API at /docs"
+        f"{', demo at /' if settings.demo else ''})",
         file=sys.stderr,
     )
     # Every worker process builds its own app (and model) from these settings.
