@@ -4,6 +4,11 @@ Also how every model-driven evaluation prints its results; ``sot`` and ``rsot`` 
 :mod:`artemis.cli.eval_sot`. The work is done by the library (:mod:`artemis.eval.synthref`,
 :mod:`artemis.eval.reg`, :mod:`artemis.eval.samples`) through :func:`artemis.eval.runner.run_predictions`,
 so a killed run resumes where it stopped; this module parses arguments, loads the model and prints.
+
+Every model-driven evaluation can run sharded over several processes with no option of its own:
+``torchrun --nproc-per-node N -m artemis.cli eval synthref ...`` sets ``RANK`` and ``WORLD_SIZE``, each
+process predicts every N-th sample, and rank 0 merges the shards and prints the scores
+(:class:`artemis.eval.runner.Shard`).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any
 
 from artemis.api import ArtemisModel
 from artemis.eval.reg import REG_FORMATS, caption_samples, run_reg
+from artemis.eval.runner import Shard
 from artemis.eval.samples import read_samples
 from artemis.eval.synthref import load_targets
 from artemis.eval.synthref_run import SYNTHREF_KEYS, run_synthref
@@ -62,7 +68,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     reg.set_defaults(func=run_reg_command)
 
 
-def print_result(args: argparse.Namespace, result: dict[str, Any], keys: tuple[str, ...] | None = None) -> int:
+def print_result(args: argparse.Namespace, result: dict[str, Any] | None, keys: tuple[str, ...] | None = None) -> int:
+    """Print the scores (a rank other than 0 of a sharded run has none: rank 0 prints them)."""
+    if result is None:
+        return 0
     shown = {k: result[k] for k in keys} if keys else result
     if args.json:
         print(json.dumps(shown, indent=2))
@@ -77,6 +86,7 @@ def print_result(args: argparse.Namespace, result: dict[str, Any], keys: tuple[s
 def run_synthref_command(args: argparse.Namespace) -> int:
     """``artemis eval synthref``."""
     targets, vocabulary = load_targets(args.data)  # check the data before the (slower) model load
+    shard = Shard.from_env()
     model_dir = resolve_model_dir(args.model)
     if args.limit:
         targets = targets[: args.limit]
@@ -94,6 +104,7 @@ def run_synthref_command(args: argparse.Namespace) -> int:
         use_tracker=args.track,
         controls=not args.no_controls,
         max_new_tokens=args.max_new_tokens,
+        shard=shard,
     )
     return print_result(args, metrics, SYNTHREF_KEYS)
 
@@ -105,6 +116,7 @@ def run_reg_command(args: argparse.Namespace) -> int:
     """``artemis eval reg``."""
     fmt, path, samples = read_samples(args.data, REG_FORMATS, args.limit)
     samples = caption_samples(samples, path)  # check the data before the (slower) model load
+    shard = Shard.from_env()
     model_dir = resolve_model_dir(args.model)
     model = ArtemisModel.from_pretrained(model_dir)
     result = run_reg(
@@ -118,5 +130,6 @@ def run_reg_command(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         spice_jar_dir=args.spice_jars,
         bertscore_model=args.bertscore_model,
+        shard=shard,
     )
-    return print_result(args, result.scores)
+    return print_result(args, None if result is None else result.scores)

@@ -16,6 +16,7 @@ from pathlib import Path
 from artemis.api import ArtemisModel
 from artemis.cli.eval_models import print_result
 from artemis.errors import ConfigError
+from artemis.eval.runner import Shard
 from artemis.eval.samples import read_samples
 from artemis.eval.sot import (
     RSOT_FORMATS,
@@ -96,6 +97,7 @@ def run_sot_command(args: argparse.Namespace) -> int:
     if tracker is not None:
         check_tracker(tracker)
     fmt, path, samples = read_samples(args.data, SOT_FORMATS, args.limit)
+    shard = Shard.from_env()  # torchrun's RANK / WORLD_SIZE: this process takes every n-th sequence
     if tracker is not None:
         if deprecated:
             print(
@@ -120,6 +122,7 @@ def run_sot_command(args: argparse.Namespace) -> int:
         options=_boxout_options(args),
         convention=args.convention,
         dataset=args.dataset,
+        shard=shard,
     )
     return print_result(args, result)
 
@@ -128,6 +131,7 @@ def run_rsot_command(args: argparse.Namespace) -> int:
     """``artemis eval rsot``: the LLM tracks the target a record's description names, from frame 1 on."""
     fmt, path, samples = read_samples(args.data, RSOT_FORMATS, args.limit)
     samples = described_samples(samples, path)  # check the data before the (slower) model load
+    shard = Shard.from_env()
     model_dir = resolve_model_dir(args.model)
     require_box_output(model_dir, args.model)  # before the weights are read
     model = ArtemisModel.from_pretrained(model_dir)
@@ -141,5 +145,6 @@ def run_rsot_command(args: argparse.Namespace) -> int:
         options=_boxout_options(args),
         convention=args.convention,
         dataset=args.dataset,
+        shard=shard,
     )
     return print_result(args, result)

@@ -15,7 +15,7 @@ from typing import Any
 from artemis.data.records import RefSample
 from artemis.errors import AnnotationError
 from artemis.eval.captions import score_captions
-from artemis.eval.runner import finish_run, run_predictions
+from artemis.eval.runner import Shard, finish_run, run_predictions
 from artemis.eval.samples import open_sample
 from artemis.tasks.pipeline import VideoPipeline
 from artemis.track import Track
@@ -99,7 +99,8 @@ def run_reg(
     max_new_tokens: int = 64,
     spice_jar_dir: Path | None = None,
     bertscore_model: Path | None = None,
-) -> RegResult:
+    shard: Shard | None = None,
+) -> RegResult | None:
     """Describe every record (resumably, in ``out``), score the captions and write the report.
 
     Args:
@@ -111,6 +112,8 @@ def run_reg(
         use_tracker: run the tracker even where the records give boxes.
         max_new_tokens: generation length.
         spice_jar_dir / bertscore_model: optional SPICE jars and BERTScore model (see ``score_captions``).
+        shard: this process of a sharded run (see :mod:`artemis.eval.runner`); rank 0 merges and scores,
+            the other ranks return None.
     """
     settings = {
         "task": "reg",
@@ -121,8 +124,10 @@ def run_reg(
     }
     predictor = RegPredictor(pipeline, use_tracker=use_tracker, max_new_tokens=max_new_tokens)
     run = run_predictions(
-        samples, predictor, out, sample_id=lambda s: s.sample_id, settings=settings, description="reg"
+        samples, predictor, out, sample_id=lambda s: s.sample_id, settings=settings, description="reg", shard=shard
     )
+    if not run.complete:
+        return None
     predictions = {r["id"]: r["prediction"] for r in run.records}
     references = {r["id"]: r["references"] for r in run.records}
     scores = score_captions(predictions, references, spice_jar_dir=spice_jar_dir, bertscore_model=bertscore_model)

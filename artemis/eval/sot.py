@@ -23,7 +23,7 @@ from artemis.boxes import box_iou, xywh_to_xyxy, xyxy_to_otb
 from artemis.data.records import RefSample
 from artemis.errors import AnnotationError, ConfigError
 from artemis.eval.report import write_tracking_plots
-from artemis.eval.runner import finish_run, run_predictions
+from artemis.eval.runner import Shard, finish_run, run_predictions
 from artemis.eval.samples import open_sample
 from artemis.eval.tracking import score_dataset
 from artemis.model.loading import load_config
@@ -232,7 +232,8 @@ def run_sot(
     options: BoxOutOptions = BoxOutOptions(),
     convention: str = "lasot",
     dataset: str | None = None,
-) -> dict[str, float]:
+    shard: Shard | None = None,
+) -> dict[str, float] | None:
     """Track every sequence (resumably, in ``out``) with a tracker or a model's box output, then score it.
 
     Args:
@@ -243,9 +244,10 @@ def run_sot(
         pipeline / model_dir: a model that writes boxes (:func:`require_box_output`) and its directory.
         options: box-output settings.
         convention / dataset: the scoring rules (:func:`artemis.eval.tracking.score_dataset`).
+        shard: this process of a sharded run (see :mod:`artemis.eval.runner`); rank 0 merges and scores.
 
     Returns:
-        The :data:`TRACKING_KEYS` scores.
+        The :data:`TRACKING_KEYS` scores; None on ranks other than 0 of a sharded run.
     """
     if tracker is not None:
         check_tracker(tracker)
@@ -260,8 +262,10 @@ def run_sot(
     if pipeline is not None:
         settings["boxout"] = options.settings()
     run = run_predictions(
-        samples, predictor, out, sample_id=lambda s: s.sample_id, settings=settings, description="sot"
+        samples, predictor, out, sample_id=lambda s: s.sample_id, settings=settings, description="sot", shard=shard
     )
+    if not run.complete:
+        return None
     notes = [
         f"{len(run.records)} sequence(s) of {data_format}:{data_path}; {name} with {how}; convention {convention}.",
         "One-pass evaluation: initialised from the first frame's ground-truth box, every frame predicted; "
@@ -283,11 +287,12 @@ def run_rsot(
     options: BoxOutOptions = BoxOutOptions(),
     convention: str = "lasot",
     dataset: str | None = None,
-) -> dict[str, float]:
+    shard: Shard | None = None,
+) -> dict[str, float] | None:
     """Referring SOT: the model tracks the target each record's description names; then score it.
 
     Records without a description (``object_description`` / caption) are dropped. Arguments as
-    :func:`run_sot`; ``metrics.json`` adds ``first_frame_iou``.
+    :func:`run_sot` (None on ranks other than 0 of a sharded run); ``metrics.json`` adds ``first_frame_iou``.
 
     Raises:
         AnnotationError: no record has a description.
@@ -306,7 +311,10 @@ def run_rsot(
         sample_id=lambda s: s.sample_id,
         settings=settings,
         description="rsot",
+        shard=shard,
     )
+    if not run.complete:
+        return None
     notes = [
         f"{len(run.records)} sequence(s) of {data_format}:{data_path}; model {model_dir}; the record's description "
         f"is the referring expression; convention {convention}.",

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from artemis.eval.runner import finish_run, run_predictions
+from artemis.eval.runner import Shard, finish_run, run_predictions
 from artemis.eval.synthref import (
     SynthRefPredictor,
     SynthRefTarget,
@@ -50,7 +50,8 @@ def run_synthref(
     use_tracker: bool = False,
     controls: bool = True,
     max_new_tokens: int = 64,
-) -> dict[str, Any]:
+    shard: Shard | None = None,
+) -> dict[str, Any] | None:
     """Describe every target (resumably, in ``out``), score the attributes and write the report.
 
     Args:
@@ -62,9 +63,10 @@ def run_synthref(
         use_tracker: run the pipeline's tracker from the key-frame box instead of the exact boxes.
         controls: also run the box-swap and box-blind controls.
         max_new_tokens: generation length.
+        shard: this process of a sharded run (see :mod:`artemis.eval.runner`); rank 0 merges and scores.
 
     Returns:
-        The metrics (as in ``metrics.json``).
+        The metrics (as in ``metrics.json``); None on ranks other than 0 of a sharded run.
     """
     predictor = SynthRefPredictor(
         pipeline,
@@ -84,8 +86,10 @@ def run_synthref(
         "selector": pipeline.config.selector,
     }
     run = run_predictions(
-        targets, predictor, out, sample_id=lambda t: t.sample_id, settings=settings, description="synthref"
+        targets, predictor, out, sample_id=lambda t: t.sample_id, settings=settings, description="synthref", shard=shard
     )
+    if not run.complete:
+        return None
     metrics = synthref_metrics(run.records, vocabulary)
     chance = chance_joint_accuracy(vocabulary)
     notes = [
