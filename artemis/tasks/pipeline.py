@@ -1,14 +1,15 @@
 """``VideoPipeline``: a model, its processor and tracker settings behind the verbs users call.
 
-``track`` (a tracker from one box), ``describe`` / ``ask`` (referring) and ``track_with_llm`` (box
-output). :class:`artemis.ArtemisModel` is this pipeline with loading and saving; evaluation takes a
-pipeline, so it never needs the user facade.
+``track`` (a tracker from one box), ``describe`` / ``ask`` (referring), ``describe_batch`` (several
+requests in one padded generation) and ``track_with_llm`` (box output). :class:`artemis.ArtemisModel` is
+this pipeline with loading and saving; evaluation takes a pipeline, so it never needs the user facade.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +23,47 @@ from artemis.model.modeling import ArtemisForConditionalGeneration
 from artemis.model.processing import ArtemisProcessor
 from artemis.prompts import DESCRIBE_QUESTIONS
 from artemis.tasks.box_output import BoxOutTrack, track_with_llm
-from artemis.tasks.referring import Description, DescriptionStream, answer, answer_stream
+from artemis.tasks.referring import Description, DescriptionStream, answer, answer_batch, answer_stream, prepare
 from artemis.track import DEFAULT_TRACKER, Track, track_video
 from artemis.video import VideoSource, open_video, opened
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Box", "VideoInput", "VideoPipeline"]
+__all__ = ["Box", "DescribeRequest", "VideoInput", "VideoPipeline"]
 
 Box = Sequence[float] | np.ndarray
 VideoInput = str | Path | VideoSource | np.ndarray
+
+
+@dataclass
+class DescribeRequest:
+    """One request of :meth:`VideoPipeline.describe_batch` (a tuple ``(video, box, frame_index[, question])``
+    is read as one).
+
+    Attributes:
+        video: a video file, a frame folder, frames or an open source.
+        box: the target on ``frame_index``, pixels (``box_format`` of the call).
+        frame_index: the frame the box is on.
+        question: names the target as ``<region>``; default "What is the <region> doing in this video?".
+        track: boxes on every frame to use instead of running the tracker.
+    """
+
+    video: VideoInput
+    box: Box
+    frame_index: int = 0
+    question: str | None = None
+    track: Track | None = None
+
+    @classmethod
+    def of(cls, request: DescribeRequest | Sequence[Any]) -> DescribeRequest:
+        if isinstance(request, DescribeRequest):
+            return request
+        if not 2 <= len(request) <= 4:
+            raise ValueError(
+                f"a describe request is (video, box, frame_index[, question]) or a DescribeRequest; got {len(request)} "
+                "values"
+            )
+        return cls(*request)
 
 
 def as_box_list(boxes: Box | Sequence[Box]) -> list[np.ndarray]:
@@ -159,23 +191,76 @@ class VideoPipeline:
         is a :class:`~artemis.tasks.referring.DescriptionStream`: iterate it to receive the text as it is
         generated (tracking and frame reading are done before it returns).
         """
-        box_list = as_box_list(boxes)
         with opened(video, backend=self.video_backend) as source:
-            if not 0 <= frame_index < source.num_frames:
-                raise VideoError(
-                    f"frame index {frame_index} is past the end of {Path(str(source.path)).name} "
-                    f"({source.num_frames} frames, 0..{source.num_frames - 1})"
-                )
-            for box in box_list:
-                validate_box(box, source.width, source.height, box_format=box_format, frame_index=frame_index)
-            if tracks is None:
-                tracks = [
-                    self.track(source, box, frame_index, box_format=box_format, progress=progress) for box in box_list
-                ]
-            elif len(tracks) != len(box_list):
-                raise ValueError(f"got {len(tracks)} tracks for {len(box_list)} boxes; give one track per box")
+            tracks = self._region_tracks(source, as_box_list(boxes), frame_index, box_format, tracks, progress)
             run = answer_stream if stream else answer
             return run(self.model, self.processor, source, tracks, question, frame_index, **generation)
+
+    def describe_batch(
+        self,
+        requests: Sequence[DescribeRequest | Sequence[Any]],
+        *,
+        batch_size: int | None = None,
+        box_format: BoxFormat = "xyxy",
+        progress: bool = False,
+        **generation: Any,
+    ) -> list[Description]:
+        """Describe several targets (of one video or several) with one padded ``generate`` call per batch.
+
+        Each request is tracked and its frames read as :meth:`describe` does (one video open at a time);
+        the prompts are then padded on the left and generated together, so greedy texts are those of
+        :meth:`describe` one by one, faster where the batch keeps the cores busy.
+
+        Args:
+            requests: :class:`DescribeRequest`s or tuples ``(video, box, frame_index[, question])``.
+            batch_size: requests per ``generate`` call (default: all at once); items are built per batch,
+                so only one batch's frames are held in memory.
+            box_format: how every box is given (``xyxy`` or ``xywh``, pixels).
+            generation: ``generate`` keyword arguments (``max_new_tokens``, ``do_sample``, ...).
+
+        Returns:
+            One :class:`Description` per request, in order.
+        """
+        wanted = [DescribeRequest.of(request) for request in requests]
+        size = batch_size or max(len(wanted), 1)
+        if size < 1:
+            raise ValueError(f"batch_size={batch_size}; expected a positive number of requests per generate call")
+        descriptions: list[Description] = []
+        for start in range(0, len(wanted), size):
+            prepared = []
+            for request in wanted[start : start + size]:
+                with opened(request.video, backend=self.video_backend) as source:
+                    given = None if request.track is None else [request.track]
+                    tracks = self._region_tracks(
+                        source, as_box_list(request.box), request.frame_index, box_format, given, progress
+                    )
+                    question = request.question or DESCRIBE_QUESTIONS[0]
+                    prepared.append(prepare(self.processor, source, tracks, question, request.frame_index))
+            descriptions += answer_batch(self.model, self.processor, prepared, **generation)
+        return descriptions
+
+    def _region_tracks(
+        self,
+        source: VideoSource,
+        box_list: list[np.ndarray],
+        frame_index: int,
+        box_format: BoxFormat,
+        tracks: Sequence[Track] | None,
+        progress: bool,
+    ) -> Sequence[Track]:
+        """Check the frame index and boxes against ``source``; the given tracks, or one tracked per box."""
+        if not 0 <= frame_index < source.num_frames:
+            raise VideoError(
+                f"frame index {frame_index} is past the end of {Path(str(source.path)).name} "
+                f"({source.num_frames} frames, 0..{source.num_frames - 1})"
+            )
+        for box in box_list:
+            validate_box(box, source.width, source.height, box_format=box_format, frame_index=frame_index)
+        if tracks is None:
+            return [self.track(source, box, frame_index, box_format=box_format, progress=progress) for box in box_list]
+        if len(tracks) != len(box_list):
+            raise ValueError(f"got {len(tracks)} tracks for {len(box_list)} boxes; give one track per box")
+        return tracks
 
     def track_with_llm(
         self,

@@ -1,7 +1,9 @@
 """Referring: describe a target, or answer a question about one or several targets, given their tracks.
 
 One request, given a model, its processor and an open video source: the processor builds the Artemis
-prompt layout and the frames, :func:`artemis.model.generation.generate` writes the answer.
+prompt layout and the frames, :func:`artemis.model.generation.generate` writes the answer. Several
+requests share one padded ``generate`` call with :func:`prepare` (one per request, while its video is
+open) and :func:`answer_batch`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from artemis.video import VideoSource
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Description", "DescriptionStream", "answer", "answer_stream", "check_tracks"]
+__all__ = ["Description", "DescriptionStream", "answer", "answer_batch", "answer_stream", "check_tracks", "prepare"]
 
 
 @dataclass
@@ -59,10 +61,11 @@ def check_tracks(tracks: Sequence[Track], frame_index: int) -> None:
             logger.warning("the target is visible on the key frame only; describing it from that frame")
 
 
-def _prepare(
+def prepare(
     processor: ArtemisProcessor, source: VideoSource, tracks: Sequence[Track], question: str, frame_index: int
 ) -> tuple[dict, Description]:
-    """The batch of one referring request and its description without text (frames read here, once)."""
+    """The model inputs of one referring request (an item without a batch dimension, frames read here, once)
+    and its description without text; :func:`answer_batch` answers several of them in one call."""
     check_tracks(tracks, frame_index)
     item, plan = processor.referring_item(source, question, tracks, frame_index)
     description = Description(
@@ -73,6 +76,14 @@ def _prepare(
         region_frames=plan.region_frames.tolist(),
         region_visible=plan.region_visible.tolist(),
     )
+    return item, description
+
+
+def _prepare(
+    processor: ArtemisProcessor, source: VideoSource, tracks: Sequence[Track], question: str, frame_index: int
+) -> tuple[dict, Description]:
+    """The batch of one referring request and its description without text."""
+    item, description = prepare(processor, source, tracks, question, frame_index)
     return processor.collate([item], side="left"), description
 
 
@@ -95,6 +106,33 @@ def answer(
     batch, description = _prepare(processor, source, tracks, question, frame_index)
     description.text = generate(model, processor, batch, **generation)[0]
     return description
+
+
+def answer_batch(
+    model: ArtemisForConditionalGeneration,
+    processor: ArtemisProcessor,
+    prepared: Sequence[tuple[dict, Description]],
+    **generation: Any,
+) -> list[Description]:
+    """Answer several prepared requests (:func:`prepare`) in one padded ``generate`` call.
+
+    The prompts are padded on the left, so greedy answers are those of :func:`answer` one by one (up to
+    floating-point ties; the batch runs the same matrices with padding rows masked out).
+
+    Args:
+        prepared: ``(item, description)`` pairs from :func:`prepare`.
+        generation: ``generate`` keyword arguments (``max_new_tokens``, ``do_sample``, ...).
+
+    Returns:
+        The descriptions, in order, with their text.
+    """
+    if not prepared:
+        return []
+    batch = processor.collate([item for item, _ in prepared], side="left")
+    texts = generate(model, processor, batch, **generation)
+    for (_, description), text in zip(prepared, texts, strict=True):
+        description.text = text
+    return [description for _, description in prepared]
 
 
 class DescriptionStream:
