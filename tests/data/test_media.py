@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from artemis.data.boxout import read_record_frames
+from artemis.data.box_output_dataset import read_record_frames
 from artemis.data.media import open_media, record_track
 from artemis.data.records import RecordEntry, RefSample
 from artemis.errors import VideoError
