@@ -21,8 +21,7 @@ import shutil
 import tempfile
 import time
 import weakref
-from collections.abc import Callable, Iterable
-from fractions import Fraction
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +33,7 @@ from artemis.boxes import parse_box_arg, validate_box
 from artemis.errors import ArtemisError
 from artemis.track import Track
 from artemis.video import opened
-from artemis.video.draw import draw_track, write_video
+from artemis.video.draw import draw_track, h264_available, write_video
 
 if TYPE_CHECKING:
     from artemis.serve.service import ModelService
@@ -191,42 +190,6 @@ def _canvas_value(video_path: str, frame_index: int, box_text: str | None) -> di
 # --- writing results ------------------------------------------------------------------------------------
 
 
-def _h264_available() -> bool:
-    try:
-        import av
-    except ImportError:
-        return False
-    try:
-        av.codec.Codec("libx264", "w")
-    except av.codec.codec.UnknownCodecError:  # a PyAV built without x264
-        return False
-    return True
-
-
-def _write_h264(path: Path, frames: Iterable[np.ndarray], fps: float) -> Path:
-    """Write RGB ``frames`` as an H.264 MP4 browsers play (yuv420p, even size, index at the front).
-
-    ``artemis.video.draw.write_video`` writes OpenCV's mp4v, which browsers do not decode.
-    """
-    import av
-
-    rate = Fraction(fps if fps > 0 else 25.0).limit_denominator(1001)
-    with av.open(str(path), mode="w", options={"movflags": "+faststart"}) as container:
-        stream = None
-        for frame in frames:
-            height, width = (frame.shape[0] // 2) * 2, (frame.shape[1] // 2) * 2  # yuv420p needs even sizes
-            if stream is None:
-                stream = container.add_stream("libx264", rate=rate)
-                stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-                stream.options = {"crf": "23", "preset": "veryfast"}
-            picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[:height, :width]), format="rgb24")
-            container.mux(stream.encode(picture))
-        if stream is None:
-            raise gr.Error("the video has no frames to draw the track on")
-        container.mux(stream.encode(None))
-    return path
-
-
 def _fresh_dir(root: Path) -> Path:
     """A new directory for one request's files; those of requests older than an hour go."""
     now = time.time()
@@ -259,8 +222,8 @@ def _results(
         frames = progress.tqdm(
             draw_track(source, track, labels=label, captions=caption), total=source.num_frames, desc="drawing"
         )
-        if _h264_available():
-            mp4 = _write_h264(out / "track.mp4", frames, fps)
+        if h264_available():  # an H.264 MP4, which browsers play
+            mp4 = write_video(out / "track.mp4", frames, fps)
             return str(mp4), gr.update(value=None, visible=False), str(json_path)
         logger.warning("PyAV cannot encode H.264 here; showing the track as a GIF")
         gif = write_video(out / "track.gif", frames, fps)

@@ -1,15 +1,18 @@
 """Draw tracks and captions on frames, and write frames to an mp4 or GIF file.
 
 Frames are ``(H, W, 3)`` uint8 RGB throughout, as :class:`artemis.video.VideoReader` returns them;
-the conversion to OpenCV's BGR happens only where OpenCV encodes.
+the conversion to OpenCV's BGR happens only where OpenCV encodes. An ``.mp4`` is H.264 (yuv420p), which
+browsers play, when PyAV can encode it (:func:`h264_available`), and OpenCV's mp4v otherwise.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import textwrap
 from collections.abc import Iterable, Iterator, Sequence
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,7 @@ from artemis.errors import VideoError
 from artemis.io import atomic_path
 from artemis.video.source import VideoSource
 
-__all__ = ["PALETTE", "draw_box", "draw_caption", "draw_track", "write_video"]
+__all__ = ["PALETTE", "draw_box", "draw_caption", "draw_track", "h264_available", "write_video"]
 
 logger = logging.getLogger(__name__)
 
@@ -173,11 +176,28 @@ def draw_track(
         yield canvas
 
 
-def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float) -> Path:
-    """Write RGB ``frames`` to ``path`` atomically: ``.mp4``/``.mov`` (mp4v), ``.avi`` (MJPG) or ``.gif``.
+@functools.cache
+def h264_available() -> bool:
+    """Whether PyAV is installed and can encode H.264 (libx264), so that an ``.mp4`` plays in browsers."""
+    try:
+        import av
+    except ImportError:
+        return False
+    try:
+        av.codec.Codec("libx264", "w")
+    except av.codec.codec.UnknownCodecError:  # a PyAV built without x264
+        return False
+    return True
 
-    Frames are streamed to the encoder for video containers; a GIF is assembled in memory (keep GIFs
-    short). GIFs use Pillow when installed and OpenCV's animation encoder otherwise.
+
+def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float) -> Path:
+    """Write RGB ``frames`` to ``path`` atomically: ``.mp4``, ``.mov`` (mp4v), ``.avi`` (MJPG) or ``.gif``.
+
+    An ``.mp4`` is H.264 (yuv420p, index at the front) when :func:`h264_available`, so browsers play it;
+    yuv420p needs even sizes, so an odd last row or column is dropped. Without libx264 it is OpenCV's
+    mp4v, which players such as VLC and ffmpeg read but browsers do not. Frames are streamed to the encoder
+    for video containers; a GIF is assembled in memory (keep GIFs short). GIFs use Pillow when installed
+    and OpenCV's animation encoder otherwise.
 
     Returns:
         ``path``.
@@ -191,7 +211,12 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float) -> P
         raise VideoError(f"cannot write {path}: unsupported extension {suffix!r}; expected .mp4, .mov, .avi or .gif")
     fps = float(fps) if fps and fps > 0 else 25.0
     with atomic_path(path) as tmp:
-        count = _write_gif(tmp, frames, fps) if suffix == ".gif" else _write_container(tmp, suffix, frames, fps)
+        if suffix == ".gif":
+            count = _write_gif(tmp, frames, fps)
+        elif suffix == ".mp4" and h264_available():
+            count = _write_h264(tmp, frames, fps)
+        else:
+            count = _write_container(tmp, suffix, frames, fps)
     logger.info("wrote %d frames to %s", count, path)
     return path
 
@@ -234,6 +259,32 @@ def _write_container(tmp: Path, suffix: str, frames: Iterable[np.ndarray], fps: 
         if writer is not None:
             writer.release()
         target.unlink(missing_ok=True)
+    return count
+
+
+def _write_h264(tmp: Path, frames: Iterable[np.ndarray], fps: float) -> int:
+    import av
+
+    rate = Fraction(fps).limit_denominator(1001)
+    size: tuple[int, int] | None = None
+    count = 0
+    with av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
+        stream = None
+        for count, frame in enumerate(frames, start=1):
+            frame = _check_frame(frame, size, count - 1)
+            if stream is None:
+                size = frame.shape[:2]
+                height, width = (size[0] // 2) * 2, (size[1] // 2) * 2  # yuv420p halves both sizes
+                if height == 0 or width == 0:
+                    raise VideoError(f"frame 0 is {size[1]}x{size[0]}; H.264 needs at least 2x2 pixels")
+                stream = container.add_stream("libx264", rate=rate)
+                stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+                stream.options = {"crf": "23", "preset": "veryfast"}
+            picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[:height, :width]), format="rgb24")
+            container.mux(stream.encode(picture))
+        if stream is None:
+            raise VideoError("no frames to write; expected at least one frame")
+        container.mux(stream.encode(None))
     return count
 
 
