@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import os
 import queue
 import shutil
 import tempfile
@@ -28,7 +29,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from artemis.errors import ArtemisError
 from artemis.serve.chat import ChatRequest, completion, completion_chunk, new_id, read_question
 from artemis.serve.errors import ServeError, error_body, from_artemis, install_handlers
-from artemis.serve.limits import Admission, BodyLimit, Job
+from artemis.serve.limits import Admission, BodyLimit, Job, limit_malloc_arenas
 from artemis.serve.service import LockedStream, ModelService
 from artemis.serve.settings import ServeSettings
 from artemis.serve.uploads import Form, RequestFolder, read_form, save_data_url
@@ -183,9 +184,9 @@ def create_app(settings: ServeSettings | None = None, service: ModelService | No
     install_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
 
-    @app.get("/healthz", summary="Liveness: the server is up and its model loaded")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok", "model": service.name}
+    @app.get("/healthz", summary="Liveness: the server is up and its model loaded; the answering process's id")
+    def healthz() -> dict[str, Any]:
+        return {"status": "ok", "model": service.name, "worker": os.getpid()}
 
     @app.get("/v1/queue", summary="Requests holding or waiting for the model in this worker process")
     def queue_status() -> dict[str, int]:
@@ -329,5 +330,7 @@ async def _prepend(first: str, rest: AsyncIterator[str]) -> AsyncIterator[str]:
 
 
 def app_from_env() -> FastAPI:
-    """The app factory uvicorn's workers import: settings from ``ARTEMIS_SERVE_SETTINGS``."""
+    """The app factory uvicorn's workers import: settings from ``ARTEMIS_SERVE_SETTINGS``; malloc arenas
+    capped (:func:`~artemis.serve.limits.limit_malloc_arenas`) before the model loads."""
+    limit_malloc_arenas()
     return create_app(ServeSettings.from_env())

@@ -7,12 +7,19 @@
 - :class:`Job` runs model work in a worker thread, so the event loop stays responsive, under a deadline
   (504 when it passes). Python cannot stop a thread: work that outlives its request finishes unseen, and
   keeps its place in the queue until it does, so timeouts cannot pile up threads.
+- :func:`limit_malloc_arenas` caps glibc's malloc arenas, which would otherwise keep freed memory of every
+  thread that ever allocated (docs/serve.md, "Memory").
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
+import logging
 import math
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -23,9 +30,35 @@ import anyio.to_thread
 
 from artemis.serve.errors import ServeError, error_body
 
-__all__ = ["Admission", "BodyLimit", "BodyTooLarge", "Job"]
+__all__ = ["MALLOC_ARENAS", "Admission", "BodyLimit", "BodyTooLarge", "Job", "limit_malloc_arenas"]
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# glibc's arenas of a server process; MALLOC_ARENA_MAX in the environment overrides it.
+MALLOC_ARENAS = 2
+_M_ARENA_MAX = -8  # mallopt's parameter number (malloc.h)
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Let glibc's malloc keep at most ``arenas`` arenas in this process; ``True`` when it was applied.
+
+    Each thread that allocates gets an arena of its own, up to 8 per core, and memory freed into an arena
+    mostly stays with the process; threads that come and go (request threads, the decoder's and the
+    tokenizer's threads) would make the process grow by an arena's worth of working memory each. Leaves
+    the setting alone where ``MALLOC_ARENA_MAX`` is set (glibc read it at start-up) or the C library is not
+    glibc.
+    """
+    if "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+    applied = bool(mallopt(_M_ARENA_MAX, arenas))
+    logger.info("malloc arenas limited to %d: %s", arenas, applied)
+    return applied
 
 
 class BodyTooLarge(Exception):

@@ -3,15 +3,22 @@
 The HTTP API and the web demo call the same methods. A model is never run by two threads at once: every
 verb takes the service's lock (a streamed description holds it until its last piece). Videos are checked
 (readable, at most ``max_frames`` frames) before the lock is taken, so a bad upload never waits in line.
+
+The model's work runs on one thread of the service's own (:class:`ModelThread`), whichever thread calls:
+each thread that allocates gets a malloc arena of its own, and memory freed into an arena stays with the
+process, so a pool of request threads that took turns running the model would hold many arenas' worth of
+the model's working memory (docs/serve.md, "Memory").
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from artemis.api import ArtemisModel
 from artemis.boxes import parse_box_arg
@@ -24,9 +31,10 @@ from artemis.video import opened
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BoxLike", "LimitError", "LockedStream", "ModelService"]
+__all__ = ["BoxLike", "LimitError", "LockedStream", "ModelService", "ModelThread"]
 
 BoxLike = str | Sequence[float]
+T = TypeVar("T")
 
 
 class LimitError(ArtemisError, ValueError):
@@ -74,6 +82,37 @@ class LockedStream:
             self.close()
 
 
+class ModelThread:
+    """One long-lived thread that runs the calls given to :meth:`run`, one at a time, in order.
+
+    A daemon thread: a call still running when the server stops does not hold the process up.
+    """
+
+    def __init__(self, name: str = "artemis-model") -> None:
+        self._calls: queue.SimpleQueue[tuple[Future, Callable[..., Any], tuple, dict]] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            future, fn, args, kwargs = self._calls.get()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as error:  # raised again in the caller's thread
+                future.set_exception(error)
+            del future, fn, args, kwargs  # hold nothing of a finished call while waiting for the next
+
+    def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` on the model thread; blocks the calling thread until it returns."""
+        if threading.current_thread() is self._thread:
+            return fn(*args, **kwargs)
+        future: Future[T] = Future()
+        self._calls.put((future, fn, args, kwargs))
+        return future.result()
+
+
 def as_box(box: BoxLike) -> tuple[float, float, float, float]:
     """``"x1,y1,x2,y2"`` or four numbers, as a tuple of floats (pixels; checked against the frame later)."""
     if isinstance(box, str):
@@ -96,6 +135,7 @@ class ModelService:
         self.model = model
         self.max_frames = max_frames
         self._lock = threading.Lock()
+        self._thread = ModelThread()
 
     @classmethod
     def load(cls, name_or_dir: str | Path = DEFAULT_MODEL, *, max_frames: int | None = None, device: str = "cpu"):
@@ -139,7 +179,7 @@ class ModelService:
         """Track the target in ``box`` (pixels ``x1,y1,x2,y2`` on ``frame``) through the video."""
         self.check_video(video_path)
         with self._lock:
-            return self.model.track(video_path, as_box(box), frame)
+            return self._thread.run(self.model.track, video_path, as_box(box), frame)
 
     def describe(
         self,
@@ -183,9 +223,13 @@ class ModelService:
         self._lock.acquire()
         try:
             if len(box_list) == 1:
-                result = self.model.describe(video_path, box_list[0], frame, question, stream=stream, **generation)
+                result = self._thread.run(
+                    self.model.describe, video_path, box_list[0], frame, question, stream=stream, **generation
+                )
             else:
-                result = self.model.ask(video_path, box_list, question or "", frame, stream=stream, **generation)
+                result = self._thread.run(
+                    self.model.ask, video_path, box_list, question or "", frame, stream=stream, **generation
+                )
         except BaseException:
             self._lock.release()
             raise
@@ -199,14 +243,14 @@ class ModelService:
         self.require_boxes()
         self.check_video(video_path)
         with self._lock:
-            return self.model.track_with_llm(video_path, box=as_box(box), frame_index=frame)
+            return self._thread.run(self.model.track_with_llm, video_path, box=as_box(box), frame_index=frame)
 
     def ground(self, video_path: str | Path, expression: str) -> Track:
         """Find and track the target a referring expression names ("the red circle")."""
         self.require_boxes()
         self.check_video(video_path)
         with self._lock:
-            return self.model.track_with_llm(video_path, expression=expression)
+            return self._thread.run(self.model.track_with_llm, video_path, expression=expression)
 
     def require_boxes(self) -> None:
         """Raise the model's one-line :class:`~artemis.errors.ConfigError` (the CLI's) unless it writes boxes."""

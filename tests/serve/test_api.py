@@ -47,7 +47,8 @@ def sse_data(response: httpx.Response) -> list[str]:
 
 
 def test_health_and_models(server):
-    assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok", "model": "synthref-tiny"}
+    health = httpx.get(f"{server.url}/healthz").json()
+    assert health == {"status": "ok", "model": "synthref-tiny", "worker": server.process.pid}
     models = httpx.get(f"{server.url}/v1/models").json()
     assert models["object"] == "list"
     (entry,) = models["data"]
