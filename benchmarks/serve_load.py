@@ -2,11 +2,16 @@
 
 python benchmarks/serve_load.py [--url http://127.0.0.1:8000 --pid PID] [--clients 32] [--requests 5]
                                 [--video PATH] [--queue 16] [--workers 1] [--deadline 900]
+                                [--memory-budget-mb 100]
 
-Without --url it starts ``artemis serve`` on a free loopback port and stops it at the end. Every request
-must end in a 200 or a 429 (the queue is full); anything else is counted, and "lost" is what ended in
-neither. Prints one JSON object. The run stops by itself: each client sends its R requests once, and the
-whole run is bounded by --deadline seconds.
+Without --url it starts ``artemis serve`` on a free loopback port and stops it at the end. One warm-up
+request goes first (the server allocates lazily on its first request), then the server's memory is taken
+as the baseline. The load runs in R rounds: in each, the N clients send one request at once; the server's
+memory is taken after every round. Every request must end in a 200 or a 429 (the queue is full); anything
+else is counted, and "lost" is what ended in neither. ``memory_ok`` says whether the memory after the run is
+within --memory-budget-mb of the baseline. Prints one JSON object; exits 1 when something was lost or the
+memory is over budget. Rounds wait for their slowest request, so the wall time is a little longer than
+for clients that each send their requests back to back. The run stops by itself, bounded by --deadline seconds.
 """
 
 from __future__ import annotations
@@ -49,27 +54,36 @@ def percentile(values: list[float], q: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
 
 
-async def client(url: str, video: bytes, requests: int, http: httpx.AsyncClient, results: list) -> None:
-    for _ in range(requests):
-        began = time.monotonic()
-        try:
-            files = {"video": ("realshort.mp4", video, "video/mp4")}
-            response = await http.post(f"{url}/v1/describe", files=files, data={"box": BOX, "frame": FRAME})
-            results.append((response.status_code, time.monotonic() - began))
-        except httpx.TransportError as error:
-            results.append((type(error).__name__, time.monotonic() - began))
+async def describe(url: str, video: bytes, http: httpx.AsyncClient, results: list) -> None:
+    began = time.monotonic()
+    try:
+        files = {"video": ("realshort.mp4", video, "video/mp4")}
+        response = await http.post(f"{url}/v1/describe", files=files, data={"box": BOX, "frame": FRAME})
+        results.append((response.status_code, time.monotonic() - began))
+    except httpx.TransportError as error:
+        results.append((type(error).__name__, time.monotonic() - began))
 
 
-async def load(url: str, video: bytes, clients: int, requests: int, deadline: float) -> tuple[list, float]:
+async def load(
+    url: str, video: bytes, clients: int, rounds: int, deadline: float, pid: int | None
+) -> tuple[list, float, list]:
+    """``rounds`` rounds of ``clients`` concurrent requests; the results, the wall time and the server's
+    memory after every round."""
     results: list = []
+    rss_rounds: list = []
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(timeout=httpx.Timeout(deadline), limits=limits) as http:
         began = time.monotonic()
-        tasks = [asyncio.create_task(client(url, video, requests, http, results)) for _ in range(clients)]
-        _, pending = await asyncio.wait(tasks, timeout=deadline)
-        for task in pending:
-            task.cancel()
-        return results, time.monotonic() - began
+        stop_at = began + deadline
+        for _ in range(rounds):
+            tasks = [asyncio.create_task(describe(url, video, http, results)) for _ in range(clients)]
+            _, pending = await asyncio.wait(tasks, timeout=max(0.0, stop_at - time.monotonic()))
+            for task in pending:
+                task.cancel()
+            rss_rounds.append(rss_mb(pid))
+            if pending:
+                break
+        return results, time.monotonic() - began, rss_rounds
 
 
 def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
@@ -104,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queue", type=int, default=16, help="--queue of the server this starts")
     parser.add_argument("--workers", type=int, default=1, help="--workers of the server this starts")
     parser.add_argument("--deadline", type=float, default=900.0, help="seconds the whole run may take")
+    parser.add_argument(
+        "--memory-budget-mb", type=float, default=100.0, help="growth of the server's memory over the run allowed"
+    )
     args = parser.parse_args(argv)
 
     process, url, pid = None, args.url, args.pid
@@ -111,9 +128,12 @@ def main(argv: list[str] | None = None) -> int:
         process, url = start_server(args)
         pid = process.pid
     assert url.startswith(("http://127.0.0.1", "http://localhost")), "load tests run on loopback only"
+    video = args.video.read_bytes()
     try:
+        rss_start = rss_mb(pid)
+        warm_up, _, _ = asyncio.run(load(url, video, 1, 1, args.deadline, pid))
         rss_before = rss_mb(pid)
-        results, wall = asyncio.run(load(url, args.video.read_bytes(), args.clients, args.requests, args.deadline))
+        results, wall, rss_rounds = asyncio.run(load(url, video, args.clients, args.requests, args.deadline, pid))
         rss_after = rss_mb(pid)
     finally:
         if process is not None:
@@ -121,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             process.wait(timeout=30)
 
     sent = args.clients * args.requests
+    growth = None if rss_before is None or rss_after is None else rss_after - rss_before
     ok = [seconds for status, seconds in results if status == 200]
     busy = sum(1 for status, _ in results if status == 429)
     other: dict[str, int] = {}
@@ -143,12 +164,18 @@ def main(argv: list[str] | None = None) -> int:
         "latency_p95_s": percentile(ok, 0.95),
         "throughput_rps": round(len(ok) / wall, 3) if wall else None,
         "wall_s": round(wall, 2),
-        "server_rss_mb_before": rss_before,
+        "warm_up_status": warm_up[0][0] if warm_up else None,
+        "server_rss_mb_start": rss_start,
+        "server_rss_mb_before": rss_before,  # after the warm-up request
+        "server_rss_mb_rounds": rss_rounds,
         "server_rss_mb_after": rss_after,
+        "server_rss_mb_growth": None if growth is None else round(growth, 1),
+        "memory_budget_mb": args.memory_budget_mb,
+        "memory_ok": None if growth is None else growth <= args.memory_budget_mb,  # None: no --pid to measure
         "cpus": os.cpu_count(),
     }
     print(json.dumps(report))
-    return 0 if report["lost"] == 0 else 1
+    return 0 if report["lost"] == 0 and report["memory_ok"] is not False else 1
 
 
 if __name__ == "__main__":
