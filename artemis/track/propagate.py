@@ -14,14 +14,18 @@ reversed frame order, backward to frame 0. Rules (also in ``docs/tracking.md``):
   ``max_side`` pixels; boxes are scaled by the exact per-axis ratio of the resized to the original size
   on the way in and divided by it on the way out, so no offset creeps in (box edges, not pixel centres,
   are the coordinates; see :mod:`artemis.boxes`).
-* **Memory.** Frames are decoded once, in order. Only the frames the backward pass needs (those before
-  the key frame, at working resolution) are held; the forward pass streams.
+* **Memory.** The forward pass streams; the backward pass decodes the frames before the key frame in
+  chunks of bounded size, last chunk first, and tracks each in reverse before dropping it
+  (:class:`~artemis.track.feed.FrameFeed`), so memory does not grow with the video's length.
+* **Parallel.** With ``parallel=True`` one thread decodes for both passes while the forward and the
+  backward pass track at once (OpenCV releases the GIL); each pass has its own tracker.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -33,6 +37,7 @@ from tqdm.auto import tqdm
 from artemis.boxes import BoxFormat, clip_boxes, validate_box
 from artemis.errors import AnnotationError, ConfigError, VideoError
 from artemis.track.base import Track, Tracker
+from artemis.track.feed import FrameFeed
 from artemis.track.registry import DEFAULT_TRACKER, GIVEN_TRACKER, create_tracker
 from artemis.video import ArrayVideo, VideoInput, VideoSource, open_video, opened
 
@@ -83,6 +88,7 @@ def track_video(
     box_format: BoxFormat = "xyxy",
     stride: int = 1,
     max_side: int | None = None,
+    parallel: bool = True,
     progress: bool = False,
     boxes: Sequence[Sequence[float] | None] | None = None,
     tracker_options: dict[str, Any] | None = None,
@@ -100,6 +106,8 @@ def track_video(
         box_format: ``"xyxy"`` or ``"xywh"``.
         stride: track every ``stride``-th frame and interpolate in between.
         max_side: downscale frames so their longer side is at most this many pixels while tracking.
+        parallel: decode on a thread of its own and run the forward and backward passes at once (the
+            boxes are the same either way; ``False`` keeps all the work in the calling thread).
         progress: show a tqdm progress bar (on stderr).
         boxes: for ``tracker="given"`` only: one pixel ``xyxy`` box per frame, ``[]``/``None`` when the
             target is absent (VideoRef45K's ``track_list``). The user's ``box`` replaces frame
@@ -117,7 +125,9 @@ def track_video(
         ConfigError: invalid ``stride`` or ``max_side``.
     """
     with opened(video) as reader:  # closes what it opened, also when validation or tracking fails
-        return _track(reader, box, frame_index, tracker, box_format, stride, max_side, progress, boxes, tracker_options)
+        return _track(
+            reader, box, frame_index, tracker, box_format, stride, max_side, parallel, progress, boxes, tracker_options
+        )
 
 
 def _track(
@@ -128,6 +138,7 @@ def _track(
     box_format: BoxFormat,
     stride: int,
     max_side: int | None,
+    parallel: bool,
     progress: bool,
     boxes: Sequence[Sequence[float] | None] | None,
     tracker_options: dict[str, Any] | None,
@@ -183,31 +194,36 @@ def _track(
     started = time.perf_counter()
     bar = tqdm(total=len(forward) + len(backward) - 2, desc="tracking", unit="frame", disable=not progress)
 
-    def run(indices: list[int], frames: Iterator[tuple[int, np.ndarray]]) -> int:
+    def run(frames: Iterator[tuple[int, np.ndarray]]) -> int:
         """Init a fresh tracker on the first of ``frames`` (the key frame), update on the rest."""
         active = factory()
         lost = 0
         for position, (index, frame) in enumerate(frames):
-            if index != indices[position]:  # a reader that skips frames would silently misalign boxes
-                raise VideoError(f"{reader.path} returned frame {index} where frame {indices[position]} was expected")
             if position == 0:
-                active.init(prepare(frame), key_box * scale)
+                active.init(frame, key_box * scale)
                 continue
-            work_box, score = active.update(prepare(frame))
+            work_box, score = active.update(frame)
             box_out = to_original(work_box)
             out_boxes[index], scores[index] = (box_out, score) if box_out is not None else (np.nan, score)
             lost += box_out is None
             bar.update(1)
         return lost
 
-    lost_back = 0
-    if len(backward) > 1:
-        # Hold the frames of the backward pass at working resolution, key frame included, then reverse.
-        wanted = set(backward)
-        held = {i: prepare(f) for i, f in _frames_at(reader, sorted(backward), frame_index, stride) if i in wanted}
-        lost_back = run(backward, ((i, held.pop(i)) for i in backward))
-    lost_fwd = run(forward, _frames_at(reader, forward, frame_index, stride)) if len(forward) > 1 else 0
-    bar.close()
+    feed = FrameFeed(
+        reader,
+        forward,
+        backward,
+        anchor=frame_index,
+        stride=stride,
+        prepare=prepare,
+        frame_bytes=work_w * work_h * 3,
+        threaded=parallel,
+    )
+    try:
+        lost_back, lost_fwd = _run_passes(run, feed, parallel and len(backward) > 1 and len(forward) > 1)
+    finally:
+        feed.close()
+        bar.close()
 
     visible = np.all(np.isfinite(out_boxes), axis=1)
     _interpolate(out_boxes, visible, sorted(set(forward) | set(backward)))
@@ -234,21 +250,35 @@ def _track(
     )
 
 
-def _frames_at(reader: VideoSource, indices: list[int], anchor: int, stride: int) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(index, frame)`` for the ascending ``indices`` of a tracking pass.
+Pass = Callable[[Iterator[tuple[int, np.ndarray]]], int]  # tracks the frames of one pass, returns frames lost
 
-    The frames on the grid ``anchor + j * stride`` are streamed with ``iter_frames``; an end frame off
-    that grid (0 or T-1) is read on its own.
-    """
-    regular = [i for i in indices if (i - anchor) % stride == 0]
-    extra = [i for i in indices if (i - anchor) % stride != 0]
-    for i in extra:
-        if i < regular[0]:
-            yield i, reader.get_frame(i)
-    yield from reader.iter_frames(regular[0], regular[-1] + 1, stride)
-    for i in extra:
-        if i > regular[-1]:
-            yield i, reader.get_frame(i)
+
+def _run_passes(run: Pass, feed: FrameFeed, parallel: bool) -> tuple[int, int]:
+    """Run the backward and forward passes, at once on two threads when ``parallel``; return lost counts."""
+    if not parallel:
+        return run(feed.frames("backward")), run(feed.frames("forward"))
+    result: dict[str, int] = {}
+    errors: list[BaseException] = []
+
+    def backward() -> None:
+        try:
+            result["backward"] = run(feed.frames("backward"))
+        except BaseException as error:  # raised again in the calling thread below
+            errors.append(error)
+            feed.stop()
+
+    thread = threading.Thread(target=backward, name="artemis-track-backward", daemon=True)
+    thread.start()
+    try:
+        result["forward"] = run(feed.frames("forward"))
+    except BaseException:
+        feed.stop()
+        raise
+    finally:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return result["backward"], result["forward"]
 
 
 def _given_track(
