@@ -11,12 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from inspect import signature
 from pathlib import Path
 
 import numpy as np
 
 from artemis.cli.args import announce_model
-from artemis.cli.describe import DEFAULT_MODEL
+from artemis.cli.describe import DEFAULT_MODEL, tracker_settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,6 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model directory or bundled name ({DEFAULT_MODEL})")
     parser.add_argument("--seed", type=int, default=0, help="SynthRef seed of the demo video")
     parser.add_argument("--tracker", default="opencv-csrt")
+    parser.add_argument("--stride", type=int, default=None, help="track every K-th frame (default: the model's, 8)")
+    parser.add_argument("--max-side", type=int, help="track frames downscaled to PX (default 320; 0: full size)")
     parser.set_defaults(func=run)
 
 
@@ -60,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
     target = pick_target(video_entry)
     video_path = summary.split_dir / video_entry["video"]
     try:
-        model = ArtemisModel.from_pretrained(resolve_model_dir(args.model), tracker=args.tracker)
+        model = ArtemisModel.from_pretrained(
+            resolve_model_dir(args.model), tracker=args.tracker, **tracker_settings(args)
+        )
         announce_model("demo", model.card)
     except CheckpointError as error:
         if args.model != DEFAULT_MODEL:
@@ -74,13 +79,17 @@ def run(args: argparse.Namespace) -> int:
 def _run_demo(args, out, manifest, target, video_path, reader, model) -> int:
     from artemis.eval.tracking import score_sequence
     from artemis.io import write_json_atomic
+    from artemis.tasks.pipeline import VideoPipeline
     from artemis.track import track_video
     from artemis.video.draw import draw_track, write_video
 
     key = target["key_frame_id"]
     box = target["boxes"][key]
 
-    track = track_video(reader, box, key, tracker=args.tracker)
+    settings = {name: signature(VideoPipeline).parameters[name].default for name in ("track_stride", "track_max_side")}
+    settings |= tracker_settings(args)
+    stride, max_side = settings["track_stride"], settings["track_max_side"]
+    track = track_video(reader, box, key, tracker=args.tracker, stride=stride, max_side=max_side)
     truth = np.array([b if b else [np.nan] * 4 for b in target["boxes"]], dtype=float)
     gt_xywh = np.concatenate([truth[:, :2], truth[:, 2:] - truth[:, :2]], axis=1)
     pred = np.where(np.isfinite(track.boxes), track.boxes, 0.0)

@@ -94,8 +94,8 @@ class VideoPipeline:
         *,
         card: ModelCard | None = None,
         tracker: str = DEFAULT_TRACKER,
-        track_stride: int = 1,
-        track_max_side: int | None = None,
+        track_stride: int = 8,
+        track_max_side: int | None = 320,
         video_backend: str = "auto",
     ) -> None:
         self.model = model.eval()
