@@ -114,11 +114,28 @@ class DecordDecoder:
         except self._errors as error:
             raise VideoError(f"decord cannot open {path}: {_first_line(error)}") from None
         self.fps = float(self._reader.get_avg_fps()) or None
+        self._next: int | None = None  # the frame decord's next() returns, when known
         self.num_frames = self._count(len(self._reader))
+        self._keyframes = sorted(int(k) for k in self._reader.get_key_indices()) if self.num_frames else []
         self.height, self.width = self._decode(0).shape[:2] if self.num_frames else (0, 0)
 
     def _decode(self, index: int) -> np.ndarray:
-        return self._reader[index].asnumpy()
+        # decord's reader[index] seeks to the keyframe before index and decodes forward, even when the
+        # current position is a few frames before index; skipping from there decodes no frame twice. Skip
+        # while no keyframe lies between (a seek would decode from it, which is shorter).
+        position = self._next
+        if (
+            position is not None
+            and position <= index
+            and bisect.bisect_right(self._keyframes, position) == (bisect.bisect_right(self._keyframes, index))
+        ):
+            if index > position:
+                self._reader.skip_frames(index - position)
+            frame = self._reader.next()
+        else:
+            frame = self._reader[index]
+        self._next = index + 1
+        return frame.asnumpy()
 
     def _count(self, claimed: int) -> int:
         """Frames that decode: the container index's count, once its last frame is proven to decode."""
@@ -140,6 +157,7 @@ class DecordDecoder:
             try:
                 frame = self._decode(index)
             except self._errors as error:
+                self._next = None
                 raise VideoError(
                     f"decord failed to decode frame {index} of {self._path}: {_first_line(error)}"
                 ) from None
