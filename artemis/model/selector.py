@@ -127,7 +127,10 @@ class TokenSelector(nn.Module):
                 member = members[torch.randint(members.numel(), (1,)).item()]
             else:
                 distances = (features[members].detach().float() - centers[cluster]).pow(2).sum(-1)
-                member = members[distances.argmin()]
+                # The earliest of the members nearest the centre: in a two-member cluster both are equally
+                # near, and argmin alone would let float rounding (batch shape, thread count) choose.
+                near = distances <= distances.min() * (1 + 1e-4) + 1e-8
+                member = members[near][0]
             chosen.append(positions[member])
         return torch.stack(chosen)
 

@@ -53,3 +53,20 @@ def test_uniform_random_and_all():
     assert len(set(chosen)) == 4 and chosen == sorted(chosen) and min(chosen) >= 1
     selected, indices = TokenSelector("all", 4)(tokens)
     assert selected.shape == (1, 9, 4) and indices[0].tolist() == list(range(1, 9))
+
+
+def test_kmeans_member_ties_go_to_the_earliest_frame():
+    """Two members equally near their centre: the earlier frame is kept whatever the rounding noise."""
+    from artemis.model.selector import TokenSelector
+
+    selector = TokenSelector("kmeans", num_selected=2, max_iter=3).eval()
+    base = torch.tensor([[0.0, 0.0], [10.0, 10.0], [11.0, 10.0], [-10.0, -10.0], [-11.0, -10.0]])
+    tokens = torch.cat([torch.zeros(1, 2), base[1:]])[None]  # (1, 5, 2): key token, then 4 tracked tokens
+    chosen = []
+    for noise in (1e-6, -1e-6):
+        noisy = tokens.clone()
+        noisy[0, 2, 0] += noise  # moves frame 2 a hair nearer or further from its cluster's centre
+        noisy[0, 4, 0] -= noise
+        _, indices = selector(noisy)
+        chosen.append(indices[0].tolist())
+    assert chosen[0] == chosen[1] == [1, 3]
