@@ -6,7 +6,15 @@
 """
 
 from artemis.tasks.box_output import BoxOutTrack, BoxStatus, require_task, track_with_llm
-from artemis.tasks.pipeline import VideoPipeline
+from artemis.tasks.pipeline import DescribeRequest, VideoPipeline
 from artemis.tasks.referring import Description
 
-__all__ = ["BoxOutTrack", "BoxStatus", "Description", "VideoPipeline", "require_task", "track_with_llm"]
+__all__ = [
+    "BoxOutTrack",
+    "BoxStatus",
+    "DescribeRequest",
+    "Description",
+    "VideoPipeline",
+    "require_task",
+    "track_with_llm",
+]
