@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from predictors import Killed, squares
 
 from artemis.errors import AnnotationError, ConfigError
 from artemis.eval.runner import PREDICTIONS_FILE, finish_run, read_predictions, run_predictions
@@ -13,22 +14,8 @@ from artemis.eval.runner import PREDICTIONS_FILE, finish_run, read_predictions, 
 SAMPLES = [f"s{i}" for i in range(6)]
 
 
-class Killed(RuntimeError):
-    pass
-
-
-def _predictor(calls: list[str], kill_after: int | None = None):
-    def predict(sample: str) -> dict:
-        if kill_after is not None and len(calls) == kill_after:
-            raise Killed(sample)
-        calls.append(sample)
-        return {"value": int(sample[1:]) ** 2}
-
-    return predict
-
-
 def _run(out: Path, calls: list[str], kill_after: int | None = None, **kwargs):
-    return run_predictions(SAMPLES, _predictor(calls, kill_after), out, sample_id=lambda s: s, progress=False, **kwargs)
+    return run_predictions(SAMPLES, squares(calls, kill_after), out, sample_id=lambda s: s, progress=False, **kwargs)
 
 
 def test_resume_after_a_kill(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from predictors import Killed, squares
 
 from artemis.errors import ConfigError, OutputError
 from artemis.eval.runner import PREDICTIONS_FILE, SHARDS_DIR, Shard, run_predictions
@@ -17,25 +18,11 @@ from artemis.eval.runner import PREDICTIONS_FILE, SHARDS_DIR, Shard, run_predict
 SAMPLES = [f"s{i}" for i in range(7)]
 
 
-class Killed(RuntimeError):
-    pass
-
-
-def _predict(calls: list[str], kill_after: int | None = None):
-    def predict(sample: str) -> dict:
-        if kill_after is not None and len(calls) == kill_after:
-            raise Killed(sample)
-        calls.append(sample)
-        return {"value": int(sample[1:]) ** 2}
-
-    return predict
-
-
 def _run(out: Path, rank: int, world: int, calls: list[str] | None = None, kill_after: int | None = None, **kw):
     calls = [] if calls is None else calls
     return run_predictions(
         SAMPLES,
-        _predict(calls, kill_after),
+        squares(calls, kill_after),
         out,
         sample_id=lambda s: s,
         settings={"model": "m"},
@@ -123,7 +110,7 @@ def test_sharded_run_refuses_other_settings(tmp_path: Path) -> None:
     _run(tmp_path, 0, 1)
     with pytest.raises(ConfigError, match="model"):
         run_predictions(
-            SAMPLES, _predict([]), tmp_path, sample_id=lambda s: s, settings={"model": "other"},
+            SAMPLES, squares([]), tmp_path, sample_id=lambda s: s, settings={"model": "other"},
             progress=False, shard=Shard(1, 2),
         )  # fmt: skip
 
