@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import BOX, FRAME
-from test_api import assert_error, post_form
+from test_serve_api import assert_error, post_form
 
 pytestmark = [pytest.mark.slow, pytest.mark.reference]
 
