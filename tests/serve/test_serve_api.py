@@ -59,13 +59,20 @@ def test_health_and_models(server):
 
 
 def test_track_matches_the_cli(server, video):
+    from artemis import ArtemisModel
     from artemis.track import track_video
 
     response = post_form(server, "/v1/track", video, box=BOX, frame=FRAME)
     assert response.status_code == 200, response.text
-    # What `artemis track VIDEO --box BOX --frame 5` writes (it calls track_video with the same defaults).
-    expected = track_video(video, tuple(float(v) for v in BOX.split(",")), FRAME, progress=False).to_json()
+    # The model's tracker settings (what describe uses: every track_stride-th frame at track_max_side px),
+    # in the JSON `artemis track VIDEO --box BOX --frame 5 --stride S --max-side M` writes.
+    pipeline = ArtemisModel.from_pretrained("synthref-tiny")
+    box = tuple(float(v) for v in BOX.split(","))
+    expected = track_video(
+        video, box, FRAME, stride=pipeline.track_stride, max_side=pipeline.track_max_side, progress=False
+    ).to_json()
     assert response.json() == json.loads(json.dumps(expected))
+    assert pipeline.track(video, box, FRAME).to_json() == expected
 
 
 def test_describe_and_its_stream(server, video):
