@@ -42,6 +42,7 @@ class ArtemisModel(VideoPipeline):
         *,
         device: str | torch.device = "cpu",
         dtype: torch.dtype | str | None = None,
+        log_card: bool = True,
         **options: Any,
     ) -> ArtemisModel:
         """Load a checkpoint written by :meth:`save_pretrained` (safetensors + config + tokenizer).
@@ -50,12 +51,14 @@ class ArtemisModel(VideoPipeline):
             name_or_path: a local directory, or the name of a bundled model such as ``"synthref-tiny"``.
             device: where to run (``"cpu"``, ``"cuda"``, ...).
             dtype: weights dtype (``torch.bfloat16``, ``"float16"``...); default float32.
+            log_card: log what the model was trained on once (its card's caveat as a warning); a caller that
+                shows the card itself (the CLI) passes False.
             options: ``tracker``, ``track_stride``, ``track_max_side``, ``video_backend``.
         """
         model, processor, card = load_pretrained(name_or_path, device=device, dtype=dtype)
-        if card.caveat:
+        if log_card and card.caveat:
             logger.warning("model %s: %s", card.name, card.caveat)
-        else:
+        elif log_card:
             logger.info("model %s", card.describe())
         return cls(model, processor, card=card, **options)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -47,14 +49,19 @@ def test_an_unwritable_output_fails_before_any_tracking(realshort, tmp_path, mon
     assert code == 2 and "is a directory; give a file path" in capsys.readouterr().err
 
 
-def test_describe_says_which_model_answered_and_what_it_knows(realshort, capsys):
-    code = main(["describe", str(realshort), "--box", "100,60,220,200", "--frame", "5", "--max-new-tokens", "8"])
-    captured = capsys.readouterr()
-    assert code == 0 and captured.out.strip()
-    notes = [line for line in captured.err.splitlines() if line.startswith("artemis describe: model ")]
-    assert len(notes) == 1  # said once
+def test_describe_says_which_model_answered_and_what_it_knows(realshort):
+    # A real process, so what reaches stderr (the CLI's line and any log record) is what a user sees.
+    result = subprocess.run(
+        [sys.executable, "-m", "artemis.cli", "describe", str(realshort), "--box", "100,60,220,200", "--frame", "5",
+         "--max-new-tokens", "8"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0 and result.stdout.strip(), result.stderr
+    notes = [line for line in result.stderr.splitlines() if line.startswith("artemis describe: model ")]
+    assert len(notes) == 1
     assert "synthref-tiny" in notes[0] and "trained from nothing on SynthRef" in notes[0]
     assert "what it says about a real video is not meaningful" in notes[0]
+    assert result.stderr.count("what it says about a real video is not meaningful") == 1  # said once
     assert ArtemisModel.from_pretrained("synthref-tiny").card.name == "synthref-tiny"
 
 

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     video_path = summary.split_dir / video_entry["video"]
     try:
         model = ArtemisModel.from_pretrained(
-            resolve_model_dir(args.model), tracker=args.tracker, **tracker_settings(args)
+            resolve_model_dir(args.model), tracker=args.tracker, log_card=False, **tracker_settings(args)
         )
         announce_model("demo", model.card)
     except CheckpointError as error:

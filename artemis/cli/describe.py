@@ -46,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
     from artemis.api import ArtemisModel
 
     box = parse_box_arg(args.box)  # a malformed box is one line (BoxError) before the model loads
-    model = ArtemisModel.from_pretrained(args.model, device=args.device, tracker=args.tracker, **tracker_settings(args))
+    model = ArtemisModel.from_pretrained(
+        args.model, device=args.device, tracker=args.tracker, log_card=False, **tracker_settings(args)
+    )
     announce_model("describe", model.card)
     result = model.describe(
         args.video,
