@@ -1,7 +1,8 @@
 """Real ``artemis serve`` processes for the serve tests, started once per session on free loopback ports.
 
-Both servers start together (they load their models in parallel): ``server`` with the defaults and the
-web demo, ``limited_server`` with small limits (1 MB uploads, 40 frames, a queue of 1, a 0.5 s timeout).
+The servers start together (they load their models in parallel): ``server`` with the defaults and the
+web demo, ``limited_server`` with small limits (1 MB uploads, 40 frames, a queue of 1, a 0.5 s timeout),
+and ``strict_server`` with a 0.01 s timeout, which no describe meets.
 Each runs with its own TMPDIR, so a test can check that its upload folder is empty.
 """
 
@@ -90,6 +91,9 @@ def servers(tmp_path_factory, reference_dir) -> dict[str, Server]:
             tmp_path_factory.mktemp("serve-limited"),
             *("--no-demo", "--max-upload-mb", "1", "--max-frames", "40", "--queue", "1", "--timeout", "0.5"),
         ),
+        # No describe (decoding, tracking, the vision tower, generation) finishes in 10 ms on a CPU, so
+        # the timeout is met whatever the machine's speed; the limited server's 0.5 s no longer was.
+        "strict": launch(tmp_path_factory.mktemp("serve-strict"), "--no-demo", "--timeout", "0.01"),
     }
     try:
         for server in started.values():
@@ -108,6 +112,11 @@ def server(servers) -> Server:
 @pytest.fixture(scope="session")
 def limited_server(servers) -> Server:
     return servers["limited"]
+
+
+@pytest.fixture(scope="session")
+def strict_server(servers) -> Server:
+    return servers["strict"]
 
 
 @pytest.fixture(scope="session")

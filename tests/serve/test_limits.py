@@ -1,4 +1,4 @@
-"""Limits of a real ``artemis serve`` started with --max-upload-mb 1 --max-frames 40 --queue 1 --timeout 0.5."""
+"""Limits of real ``artemis serve`` processes: --max-upload-mb 1 --max-frames 40 --queue 1, and --timeout 0.01."""
 
 from __future__ import annotations
 
@@ -71,12 +71,12 @@ def test_too_many_frames(limited_server, video, tmp_path):
     assert_error(response, 413, "48 frames", "at most 40", "--max-frames")
 
 
-def test_timeout(limited_server, video):
-    response = post_form(limited_server, "/v1/describe", video, box=BOX, frame=FRAME)
-    assert_error(response, 504, "0.5 s", "--timeout")
+def test_timeout(strict_server, video):
+    response = post_form(strict_server, "/v1/describe", video, box=BOX, frame=FRAME)
+    assert_error(response, 504, "0.01 s", "--timeout")
     # The model finishes the abandoned work unseen, then frees its place in the queue.
-    wait_for(lambda: limited_server.queue()["in_flight"] == 0)
-    wait_for(lambda: limited_server.upload_files() == [])
+    wait_for(lambda: strict_server.queue()["in_flight"] == 0)
+    wait_for(lambda: strict_server.upload_files() == [])
 
 
 def test_full_queue_gets_429_and_uploads_are_removed_on_disconnect(limited_server, video):
