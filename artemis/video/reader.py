@@ -41,7 +41,22 @@ DEFAULT_FPS = 30.0
 __all__ = ["DEFAULT_FPS", "IMAGE_SUFFIXES", "Backend", "DecodedVideo", "VideoReader", "available_backends", "check_fps"]
 
 
-class DecodedVideo:
+class ClosesOnExit:
+    """``with source:`` closes the source at the end of the block (every source has a ``close``)."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class DecodedVideo(ClosesOnExit):
     """A :class:`~artemis.video.VideoSource` over one :class:`~artemis.video.backends.Decoder`.
 
     What :class:`VideoReader` and :class:`~artemis.video.ImageListVideo` share: a subclass sets ``path`` and
@@ -162,13 +177,6 @@ class DecodedVideo:
             self._decoder.close()
             self._decoder = None
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 class VideoReader(DecodedVideo):

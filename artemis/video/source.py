@@ -29,7 +29,7 @@ from typing_extensions import Self  # typing.Self is Python 3.11+; artemis suppo
 
 from artemis.errors import VideoError
 from artemis.video.backends import ImageFilesDecoder
-from artemis.video.reader import Backend, DecodedVideo, VideoReader, check_fps
+from artemis.video.reader import Backend, ClosesOnExit, DecodedVideo, VideoReader, check_fps
 
 __all__ = ["ArrayVideo", "ImageListVideo", "VideoInput", "VideoSource", "open_video", "opened"]
 
@@ -96,7 +96,7 @@ VideoInput: TypeAlias = (
 )
 
 
-class ArrayVideo:
+class ArrayVideo(ClosesOnExit):
     """Frames already decoded into memory, as a :class:`VideoSource`.
 
     Args:
@@ -166,14 +166,6 @@ class ArrayVideo:
     def close(self) -> None:
         """Drop the reference to the frames; further reads raise :class:`VideoError`."""
         self._frames = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 class ImageListVideo(DecodedVideo):
