@@ -178,7 +178,6 @@ class DecodedVideo(ClosesOnExit):
             self._decoder = None
 
 
-
 class VideoReader(DecodedVideo):
     """Frames of a video file or of a folder of frames, as ``uint8`` RGB arrays.
 
