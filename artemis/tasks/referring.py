@@ -79,14 +79,6 @@ def prepare(
     return item, description
 
 
-def _prepare(
-    processor: ArtemisProcessor, source: VideoSource, tracks: Sequence[Track], question: str, frame_index: int
-) -> tuple[dict, Description]:
-    """The batch of one referring request and its description without text."""
-    item, description = prepare(processor, source, tracks, question, frame_index)
-    return processor.collate([item], side="left"), description
-
-
 def answer(
     model: ArtemisForConditionalGeneration,
     processor: ArtemisProcessor,
@@ -103,9 +95,7 @@ def answer(
             track and no placeholder the question is asked as it is, about that target.
         generation: ``generate`` keyword arguments (``max_new_tokens``, ``do_sample``, ...).
     """
-    batch, description = _prepare(processor, source, tracks, question, frame_index)
-    description.text = generate(model, processor, batch, **generation)[0]
-    return description
+    return answer_batch(model, processor, [prepare(processor, source, tracks, question, frame_index)], **generation)[0]
 
 
 def answer_batch(
@@ -163,5 +153,6 @@ def answer_stream(
 
     The video is read before this returns, so the source may be closed while the stream is consumed.
     """
-    batch, description = _prepare(processor, source, tracks, question, frame_index)
+    item, description = prepare(processor, source, tracks, question, frame_index)
+    batch = processor.collate([item], side="left")
     return DescriptionStream(description, stream(model, processor, batch, **generation))
