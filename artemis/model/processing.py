@@ -264,7 +264,7 @@ class ArtemisProcessor(ProcessorMixin):
         """The frames and boxes of one referring sample (see :func:`plan_frames`)."""
         arrays = [_region_arrays(region) for region in regions]
         return plan_frames(
-            num_frames_total, width, height, key_frame, [b for b, _ in arrays], [v for _, v in arrays],
+            num_frames_total, key_frame, [b for b, _ in arrays], [v for _, v in arrays],
             num_video_frames=self.num_frames, num_track_boxes=self.num_track_boxes,
             transform=self.video_processor.transform_for(width, height), rng=rng,
         )  # fmt: skip

@@ -122,8 +122,6 @@ class FramePlan:
 
 def plan_frames(
     num_frames_total: int,
-    width: int,
-    height: int,
     key_frame: int,
     boxes: Sequence[np.ndarray],
     visible: Sequence[np.ndarray],
@@ -141,7 +139,7 @@ def plan_frames(
         boxes: per region, (T, 4) pixel xyxy on every frame (NaN where unknown).
         visible: per region, (T,) bool.
         num_video_frames / num_track_boxes: the model's ``num_frames`` and ``num_track_boxes``.
-        transform: the frame-to-square mapping of the video processor.
+        transform: the frame-to-square mapping of the video processor (it carries the frame size).
         rng: training-time jitter of the tracked-frame sampling; None at inference.
     """
     video_frames = sample_indices(num_frames_total, min(num_video_frames, num_frames_total), "midpoint")
