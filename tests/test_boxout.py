@@ -136,6 +136,7 @@ def test_sot_clip_merge_on_a_20_frame_video(tiny_frames, monkeypatch) -> None:
     for f in range(8, 15):  # frame 7 (clip b's frame 1) is dropped: clip a's prediction stands
         expected[f] = [10, 10, 30, 20 + f - 7]
     expected[15] = [20, 20, 50, 43]  # clip c's frame 4; its frames 1-3 (12-14) overlap and are dropped
+    expected[16:19] = expected[15]  # unparsed: the previous box carried
     expected[19] = [20, 20, 50, 47]
     np.testing.assert_allclose(track.boxes, expected, rtol=0, atol=1e-9)  # exact up to float rounding
     assert track.status[0] == GIVEN and track.num_unparsed == 3  # frames 16, 17, 18 of clip c

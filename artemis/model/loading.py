@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 BUNDLED_MODELS_DIR = Path(__file__).resolve().parents[1] / "assets"
 """Where the models shipped in the package live (``artemis/assets/<name>``)."""
 DEFAULT_MODEL = "synthref-tiny"
+DEFAULT_BOX_MODEL = "synthref-tiny-boxes"
+"""The bundled model that writes boxes (SOT/RSOT), the default of ``artemis ground`` and ``track --by-model``."""
 MODEL_CARD_FILE = "README.md"
 
 

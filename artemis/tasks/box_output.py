@@ -14,10 +14,18 @@ expression); the answer is ``"Frame 1: [x1,y1,x2,y2], Frame 2: [..], ..."``.
   not end on a clip boundary, the last clip is moved back so it ends on the last frame (every clip the
   model sees has ``clip_length`` real frames); its frame-1 box is the prediction already made for that
   frame. On merging, frames already predicted by an earlier clip keep that prediction (overlaps dropped).
-* **Parse failures never raise.** A frame whose box is missing or garbled is *unparsed*; a box that is
-  inverted, of zero size or outside the frame after clipping is *invalid* (``[0,0,0,0]``, what the
-  training data writes for an absent target, is such a box). Both become NaN rows, which the tracking
-  evaluators replace by the previous frame's box; :class:`BoxOutTrack` counts them.
+  From a key frame in the middle, clips run forward to the end and backward (frames in reverse) to 0.
+* **Seeding.** SOT: every clip is asked the SOT question with the latest box (the user's, predicted or
+  carried). RSOT (:func:`ground`): the first clip is asked the expression; a clip after one that yielded
+  a valid box is asked the SOT question with the latest valid box; a clip after one that yielded none is
+  asked the expression again.
+* **Parse failures never raise.** A frame whose box is missing or garbled is *unparsed*: it carries the
+  latest valid box before it (NaN when there is none yet). A box that is inverted, of zero size or outside
+  the frame after clipping is *invalid* (``[0,0,0,0]``, what the training data writes for an absent
+  target, is such a box): a NaN row, not visible. :class:`BoxOutTrack` counts both.
+* **Memory.** A clip's frames are read when the clip runs, the frames it shares with the clip before are
+  kept and the rest dropped, so no more than about one clip of frames is held whatever the video's length;
+  forward clips are decoded in one increasing run, backward clips one short seek each.
 
 The prompt of a clip is built by :meth:`artemis.model.ArtemisProcessor.box_output_item`, shared with the
 training data. A model must have ``"boxes"`` among its config's ``tasks`` (:func:`require_task`).
@@ -32,6 +40,7 @@ from enum import IntEnum
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from artemis.boxes import BoxFormat, SquareTransform, box_area, clip_boxes, parse_elysium_frames, validate_box
 from artemis.errors import ConfigError, VideoError
@@ -39,6 +48,7 @@ from artemis.model.configuration import ArtemisConfig
 from artemis.model.generation import generate
 from artemis.model.modeling import ArtemisForConditionalGeneration
 from artemis.model.processing import ArtemisProcessor
+from artemis.prompts import normalize_expression
 from artemis.track import Track
 from artemis.video import VideoSource
 
@@ -50,9 +60,11 @@ __all__ = [
     "BoxStatus",
     "ClipBoxes",
     "clip_starts",
+    "ground",
     "parse_clip_answer",
     "require_task",
     "track_with_llm",
+    "unknown_words",
 ]
 
 CLIP_LENGTH = 8
@@ -149,15 +161,24 @@ def parse_clip_answer(text: str, num_frames: int, transform: SquareTransform) ->
 class BoxOutTrack(Track):
     """A :class:`Track` written by the LLM, with what went wrong on the way.
 
+    ``boxes``/``visible`` are the merged answers: a predicted box, the carried box on an unparsed frame
+    (NaN before any box was found), NaN on an invalid one.
+
     Attributes:
         status: (T,) a :class:`BoxStatus` per frame (``GIVEN`` is the user's box).
         texts: the generated answer of every clip, in the order they ran.
         clips: the frame indices of every clip (backward clips list frames in the order shown).
+        asked: per clip, the question it was asked: ``"sot"`` (from a box) or ``"rsot"`` (the expression).
+        expression: RSOT: the referring expression (``None`` for SOT).
+        unknown_words: words of the expression the model's tokenizer does not know (read as ``<unk>``).
     """
 
     status: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int8))
     texts: list[str] = field(default_factory=list)
     clips: list[list[int]] = field(default_factory=list)
+    asked: list[str] = field(default_factory=list)
+    expression: str | None = None
+    unknown_words: list[str] = field(default_factory=list)
 
     @property
     def num_unparsed(self) -> int:
@@ -169,20 +190,116 @@ class BoxOutTrack(Track):
         """Frames whose box was read but is empty, inverted or outside the frame."""
         return int(np.sum(self.status == BoxStatus.INVALID))
 
+    @property
+    def num_predicted(self) -> int:
+        """Frames whose box was read from an answer."""
+        return int(np.sum(self.status == BoxStatus.PREDICTED))
+
     def to_json(self) -> dict[str, Any]:
+        """:meth:`Track.to_json` and the box-output fields: ``status`` per frame, ``num_unparsed``,
+        ``num_invalid``, the ``texts``, ``clips`` and ``asked`` of every clip, the ``expression`` and its
+        ``unknown_words``."""
         data = super().to_json()
         data["status"] = [BoxStatus(int(s)).name.lower() for s in self.status]
+        data["num_unparsed"] = self.num_unparsed
+        data["num_invalid"] = self.num_invalid
         data["texts"] = list(self.texts)
         data["clips"] = [list(map(int, c)) for c in self.clips]
+        data["asked"] = list(self.asked)
+        data["expression"] = self.expression
+        data["unknown_words"] = list(self.unknown_words)
         return data
+
+
+class _ClipFrames:
+    """Reads the frames of consecutive clips, keeping only the frames the next clip shares with the last.
+
+    Forward clips ask for increasing frames, so a decoder runs on without seeking; a backward clip is
+    decoded as one increasing run (``get_frames``) and shown in reverse, as the tracker's chunked backward
+    pass does. At most one clip of frames is held between calls.
+    """
+
+    def __init__(self, source: VideoSource) -> None:
+        self.source = source
+        self.held: dict[int, np.ndarray] = {}
+
+    def read(self, frame_ids: list[int]) -> np.ndarray:
+        """The frames ``frame_ids`` in that order: ``(n, H, W, 3)``."""
+        self.held = {index: self.held[index] for index in frame_ids if index in self.held}
+        missing = sorted(set(frame_ids) - self.held.keys())
+        if missing:
+            self.held.update(zip(missing, self.source.get_frames(missing), strict=True))
+        return np.stack([self.held[index] for index in frame_ids])  # (n, H, W, 3)
 
 
 @dataclass
 class _Pass:
     boxes: np.ndarray  # (n, 4) pixel xyxy over the pass's frames
     status: np.ndarray  # (n,)
-    texts: list[str]
-    clips: list[list[int]]
+    texts: list[str] = field(default_factory=list)
+    clips: list[list[int]] = field(default_factory=list)
+    asked: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Runner:
+    """What every clip of one request shares: the model, its processor, the frames and the settings."""
+
+    model: ArtemisForConditionalGeneration
+    processor: ArtemisProcessor
+    frames: _ClipFrames
+    transform: SquareTransform
+    clip_length: int
+    stride: int
+    generation: dict[str, Any]
+    bar: Any
+
+    def clip(self, frame_ids: list[int], box: np.ndarray | None, expression: str | None) -> tuple[str, ClipBoxes]:
+        """Ask one clip (SOT with ``box``, else RSOT with ``expression``); its answer and the boxes read."""
+        frames = self.frames.read(frame_ids)  # (n, H, W, 3)
+        if box is not None:
+            inputs = self.processor(frames, task="sot", box=box)
+        else:
+            inputs = self.processor(frames, task="rsot", expression=expression)
+        text = generate(self.model, self.processor, inputs, **self.generation)[0]
+        self.bar.update(1)
+        return text, parse_clip_answer(text, len(frame_ids), self.transform)
+
+    def run(self, order: list[int], first_box: np.ndarray | None, expression: str | None) -> _Pass:
+        """Box output over the frames ``order`` (forward or backward from the start frame).
+
+        ``first_box`` is the box on ``order[0]`` (given, not predicted); without it the first clip is asked
+        ``expression``.
+        """
+        count = len(order)
+        result = _Pass(np.full((count, 4), np.nan), np.full(count, BoxStatus.UNPARSED, dtype=np.int8))
+        boxes, status = result.boxes, result.status
+        filled = 0  # positions [0, filled) hold their final box
+        if first_box is not None:
+            boxes[0], status[0], filled = first_box, BoxStatus.GIVEN, 1
+            if count == 1:
+                return result  # the given frame is the whole pass: nothing to ask
+        found = first_box is not None  # the clip before yielded a valid box (or the user gave one)
+        for start in clip_starts(count, self.clip_length, self.stride):
+            positions = list(range(start, min(start + self.clip_length, count)))
+            # SOT always has a box to start from; RSOT re-asks the expression after a clip that found nothing.
+            anchor = _last_box(boxes, start) if found or expression is None else None
+            text, parsed = self.clip([order[p] for p in positions], anchor, expression if anchor is None else None)
+            result.texts.append(text)
+            result.clips.append([order[p] for p in positions])
+            result.asked.append("rsot" if anchor is None else "sot")
+            found = False
+            for offset, position in enumerate(positions):
+                if position < filled:
+                    continue  # overlap: the earlier clip's prediction stands
+                status[position] = parsed.status[offset]
+                if status[position] == BoxStatus.PREDICTED:
+                    boxes[position], found = parsed.boxes[offset], True
+                elif status[position] == BoxStatus.UNPARSED:
+                    carried = _last_box(boxes, position - 1)  # the latest valid box before it, if any
+                    boxes[position] = np.nan if carried is None else carried
+            filled = positions[-1] + 1
+        return result
 
 
 def _last_box(boxes: np.ndarray, upto: int) -> np.ndarray | None:
@@ -193,51 +310,15 @@ def _last_box(boxes: np.ndarray, upto: int) -> np.ndarray | None:
     return None
 
 
-def _run_pass(
-    model: ArtemisForConditionalGeneration,
-    processor: ArtemisProcessor,
-    source: VideoSource,
-    order: list[int],
-    first_box: np.ndarray | None,
-    expression: str | None,
-    clip_length: int,
-    stride: int,
-    generation: dict[str, Any],
-) -> _Pass:
-    """Box output over the frames ``order`` (forward or backward from the start frame)."""
-    transform = processor.video_processor.transform_for(source.width, source.height)
-    count = len(order)
-    boxes = np.full((count, 4), np.nan)
-    status = np.full(count, BoxStatus.UNPARSED, dtype=np.int8)
-    texts: list[str] = []
-    clips: list[list[int]] = []
-    filled = 0  # positions [0, filled) hold a prediction already
-    if first_box is not None:
-        boxes[0], status[0] = first_box, BoxStatus.GIVEN
-    for start in clip_starts(count, clip_length, stride):
-        positions = list(range(start, min(start + clip_length, count)))
-        frame_ids = [order[p] for p in positions]
-        anchor = _last_box(boxes, start)  # the box predicted for this clip's frame 1 (or the user's)
-        frames = source.get_frames(frame_ids)  # (n, H, W, 3)
-        if anchor is not None:
-            inputs = processor(frames, task="sot", box=anchor)
-        elif expression is not None:
-            inputs = processor(frames, task="rsot", expression=expression)
-        else:  # SOT always has its box on position 0
-            raise VideoError("no box to start the clip from")
-        text = generate(model, processor, inputs, **generation)[0]
-        texts.append(text)
-        clips.append(frame_ids)
-        parsed = parse_clip_answer(text, len(positions), transform)
-        for offset, position in enumerate(positions):
-            if position < filled:
-                continue  # overlap: the earlier clip's prediction stands
-            boxes[position] = parsed.boxes[offset]
-            status[position] = parsed.status[offset]
-        filled = positions[-1] + 1
-        if first_box is not None:
-            boxes[0], status[0] = first_box, BoxStatus.GIVEN
-    return _Pass(boxes, status, texts, clips)
+def unknown_words(processor: ArtemisProcessor, expression: str) -> list[str]:
+    """The words of ``expression`` its tokenizer reads as the unknown token (none for a byte-level one)."""
+    tokenizer = processor.tokenizer
+    text = normalize_expression(expression)
+    if tokenizer.unk_token_id is None or not getattr(tokenizer, "is_fast", False):
+        return []
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    spans = zip(encoded["input_ids"], encoded["offset_mapping"], strict=True)
+    return [text[begin:end] for token, (begin, end) in spans if token == tokenizer.unk_token_id]
 
 
 def track_with_llm(
@@ -252,29 +333,30 @@ def track_with_llm(
     clip_length: int | None = None,
     stride: int | None = None,
     model_name: str = "this model",
+    progress: bool = False,
     **generation: Any,
 ) -> BoxOutTrack:
     """Track a target by having the LLM write its box on every frame (Elysium SOT / RSOT).
 
     Args:
         model / processor: a model whose config's ``tasks`` include ``"boxes"``, and its processor.
-        source: an open video source.
+        source: an open video source; frames are read clip by clip, never all at once.
         box: SOT: the target on ``frame_index`` (pixels, ``xyxy`` or ``xywh``).
         frame_index: SOT: the frame of ``box``; clips run forward to the end and backward to frame 0.
             RSOT: the frame to start from (default the first).
-        expression: RSOT: a referring expression ("the red circle"); used for the first clip and for any
-            clip that starts before the target was found, later clips start from the last box.
+        expression: RSOT: a referring expression ("the red circle"); see :func:`ground`.
         clip_length / stride: clip schedule (default ``min(8, num_frames)`` and one less).
         model_name: how errors name the model.
+        progress: show a progress bar over the clips (on stderr).
         generation: ``generate`` keyword arguments; ``max_new_tokens`` defaults to 24 per frame.
 
     Returns:
-        A :class:`BoxOutTrack`: pixel boxes on every frame (NaN where unparsed or invalid), per-frame
-        status and the generated texts.
+        A :class:`BoxOutTrack`: pixel boxes on every frame (carried where unparsed, NaN where invalid or
+        before any box was found), per-frame status and the generated texts.
 
     Raises:
-        ConfigError: a model not trained for boxes, neither or both of ``box`` and ``expression``, a bad
-            schedule.
+        ConfigError: a model not trained for boxes, neither or both of ``box`` and ``expression``, an empty
+            expression, a bad schedule.
         BoxError / VideoError: a bad box or frame index.
     """
     config = model.config
@@ -282,37 +364,58 @@ def track_with_llm(
     if (box is None) == (expression is None):
         raise ConfigError("give either box= (SOT: the target on frame_index) or expression= (RSOT), not both")
     total = source.num_frames
+    if isinstance(frame_index, bool) or not isinstance(frame_index, (int, np.integer)):
+        raise VideoError(f"frame index {frame_index!r} is not an integer; expected 0..{total - 1}")
     if not 0 <= frame_index < total:
         raise VideoError(f"frame index {frame_index} is outside the video (0..{total - 1})")
+    frame_index = int(frame_index)
     clip_length = clip_length or min(CLIP_LENGTH, config.num_frames)
     if clip_length > config.num_frames:
         raise ConfigError(f"clip_length={clip_length} exceeds the model's num_frames={config.num_frames}")
     stride = clip_length - 1 if stride is None else stride
     clip_starts(1, clip_length, stride)  # validates the schedule before any generation
-    settings = {"max_new_tokens": 24 * clip_length + 8, **generation}
     first = None
+    unknown: list[str] = []
     if box is not None:
         first = validate_box(box, source.width, source.height, box_format=box_format, frame_index=frame_index)
+    else:
+        unknown = unknown_words(processor, expression)
+        if unknown:
+            logger.warning("the model does not know the words %s of %r; it answers anyway", unknown, expression)
 
+    forward_order = list(range(frame_index, total))
+    backward_order = list(range(frame_index, -1, -1))
+    skip_forward = first is not None and len(forward_order) == 1
+    num_clips = (0 if skip_forward else len(clip_starts(len(forward_order), clip_length, stride))) + (
+        len(clip_starts(len(backward_order), clip_length, stride)) if frame_index > 0 else 0
+    )
+    bar = tqdm(total=num_clips, desc="box output", unit="clip", disable=not progress)
+    runner = _Runner(
+        model,
+        processor,
+        _ClipFrames(source),
+        processor.video_processor.transform_for(source.width, source.height),
+        clip_length,
+        stride,
+        {"max_new_tokens": 24 * clip_length + 8, **generation},
+        bar,
+    )
     boxes = np.full((total, 4), np.nan)
     status = np.full(total, BoxStatus.UNPARSED, dtype=np.int8)
-    # Forward from the start frame to the end, then (from a middle frame) backward to frame 0, starting
-    # from the start frame's box: the user's (SOT) or the one the forward pass found (RSOT).
-    run = (model, processor, source)
-    forward = _run_pass(*run, list(range(frame_index, total)), first, expression, clip_length, stride, settings)
-    boxes[frame_index:], status[frame_index:] = forward.boxes, forward.status
-    texts, clips = list(forward.texts), list(forward.clips)
-    if frame_index > 0:
-        order = list(range(frame_index, -1, -1))
-        start_box = first if first is not None else _last_box(forward.boxes, 0)
-        backward = _run_pass(*run, order, start_box, expression, clip_length, stride, settings)
-        boxes[order[1:]], status[order[1:]] = backward.boxes[1:], backward.status[1:]
-        texts += backward.texts
-        clips += backward.clips
-    unparsed = int(np.sum(status == BoxStatus.UNPARSED))
-    if unparsed:
-        logger.warning("box output: %d of %d frames had no readable box (kept as NaN)", unparsed, total)
-    return BoxOutTrack(
+    try:
+        # Forward from the start frame to the end, then (from a middle frame) backward to frame 0, starting
+        # from the start frame's box: the user's (SOT) or the one the forward pass found (RSOT).
+        forward = runner.run(forward_order, first, expression)
+        boxes[frame_index:], status[frame_index:] = forward.boxes, forward.status
+        passes = [forward]
+        if frame_index > 0:
+            start_box = first if first is not None else _last_box(forward.boxes, 0)
+            backward = runner.run(backward_order, start_box, expression)
+            boxes[backward_order[1:]], status[backward_order[1:]] = backward.boxes[1:], backward.status[1:]
+            passes.append(backward)
+    finally:
+        bar.close()
+    track = BoxOutTrack(
         boxes=boxes,
         visible=np.isfinite(boxes).all(axis=1),
         key_frame=frame_index,
@@ -321,6 +424,41 @@ def track_with_llm(
         width=int(source.width),
         height=int(source.height),
         status=status,
-        texts=texts,
-        clips=clips,
+        texts=[text for one in passes for text in one.texts],
+        clips=[clip for one in passes for clip in one.clips],
+        asked=[asked for one in passes for asked in one.asked],
+        expression=expression,
+        unknown_words=unknown,
     )
+    if track.num_unparsed:
+        logger.warning(
+            "box output: %d of %d frames had no readable box (each carries the latest box before it, if any)",
+            track.num_unparsed,
+            total,
+        )
+    return track
+
+
+def ground(
+    model: ArtemisForConditionalGeneration,
+    processor: ArtemisProcessor,
+    source: VideoSource,
+    expression: str,
+    **options: Any,
+) -> BoxOutTrack:
+    """Find and track the target ``expression`` names ("the red circle"): Elysium RSOT.
+
+    The first clip is asked the expression; each later clip starts from the latest valid box when the clip
+    before yielded one, and is asked the expression again when it did not. An expression the model has no
+    words for is answered like any other (its ``unknown_words`` are in the result).
+
+    Args:
+        model / processor / source: as :func:`track_with_llm`.
+        expression: the referring expression.
+        options: :func:`track_with_llm` keyword arguments (``frame_index``, ``clip_length``, ``stride``,
+            ``progress``, ``generate`` arguments).
+
+    Returns:
+        A :class:`BoxOutTrack` with per-frame boxes, visibility, status and the generated texts.
+    """
+    return track_with_llm(model, processor, source, expression=expression, **options)

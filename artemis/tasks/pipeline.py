@@ -1,8 +1,9 @@
 """``VideoPipeline``: a model, its processor and tracker settings behind the verbs users call.
 
 ``track`` (a tracker from one box), ``describe`` / ``ask`` (referring), ``describe_batch`` (several
-requests in one padded generation) and ``track_with_llm`` (box output). :class:`artemis.ArtemisModel` is
-this pipeline with loading and saving; evaluation takes a pipeline, so it never needs the user facade.
+requests in one padded generation), ``track_with_llm`` and ``ground`` (box output: SOT and RSOT).
+:class:`artemis.ArtemisModel` is this pipeline with loading and saving; evaluation takes a pipeline, so it
+never needs the user facade.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from artemis.model.loading import ModelCard
 from artemis.model.modeling import ArtemisForConditionalGeneration
 from artemis.model.processing import ArtemisProcessor
 from artemis.prompts import DESCRIBE_QUESTIONS
-from artemis.tasks.box_output import BoxOutTrack, track_with_llm
+from artemis.tasks.box_output import BoxOutTrack, ground, track_with_llm
 from artemis.tasks.referring import Description, DescriptionStream, answer, answer_batch, answer_stream, prepare
 from artemis.track import DEFAULT_TRACKER, Track, track_video
 from artemis.video import VideoSource, open_video, opened
@@ -270,14 +271,16 @@ class VideoPipeline:
         *,
         expression: str | None = None,
         box_format: BoxFormat = "xyxy",
+        progress: bool = False,
         **options: Any,
     ) -> BoxOutTrack:
         """The LLM writes the target's box on every frame (Elysium box output; the model's ``tasks`` must
         include ``"boxes"``).
 
-        SOT: ``box`` on ``frame_index``. RSOT: ``expression`` ("the red circle"). Returns a
-        :class:`~artemis.tasks.box_output.BoxOutTrack` (a :class:`Track` with per-frame parse status and the
-        generated texts). ``options``: ``clip_length``, ``stride`` and ``generate`` keyword arguments.
+        SOT: ``box`` on ``frame_index``; clips run forward to the end and backward to frame 0. RSOT: see
+        :meth:`ground`. Returns a :class:`~artemis.tasks.box_output.BoxOutTrack` (a :class:`Track` with
+        per-frame parse status and the generated texts). ``options``: ``clip_length``, ``stride`` and
+        ``generate`` keyword arguments. Frames are read clip by clip, so memory does not grow with the video.
         """
         with opened(video, backend=self.video_backend) as source:
             return track_with_llm(
@@ -289,5 +292,40 @@ class VideoPipeline:
                 expression=expression,
                 box_format=box_format,
                 model_name=f"model {self.card.name!r}",
+                progress=progress,
+                **options,
+            )
+
+    def ground(
+        self, video: VideoInput, expression: str, frame_index: int = 0, *, progress: bool = False, **options: Any
+    ) -> BoxOutTrack:
+        """Find and track the target ``expression`` names ("the red circle") on every frame (Elysium RSOT).
+
+        The first clip is asked the expression; a later clip starts from the latest valid box, or is asked
+        the expression again when the clip before found nothing (``docs/box_output.md``).
+
+        Args:
+            video: a video file, a frame folder, frames or an open source.
+            expression: the referring expression.
+            frame_index: the frame to start from (clips run forward, then backward from it).
+            progress: show a progress bar over the clips.
+            options: ``clip_length``, ``stride`` and ``generate`` keyword arguments (``max_new_tokens``...).
+
+        Returns:
+            A :class:`~artemis.tasks.box_output.BoxOutTrack`: per-frame boxes, visibility and status, the
+            generated texts, and the expression's ``unknown_words``.
+
+        Raises:
+            ConfigError: the model was not trained to write boxes, or the expression is empty.
+        """
+        with opened(video, backend=self.video_backend) as source:
+            return ground(
+                self.model,
+                self.processor,
+                source,
+                expression,
+                frame_index=frame_index,
+                model_name=f"model {self.card.name!r}",
+                progress=progress,
                 **options,
             )
