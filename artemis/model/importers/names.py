@@ -11,21 +11,23 @@ LN 5, ``flatten_linear``, ``updims``).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 
 # (original pattern, our name template). Patterns are full matches; groups are substituted in order.
-_LLAMA_LAYER = (
+# LLAMA_LAYER and CLIP_NAMES are shared with the Elysium map (artemis.model.importers.elysium).
+LLAMA_LAYER = (
     r"(self_attn\.(?:q|k|v|o)_proj\.(?:weight|bias)|mlp\.(?:gate|up|down)_proj\.(?:weight|bias)"
     r"|input_layernorm\.weight|post_attention_layernorm\.weight)"
 )
 # A CLIPVisionModel's own names: ``vision_model.*`` up to transformers 4 (the hub's CLIP checkpoints), and
 # unprefixed since transformers 5 (what ``CLIPVisionModel.save_pretrained`` writes now, and our names).
-_CLIP = r"(?:vision_model\.)?((?:embeddings|encoder|pre_layrnorm|post_layernorm)\..+)"
+CLIP_NAMES = r"(?:vision_model\.)?((?:embeddings|encoder|pre_layrnorm|post_layernorm)\..+)"
 RULES: tuple[tuple[str, str], ...] = (
     # The LLM (LlamaForCausalLM inside ours).
     (r"model\.embed_tokens\.weight", "language_model.model.embed_tokens.weight"),
-    (rf"model\.layers\.(\d+)\.{_LLAMA_LAYER}", r"language_model.model.layers.\1.\2"),
+    (rf"model\.layers\.(\d+)\.{LLAMA_LAYER}", r"language_model.model.layers.\1.\2"),
     (r"model\.norm\.weight", "language_model.model.norm.weight"),
     (r"lm_head\.weight", "language_model.lm_head.weight"),
     # mm_projector = Sequential(Linear, GELU, Linear).
@@ -42,12 +44,12 @@ RULES: tuple[tuple[str, str], ...] = (
     (r"model\.spi_model\.roi_align\.updims\.(weight|bias)", r"region_encoder.out_proj.\1"),
     # A vision tower saved inside the LLaVA checkpoint (Artemis: image_tower, LLaVA: vision_tower), both
     # wrapping a CLIPVisionModel as ``.vision_tower``.
-    (rf"model\.image_tower\.vision_tower\.{_CLIP}", r"vision_tower.\1"),
-    (rf"model\.vision_tower\.vision_tower\.{_CLIP}", r"vision_tower.\1"),
+    (rf"model\.image_tower\.vision_tower\.{CLIP_NAMES}", r"vision_tower.\1"),
+    (rf"model\.vision_tower\.vision_tower\.{CLIP_NAMES}", r"vision_tower.\1"),
 )
 
 # A local CLIP directory: CLIPVisionModel keys, or a full CLIPModel of which only the vision half is used.
-CLIP_RULES: tuple[tuple[str, str], ...] = ((_CLIP, r"vision_tower.\1"),)
+CLIP_RULES: tuple[tuple[str, str], ...] = ((CLIP_NAMES, r"vision_tower.\1"),)
 
 IGNORED: tuple[str, ...] = (
     # Rotary frequencies, saved as a buffer by transformers < 4.35: recomputed from the rope settings.
@@ -64,12 +66,15 @@ CLIP_IGNORED: tuple[str, ...] = (
     r"logit_scale",
 )
 
-_COMPILED = {rules: [(re.compile(p), t) for p, t in rules] for rules in (RULES, CLIP_RULES)}
+
+@functools.cache
+def _compiled(rules: tuple[tuple[str, str], ...]) -> list[tuple[re.Pattern[str], str]]:
+    return [(re.compile(p), t) for p, t in rules]
 
 
 def map_name(name: str, rules: tuple[tuple[str, str], ...] = RULES) -> str | None:
-    """Our parameter name for an original one, or None when no rule matches."""
-    for pattern, template in _COMPILED[rules]:
+    """Our parameter name for an original one, or None when no rule of ``rules`` matches."""
+    for pattern, template in _compiled(rules):
         match = pattern.fullmatch(name)
         if match:
             return match.expand(template)
