@@ -251,6 +251,11 @@ def test_release_prompt_ids_give_the_releases_logits(release):
     expected = reference.logits(release["frames"], release["tokenizer"], SOT_QUESTION)
     # The two added rows (<video>, <region>) are never predicted by the release: compare its vocabulary.
     torch.testing.assert_close(ours[:, : expected.shape[1]], expected, rtol=0, atol=1e-4)
+    # The same ids generate (the release's way of asking, e.g. Video-REG with the box as text).
+    written = imported.model.generate(
+        input_ids=torch.tensor([ids]), pixel_values=release["frames"][None], max_new_tokens=3, do_sample=False
+    )
+    assert len(ids) < written.shape[1] <= len(ids) + 3
 
 
 def test_generation_runs_and_the_saved_copy_reloads(release, tmp_path):
@@ -340,3 +345,18 @@ def test_config_errors_name_the_key(release):
         config_from_elysium(config, vision_config=VISION)  # vicuna-7b's shape, not this tiny LLM's
     with pytest.raises(ConfigError, match=r"'my/llm' is not a known LLM .* pass llm_dir="):
         config_from_elysium({**config, "llm_config": {"pretrained_model_name_or_path": "my/llm"}})
+
+
+def test_a_selector_that_never_trained_keeps_the_bias_cells_on_every_frame(release, tmp_path, caplog):
+    """With the released code the adapter gets no gradient, so trans_weight stays zero: the kept cells are
+    then the initial bias' stride-5 raster walk on every frame, whatever the frame shows."""
+    untrained = _edited_copy(
+        release, tmp_path, lambda t: t.update({"adapter.trans_weight": torch.zeros(CELLS, CELLS, dtype=torch.bfloat16)})
+    )
+    with caplog.at_level("INFO", logger="artemis.model.importers.elysium"):
+        model = _import(untrained, release).model
+    assert "trans_weight is all zeros" in caplog.text
+    with torch.no_grad():
+        features = model.vision_tower(release["frames"], output_hidden_states=True).hidden_states[-2][:, 1:]
+        _, cells = model.frame_selector(features)
+    assert cells.tolist() == [list(range(0, 5 * KEEP, 5))] * FRAMES
