@@ -1,0 +1,217 @@
+"""Box output through ``ArtemisModel.ground`` / ``track_with_llm``: clip chaining and seeding, the UNPARSED
+carry-over, bad inputs, and memory bounded by one clip on a long video with the key frame in the middle.
+
+A scripted model (its generation step replaced by answers the test writes) checks the chaining exactly;
+a tiny random model trained for nothing checks that odd inputs are answered, not crashed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import weakref
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import pytest
+
+from artemis import ArtemisModel
+from artemis.errors import ConfigError
+from artemis.model import build_tiny_model
+from artemis.tasks import box_output
+from artemis.tasks.box_output import BoxStatus
+from artemis.video.reader import ClosesOnExit
+
+GIVEN, PREDICTED, UNPARSED, INVALID = BoxStatus.GIVEN, BoxStatus.PREDICTED, BoxStatus.UNPARSED, BoxStatus.INVALID
+
+
+@pytest.fixture(scope="module")
+def tiny_boxes():
+    """A tiny random model that may write boxes (``tasks=["describe", "boxes"]``, per-frame tokens)."""
+    return build_tiny_model(
+        ["the red circle"], seed=0, video_layout="frames", frame_pool_size=2, tasks=["describe", "boxes"]
+    )
+
+
+class Scripted(ArtemisModel):
+    """The model's answers come from ``answer(clip_number, num_frames)``; the prompts are recorded."""
+
+    def __init__(self, model, processor, answer, monkeypatch) -> None:
+        super().__init__(model, processor)
+        self.answer = answer
+        self.prompts: list[str] = []
+        monkeypatch.setattr(box_output, "generate", self._generate)
+
+    def _generate(self, model, processor, inputs, **options) -> list[str]:
+        self.prompts.append(processor.decode(inputs["input_ids"][0]))
+        num_frames = int(inputs["frame_mask"][0].sum())
+        return [self.answer(len(self.prompts) - 1, num_frames)]
+
+
+def frames_answer(boxes: Sequence[Sequence[int]]) -> str:
+    return ", ".join(f"Frame {i}: [{','.join(map(str, b))}]" for i, b in enumerate(boxes, start=1))
+
+
+def asked_box(prompt: str) -> list[int] | None:
+    """The box of an SOT prompt (the word tokenizer decodes "[10,10,20,27]" as "[ 10, 10, 20, 27 ]")."""
+    found = re.search(r"coordinates \[([\d, ]+)\]", prompt)
+    return None if found is None else [int(v) for v in found.group(1).split(",")]
+
+
+# --- chaining, seeding, carry-over -----------------------------------------------------------------------
+
+
+def test_rsot_asks_the_expression_then_the_last_box_and_again_after_a_clip_that_found_nothing(
+    tiny_boxes, monkeypatch
+) -> None:
+    frames = np.zeros((29, 100, 100, 3), dtype=np.uint8)  # square: one text unit is one pixel
+    # Clips start at 0, 7, 14, 21. Clip 1 is garbage: frames 8-14 unparsed, carrying frame 7's box.
+    answers = [
+        frames_answer([[10, 10, 20, 20 + f] for f in range(8)]),
+        "I do not see it",
+        frames_answer([[30, 30, 40, 40 + f] for f in range(8)]),
+        frames_answer([[50, 50, 60, 60 + f] for f in range(8)]),
+    ]
+    model = Scripted(*tiny_boxes, lambda clip, n: answers[clip], monkeypatch)
+    track = model.ground(frames, "The red circle.")
+
+    assert track.clips == [list(range(s, s + 8)) for s in (0, 7, 14, 21)]
+    assert track.asked == ["rsot", "sot", "rsot", "sot"]
+    assert "Please find the red circle in every frame" in model.prompts[0]
+    assert asked_box(model.prompts[1]) == [10, 10, 20, 27]  # frame 7, the last box of clip 0
+    assert asked_box(model.prompts[2]) is None and "Please find the red circle" in model.prompts[2]
+    assert asked_box(model.prompts[3]) == [30, 30, 40, 47]  # frame 21, the last box of clip 2
+    status = track.status.tolist()
+    assert status[:8] == [PREDICTED] * 8 and status[8:15] == [UNPARSED] * 7 and status[15:] == [PREDICTED] * 14
+    assert track.num_unparsed == 7 and track.num_invalid == 0
+    np.testing.assert_allclose(track.boxes[8:15], np.tile([10, 10, 20, 27], (7, 1)), atol=1e-9)  # carried
+    np.testing.assert_allclose(track.boxes[15], [30, 30, 40, 41], atol=1e-9)  # clip 2 frame 2 (frame 14 overlaps)
+    np.testing.assert_allclose(track.boxes[28], [50, 50, 60, 67], atol=1e-9)
+    assert track.visible.all()
+    data = track.to_json()
+    assert data["num_unparsed"] == 7 and data["status"][8] == "unparsed" and data["texts"][1] == "I do not see it"
+    assert data["expression"] == "The red circle." and data["asked"] == track.asked
+
+
+def test_rsot_frames_before_the_target_is_found_stay_empty(tiny_boxes, monkeypatch) -> None:
+    frames = np.zeros((15, 100, 100, 3), dtype=np.uint8)
+    answers = ["nothing here", "Frame 1: [0,0,0,0], " + ", ".join(f"Frame {i}: [5,5,25,25]" for i in range(2, 9))]
+    model = Scripted(*tiny_boxes, lambda clip, n: answers[clip], monkeypatch)
+    track = model.ground(frames, "the red circle")
+    assert track.asked == ["rsot", "rsot"]  # clip 0 found nothing: the expression again
+    assert not track.visible[:8].any() and track.visible[8:].all()  # no box to carry before the first find
+    assert track.status[7] == UNPARSED  # clip 1's [0,0,0,0] on frame 7 is an overlap, dropped
+
+
+def test_sot_from_a_middle_frame_carries_through_an_unreadable_backward_clip(tiny_boxes, monkeypatch) -> None:
+    frames = np.zeros((20, 100, 100, 3), dtype=np.uint8)
+    # Forward from 10: positions [0, 2] -> clips 10-17, 12-19. Backward 10..0: clips 10..3, 7..0.
+    answers = [
+        frames_answer([[40, 40, 50, 50 + f] for f in range(8)]),
+        frames_answer([[41, 41, 51, 51 + f] for f in range(8)]),
+        "Frame 1: [40,40,50,50], Frame 2: [40,40,50",  # frame 9 garbled, 8..3 missing
+        frames_answer([[20, 20, 30, 30 + f] for f in range(8)]),
+    ]
+    model = Scripted(*tiny_boxes, lambda clip, n: answers[clip], monkeypatch)
+    track = model.track_with_llm(frames, box=(40, 40, 50, 50), frame_index=10)
+    assert track.clips[2] == list(range(10, 2, -1)) and track.clips[3] == list(range(7, -1, -1))
+    assert track.asked == ["sot"] * 4
+    assert asked_box(model.prompts[3]) == [40, 40, 50, 50]  # the carried box of frame 7 seeds the next clip
+    assert track.status[10] == GIVEN and (track.status[3:10] == UNPARSED).all()
+    np.testing.assert_allclose(track.boxes[3:10], np.tile([40, 40, 50, 50], (7, 1)), atol=1e-9)
+    np.testing.assert_allclose(track.boxes[0], [20, 20, 30, 37], atol=1e-9)  # frame 0 is backward frame 8
+    np.testing.assert_allclose(track.boxes[19], [41, 41, 51, 58], atol=1e-9)
+
+
+# --- bad input -------------------------------------------------------------------------------------------
+
+
+def test_an_expression_of_unknown_words_is_answered_with_its_parse_status(tiny_boxes) -> None:
+    frames = np.random.default_rng(0).integers(0, 255, (10, 40, 40, 3), dtype=np.uint8)
+    track = ArtemisModel(*tiny_boxes).ground(frames, "zebra xylophone quokka", max_new_tokens=6)
+    assert track.unknown_words == ["zebra", "xylophone", "quokka"]
+    assert len(track.texts) == 2 and track.num_frames == 10
+    assert track.num_unparsed + track.num_invalid + int((track.status == PREDICTED).sum()) == 10
+    assert track.to_json()["unknown_words"] == ["zebra", "xylophone", "quokka"]
+    assert ArtemisModel(*tiny_boxes).ground(frames[:2], "the red circle", max_new_tokens=2).unknown_words == []
+    with pytest.raises(ConfigError, match="referring expression is empty"):
+        ArtemisModel(*tiny_boxes).ground(frames, "  . ")
+
+
+def test_a_one_pixel_wide_target_at_the_frame_edge(tiny_boxes, monkeypatch) -> None:
+    frames = np.zeros((9, 48, 64, 3), dtype=np.uint8)
+    box = (63, 10, 64, 30)  # the last column of the frame
+    track = ArtemisModel(*tiny_boxes).track_with_llm(frames, box=box, frame_index=4, max_new_tokens=6)
+    assert track.status[4] == GIVEN and track.boxes[4].tolist() == list(box)
+    # A model that answers the same thin box: a box of zero width in text is invalid, never a crash.
+    model = Scripted(*tiny_boxes, lambda clip, n: frames_answer([[100, 30, 100, 55]] * n), monkeypatch)
+    echoed = model.track_with_llm(frames, box=box, frame_index=4)
+    x1, _, x2, _ = asked_box(model.prompts[0])
+    assert (x1, x2) == (98, 100)  # columns 63..64 of 64, in hundredths (the padding adds rows only)
+    assert echoed.num_invalid == 8 and not echoed.visible[[0, 8]].any()
+
+
+def test_videos_shorter_than_one_clip(tiny_boxes) -> None:
+    model = ArtemisModel(*tiny_boxes)
+    frames = np.random.default_rng(1).integers(0, 255, (3, 32, 32, 3), dtype=np.uint8)
+    sot = model.track_with_llm(frames, box=(4, 4, 20, 20), frame_index=1, max_new_tokens=6)
+    assert sot.clips == [[1, 2], [1, 0]] and sot.status[1] == GIVEN and len(sot.texts) == 2
+    rsot = model.ground(frames, "the red circle", max_new_tokens=6)
+    assert rsot.clips == [[0, 1, 2]] and rsot.num_frames == 3
+    single = model.track_with_llm(frames[:1], box=(4, 4, 20, 20))
+    assert single.clips == [] and single.status.tolist() == [GIVEN] and single.visible.tolist() == [True]
+    assert model.ground(frames[:1], "the red circle", max_new_tokens=6).clips == [[0]]
+
+
+def test_a_model_without_box_output_is_refused_by_the_api() -> None:
+    model, processor = build_tiny_model(seed=0, video_layout="frames", frame_pool_size=2)
+    frames = np.zeros((4, 32, 32, 3), dtype=np.uint8)
+    with pytest.raises(ConfigError, match=r"was not trained to write boxes"):
+        ArtemisModel(model, processor).ground(frames, "the red circle")
+
+
+# --- memory ----------------------------------------------------------------------------------------------
+
+
+class CountingVideo(ClosesOnExit):
+    """A long video made up on demand: records every read, and how many frames it handed out are still alive."""
+
+    def __init__(self, num_frames: int, size: int = 24) -> None:
+        self.num_frames, self.width, self.height, self.fps, self.path = num_frames, size, size, 25.0, "<counting>"
+        self.reads: list[list[int]] = []
+        self.alive_at_read: list[int] = []
+        self._handed: list[tuple[weakref.ref, int]] = []
+
+    def _alive(self) -> int:
+        # Arrays are freed by reference counting as soon as nothing holds them (no cycles to collect).
+        return sum(count for ref, count in self._handed if ref() is not None)
+
+    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
+        self.alive_at_read.append(self._alive())
+        self.reads.append([int(i) for i in indices])
+        batch = np.stack([np.full((self.height, self.width, 3), i % 256, dtype=np.uint8) for i in indices])
+        self._handed.append((weakref.ref(batch), len(indices)))
+        return batch
+
+    def get_frame(self, index: int) -> np.ndarray:
+        return self.get_frames([index])[0]
+
+    def iter_frames(self, start: int = 0, stop: int | None = None, step: int = 1) -> Iterator[tuple[int, np.ndarray]]:
+        raise AssertionError("box output reads clips, it never streams the whole video")
+
+    def close(self) -> None:
+        pass
+
+
+def test_memory_is_bounded_by_one_clip_on_a_long_video_from_a_middle_key_frame(tiny_boxes, monkeypatch) -> None:
+    video = CountingVideo(160)
+    model = Scripted(*tiny_boxes, lambda clip, n: frames_answer([[10, 10, 50, 50]] * n), monkeypatch)
+    track = model.track_with_llm(video, box=(5, 5, 12, 12), frame_index=80)
+    assert track.visible.all() and track.num_unparsed == 0
+    assert max(len(read) for read in video.reads) <= 8  # one clip at a time
+    assert max(video.alive_at_read) <= 8  # what is still held when the next clip is read: one clip at most
+    decoded = [index for read in video.reads for index in read]
+    assert sorted(decoded) == sorted([*range(160), 80])  # every frame once; the key frame once per direction
+    forward = [read for read in video.reads if read[0] >= 80]
+    assert all(a[-1] < b[0] for a, b in itertools.pairwise(forward))  # a stream, never a step back
+    assert all(read == sorted(read) for read in video.reads)  # backward clips decode in increasing order too
