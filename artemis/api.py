@@ -1,8 +1,15 @@
-"""``ArtemisModel``: the user's entry point — track a target from one box, describe it, ask about it.
+"""``ArtemisModel``: the user's entry point — track a target from one box, describe it, ask about it, ground it.
 
 >>> model = ArtemisModel.from_pretrained("path/to/checkpoint")
 >>> result = model.describe("video.mp4", box=(120, 40, 260, 300), frame_index=30)
 >>> result.text, result.track.visible.mean()
+
+A model trained to write boxes (``tasks: [describe, boxes]``) tracks by itself (Elysium SOT) and finds the
+target an expression names (RSOT); both return a track with per-frame status and the generated texts:
+
+>>> track = model.track_with_llm("video.mp4", box=(120, 40, 260, 300), frame_index=30)
+>>> found = model.ground("video.mp4", "the red circle")
+>>> found.boxes, found.visible, found.status, found.texts, found.num_unparsed
 
 The verbs live in :class:`artemis.tasks.VideoPipeline`; loading in :mod:`artemis.model.loading`.
 """

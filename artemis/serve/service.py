@@ -250,7 +250,7 @@ class ModelService:
         self.require_boxes()
         self.check_video(video_path)
         with self._lock:
-            return self._thread.run(self.model.track_with_llm, video_path, expression=expression)
+            return self._thread.run(self.model.ground, video_path, expression)
 
     def require_boxes(self) -> None:
         """Raise the model's one-line :class:`~artemis.errors.ConfigError` (the CLI's) unless it writes boxes."""

@@ -23,7 +23,7 @@ from artemis.errors import VideoError
 from artemis.io import atomic_path
 from artemis.video.source import VideoSource
 
-__all__ = ["PALETTE", "draw_box", "draw_caption", "draw_track", "h264_available", "write_video"]
+__all__ = ["PALETTE", "draw_box", "draw_caption", "draw_legend", "draw_track", "h264_available", "write_video"]
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +123,32 @@ def draw_caption(
     return frame
 
 
+def draw_legend(
+    frame: np.ndarray, names: Sequence[str], colors: Sequence[tuple[int, int, int]] | None = None
+) -> np.ndarray:
+    """Write a key in the top-left corner, in place: a colour swatch and a name per entry, one per line.
+
+    Args:
+        frame: ``(H, W, 3)`` uint8 RGB.
+        names: what each colour stands for (e.g. ``["tracker", "model"]``).
+        colors: RGB colour of each entry; default the :data:`PALETTE` in order, as :func:`draw_track` uses it.
+    """
+    colors = list(colors) if colors is not None else [PALETTE[i % len(PALETTE)] for i in range(len(names))]
+    if len(colors) != len(names):
+        raise ValueError(f"{len(colors)} colours for {len(names)} legend entries; expected one colour per entry")
+    scale = _font_scale(frame.shape[0])
+    (_, line_h), base = cv2.getTextSize("Ag", _FONT, scale, 1)
+    margin, step = max(2, round(4 * scale)), line_h + base + max(2, round(4 * scale))
+    for row, (name, color) in enumerate(zip(names, colors, strict=True)):
+        top = margin + row * step
+        swatch = (margin, top, margin + line_h, top + line_h)
+        cv2.rectangle(frame, swatch[:2], swatch[2:], color, cv2.FILLED)
+        origin = (swatch[2] + margin, top + line_h)
+        cv2.putText(frame, name, origin, _FONT, scale, (0, 0, 0), 3, cv2.LINE_AA)  # outline, readable anywhere
+        cv2.putText(frame, name, origin, _FONT, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return frame
+
+
 def _iter_source(frames: VideoSource | Iterable[np.ndarray]) -> Iterator[np.ndarray]:
     if isinstance(frames, VideoSource):
         for _, frame in frames.iter_frames():
@@ -138,6 +164,7 @@ def draw_track(
     *,
     captions: str | Sequence[str | None] | None = None,
     thickness: int = 2,
+    legend: Sequence[str] | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield copies of ``frames`` with each track's box drawn where it is visible.
 
@@ -148,6 +175,7 @@ def draw_track(
         labels: a tag per track drawn above its box (a single string for a single track).
         captions: a caption for every frame, or one per frame (``None`` to skip a frame).
         thickness: box line width in pixels.
+        legend: a name per track, written with its colour in the top-left corner (:func:`draw_legend`).
 
     Yields:
         ``(H, W, 3)`` uint8 RGB frames; the key frame of the first track gets a thicker box.
@@ -173,6 +201,8 @@ def draw_track(
         caption = captions if isinstance(captions, str) or captions is None else captions[index]
         if caption:
             draw_caption(canvas, caption)
+        if legend:
+            draw_legend(canvas, legend)
         yield canvas
 
 
