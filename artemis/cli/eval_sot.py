@@ -1,6 +1,7 @@
 """``artemis eval sot | rsot``: track every sequence of a data set, then score it with the one-pass protocol.
 
-``artemis eval sot --tracker opencv-csrt`` scores a tracker; ``artemis eval sot --model DIR`` scores a
+``artemis eval sot --tracker opencv-csrt`` scores a tracker (``--data synthref:SPLIT_DIR`` on a SynthRef
+split, each target from its first visible box); ``artemis eval sot --model DIR`` scores a
 model's own box output (Elysium), which needs a model trained with ``tasks: [describe, boxes]``. RSOT (a
 referring expression -> a box on every frame) always needs box output. The work is done by
 :mod:`artemis.eval.sot`; this module parses arguments, checks the model's config before loading its
@@ -55,7 +56,12 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_common(parser: argparse.ArgumentParser, formats: tuple[str, ...], out: str) -> None:
-    parser.add_argument("--data", required=True, help=f"FORMAT:PATH, FORMAT one of {', '.join(formats)}")
+    parser.add_argument(
+        "--data",
+        required=True,
+        help=f"FORMAT:PATH, FORMAT one of {', '.join(formats)}; synthref:SPLIT_DIR is a split folder written by "
+        "artemis data synthref (each target from its first visible frame)",
+    )
     parser.add_argument("--out", type=Path, default=Path(out), help="output directory")
     parser.add_argument("--limit", type=int, help="only the first N sequences (a rerun with more resumes)")
     parser.add_argument("--convention", choices=CONVENTIONS, default="lasot", help="whose rules (default lasot)")

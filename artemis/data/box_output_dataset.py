@@ -14,13 +14,23 @@ prompt of a training clip and of the same clip at inference are the same ids; la
 are written on the model's square input (:class:`artemis.boxes.SquareTransform`); a frame where the
 target is absent or hidden is written ``[0,0,0,0]``, which inference reads as an invalid box. Items hold
 ``input_ids``, ``labels``, ``pixel_values`` (n, 3, S, S) and ``frame_mask`` (n,), which
-:class:`artemis.data.collator.ArtemisCollator` batches.
+:class:`artemis.data.collator.ArtemisCollator` batches (with ``vision_features``, ``video_features``
+instead of the pixels, so they batch with the items of a features cache).
+
+Decoding: a clip reads only its frames, and a small video (at most ``max_video_mb`` decoded) is decoded
+whole once and kept in an in-process LRU of ``video_cache_mb`` (:class:`DecodedVideoCache`), since every
+record is cut into several clips and a video holds several records.
+
+SOT prompt jitter (``sot_box_jitter``, default 0): each edge of the box given in an SOT prompt moves by a
+uniform draw of up to that fraction of the box's width / height; the answer keeps the exact boxes, so
+the model learns to correct a box chained from the previous clip.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -29,7 +39,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from artemis.data import formats
+from artemis.data.entries import read_track_records
 from artemis.data.records import RefSample, record_error
 from artemis.errors import ConfigError, VideoError
 from artemis.model.configuration import ArtemisConfig
@@ -42,7 +52,11 @@ logger = logging.getLogger(__name__)
 Task = Literal["sot", "rsot"]
 TASKS: tuple[Task, ...] = ("sot", "rsot")
 
-__all__ = ["TASKS", "BoxOutClip", "BoxOutDataset", "read_record_frames"]
+__all__ = ["TASKS", "BoxOutClip", "BoxOutDataset", "DecodedVideoCache", "jitter_box", "read_record_frames"]
+
+# Extracts video features from processed frames: (n, 3, S, S) -> (num_frames * tokens, C_v), e.g. a
+# ``VisionFeatureExtractor`` bound to the trained model (see ``BoxOutDataset``).
+FeatureFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -54,11 +68,53 @@ class BoxOutClip:
     positions: tuple[int, ...]
 
 
-def read_record_frames(sample: RefSample, positions: Sequence[int]) -> np.ndarray:
+class DecodedVideoCache:
+    """A least-recently-used store of whole decoded small videos, bounded in bytes.
+
+    Hand-written because ``functools.lru_cache`` bounds entries, not bytes, and cannot skip large videos.
+    Each data-loader worker has its own (nothing is shared between processes).
+
+    Args:
+        max_bytes: total size of the frames kept (0 keeps nothing).
+        max_video_bytes: a video larger than this decoded is never kept; its clips decode their frames only.
+    """
+
+    def __init__(self, max_bytes: int, max_video_bytes: int) -> None:
+        self.max_bytes = int(max_bytes)
+        self.max_video_bytes = int(max_video_bytes)
+        self._videos: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self.hits = self.misses = 0
+
+    def frames(self, path: Path, frame_ids: Sequence[int]) -> np.ndarray:
+        """Frames ``frame_ids`` of the video file or folder ``path``: (n, H, W, 3) uint8 RGB."""
+        key = str(path)
+        whole = self._videos.get(key)
+        if whole is not None:
+            self.hits += 1
+            self._videos.move_to_end(key)
+            return whole[list(frame_ids)]
+        self.misses += 1
+        with opened(path) as video:
+            size = video.num_frames * video.height * video.width * 3
+            if not 0 < size <= min(self.max_video_bytes, self.max_bytes):
+                return video.get_frames(list(frame_ids))
+            whole = video.get_frames(list(range(video.num_frames)))  # (T, H, W, 3)
+        self._videos[key] = whole
+        self._bytes += whole.nbytes
+        while self._bytes > self.max_bytes:
+            _, dropped = self._videos.popitem(last=False)
+            self._bytes -= dropped.nbytes
+        return whole[list(frame_ids)]
+
+
+def read_record_frames(
+    sample: RefSample, positions: Sequence[int], cache: DecodedVideoCache | None = None
+) -> np.ndarray:
     """The record's annotated frames at ``positions`` (indices into ``frame_ids``): (n, H, W, 3) uint8 RGB.
 
     Frames come from the record's video file or folder (at their frame ids) or from its image list; only
-    the frames asked for are decoded.
+    the frames asked for are decoded, unless ``cache`` keeps the whole (small) video.
     """
     if sample.video is None and sample.frame_paths is None:
         raise VideoError(f"record {sample.sample_id} has no video and no frame paths; it cannot be trained on")
@@ -67,10 +123,28 @@ def read_record_frames(sample: RefSample, positions: Sequence[int]) -> np.ndarra
             # Only the clip's images: an image list over them decodes each once and nothing else.
             with opened([sample.resolve(sample.frame_paths[p]) for p in positions]) as video:
                 return video.get_frames(list(range(len(positions))))
+        frame_ids = [sample.frame_ids[p] for p in positions]
+        if cache is not None:
+            return cache.frames(sample.resolve(sample.video), frame_ids)
         with opened(sample.resolve(sample.video)) as video:
-            return video.get_frames([sample.frame_ids[p] for p in positions])
+            return video.get_frames(frame_ids)
     except VideoError as error:
         raise VideoError(f"record {sample.sample_id}: {error}") from None
+
+
+def jitter_box(box: np.ndarray, fraction: float, width: int, height: int, rng: np.random.Generator) -> np.ndarray:
+    """``box`` (pixel xyxy) with each edge moved by up to ``fraction`` of the box's width / height.
+
+    The result stays inside the ``width`` x ``height`` frame and at least one pixel wide and high.
+    """
+    x1, y1, x2, y2 = (float(v) for v in box)
+    w, h = x2 - x1, y2 - y1
+    dx1, dy1, dx2, dy2 = rng.uniform(-fraction, fraction, size=4) * np.array([w, h, w, h])
+    x1, x2 = np.clip([x1 + dx1, x2 + dx2], 0.0, width)
+    y1, y2 = np.clip([y1 + dy1, y2 + dy2], 0.0, height)
+    if x2 - x1 < 1.0 or y2 - y1 < 1.0:  # a tiny box jittered away: keep the true one
+        return np.asarray(box, dtype=np.float64)
+    return np.array([x1, y1, x2, y2], dtype=np.float64)
 
 
 class BoxOutDataset(Dataset):
@@ -82,9 +156,16 @@ class BoxOutDataset(Dataset):
         config: the model's config; must have ``video_layout="frames"``.
         tasks: which items to make, ``("sot", "rsot")`` by default.
         clip_length / stride: the clip schedule (default ``min(8, num_frames)`` and one less), as inference.
+        sot_box_jitter: SOT prompts give the first-frame box with each edge moved by up to this fraction of
+            the box's size (0, the default, gives the exact box); drawn per seed, epoch and item.
+        seed: base of the jitter draws.
+        video_cache_mb / max_video_mb: the LRU of whole decoded small videos (0 turns it off).
+        vision_features: give items ``video_features`` computed by this function from the clip's processed
+            frames instead of ``pixel_values`` (to batch with a features cache; the vision tower is frozen).
 
     Raises:
-        ConfigError: a pooled-layout config, an unknown task, or records that give no clip.
+        ConfigError: a pooled-layout config, an unknown task, a jitter outside [0, 0.5], or records that
+            give no clip.
     """
 
     def __init__(
@@ -96,11 +177,28 @@ class BoxOutDataset(Dataset):
         tasks: Sequence[Task] = TASKS,
         clip_length: int | None = None,
         stride: int | None = None,
+        sot_box_jitter: float = 0.0,
+        seed: int = 0,
+        video_cache_mb: float = 512.0,
+        max_video_mb: float = 32.0,
+        vision_features: FeatureFn | None = None,
     ) -> None:
         require_task(config, "boxes", "the model to train")  # its config must say it writes boxes
+        if isinstance(sot_box_jitter, bool) or not 0.0 <= float(sot_box_jitter) <= 0.5:
+            raise ConfigError(
+                f"sot_box_jitter={sot_box_jitter!r}: it is the largest move of a box edge as a fraction of the "
+                "box's size; use a number from 0 (exact box) to 0.5"
+            )
+        self.sot_box_jitter = float(sot_box_jitter)
+        self.seed = int(seed)
+        self.epoch = 0
+        self.video_cache = DecodedVideoCache(int(video_cache_mb * 2**20), int(max_video_mb * 2**20))
+        self.vision_features = vision_features
+        self.skipped: list = []
         unknown = [t for t in tasks if t not in TASKS]
         if unknown or not tasks:
             raise ConfigError(f"tasks={list(tasks)!r} is not valid; expected a non-empty subset of {list(TASKS)}")
+        self.tasks: tuple[Task, ...] = tuple(tasks)
         self.samples = list(samples)
         self.processor = processor
         self.config = config
@@ -134,19 +232,48 @@ class BoxOutDataset(Dataset):
         config: ArtemisConfig,
         *,
         fmt: str = "elysium",
+        bad_records: Literal["raise", "skip"] = "raise",
         **options: Any,
     ) -> BoxOutDataset:
-        """Read annotation files of format ``fmt`` (default ElysiumTrack-1M) and build the dataset."""
-        samples = [s for path in paths for s in formats.read(fmt, Path(path)) if s.has_boxes]
-        return cls(samples, processor, config, **options)
+        """Read annotation files of format ``fmt`` (default ElysiumTrack-1M) and build the dataset.
+
+        A malformed record, one without a track or whose media is missing raises an ``AnnotationError``
+        naming it, or with ``bad_records="skip"`` is left out (kept in ``dataset.skipped``).
+        """
+        samples: list[RefSample] = []
+        skipped = []
+        for path in paths:
+            good, bad = read_track_records(fmt, path, bad_records)
+            samples += good
+            skipped += bad
+        dataset = cls(samples, processor, config, **options)
+        dataset.skipped = skipped
+        return dataset
 
     def __len__(self) -> int:
         return len(self.clips)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the jitter of ``epoch`` (nothing else changes between epochs)."""
+        self.epoch = int(epoch)
+
+    def clip_key(self, index: int) -> str:
+        """``"<task>:<record id>@<first position>"``: which clip item ``index`` is (logs)."""
+        clip = self.clips[index]
+        return f"{clip.task}:{self.samples[clip.record].sample_id}@{clip.positions[0]}"
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        item = self._item(index)
+        if self.vision_features is not None:
+            pixels = item.pop("pixel_values")  # (n, 3, S, S)
+            del item["frame_mask"]
+            item["video_features"] = self.vision_features(pixels)  # (N_v, C_v)
+        return item
+
+    def _item(self, index: int) -> dict[str, torch.Tensor]:
         clip = self.clips[index]
         sample = self.samples[clip.record]
-        frames = read_record_frames(sample, clip.positions)  # (n, H, W, 3)
+        frames = read_record_frames(sample, clip.positions, self.video_cache)  # (n, H, W, 3)
         height, width = frames.shape[1:3]
         if sample.width is not None and (sample.width, sample.height) != (width, height):
             raise record_error(
@@ -159,5 +286,9 @@ class BoxOutDataset(Dataset):
         boxes = boxes[list(clip.positions)]
         boxes[~visible[list(clip.positions)]] = np.nan  # hidden or absent -> written [0,0,0,0]
         if clip.task == "sot":
-            return self.processor.box_output_item(frames, box=boxes[0], answer_boxes=boxes)
+            box = boxes[0]
+            if self.sot_box_jitter > 0.0:
+                rng = np.random.default_rng([self.seed, self.epoch, int(index), 0x534F54])
+                box = jitter_box(box, self.sot_box_jitter, width, height, rng)
+            return self.processor.box_output_item(frames, box=box, answer_boxes=boxes)
         return self.processor.box_output_item(frames, expression=sample.caption or "", answer_boxes=boxes)

@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 # Formats whose files are JSON lists parsed record by record, so one bad record can be skipped alone.
 _PER_RECORD_FORMATS = ("videoref45k", "elysium", "llava")
 
-__all__ = ["conversation_turns", "load_entries"]
+__all__ = ["conversation_turns", "load_entries", "read_track_records"]
 
 
 def _read_file(fmt: str, path: Path, skip: bool, skipped: list[AnnotationError]) -> list[tuple[int, RefSample]]:
@@ -137,3 +137,37 @@ def load_entries(
     if skipped:
         logger.warning("skipped %d bad records of %d", len(skipped), len(skipped) + len(entries))
     return entries, skipped
+
+
+def read_track_records(
+    fmt: str, path: str | Path, bad_records: Literal["raise", "skip"] = "raise"
+) -> tuple[list[RefSample], list[AnnotationError]]:
+    """The records of one file that carry a track, for box output (SOT / RSOT clips).
+
+    A record must have boxes and its media must exist (a stat); no caption is needed (SOT needs none).
+
+    Returns:
+        ``(samples, skipped)``: the good records and the errors of the skipped ones (``bad_records="skip"``).
+    """
+    if bad_records not in ("raise", "skip"):
+        raise ConfigError(f"bad_records={bad_records!r}; expected 'raise' or 'skip'")
+    skipped: list[AnnotationError] = []
+    samples: list[RefSample] = []
+    for index, sample in _read_file(fmt, Path(path), bad_records == "skip", skipped):
+        entry = RecordEntry(sample, Path(path), index, fmt, _kind(sample))
+        media = sample.frame_paths if sample.frame_paths is not None else [sample.video]
+        try:
+            if entry.kind != "referring":
+                raise entry.error("box", "the record has no track (per-frame boxes) to train box output on")
+            missing = [m for m in media if m is None or not sample.resolve(m).exists()]
+            if missing:
+                raise entry.error("frames", f"the referenced file {sample.resolve(missing[0])} does not exist")
+        except AnnotationError as error:
+            if bad_records == "raise":
+                raise
+            skipped.append(error)
+            continue
+        samples.append(sample)
+    for error in skipped:
+        logger.warning("skipped a bad record: %s", error)
+    return samples, skipped

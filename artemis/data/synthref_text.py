@@ -1,11 +1,14 @@
-"""The words of SynthRef: object descriptions, scene captions and question-answer pairs.
+"""The words of SynthRef: object descriptions, scene captions, question-answer pairs, referring expressions.
 
 Every sentence is built from an object's attribute labels with the templates in
 :mod:`artemis.templates`, so each answer is exactly correct for its scene. A question is only asked when
 its wording names exactly one object (e.g. "the square that moves up" when there is one such square).
+A referring expression (:func:`referring_expression`) is the shortest phrase that names its object alone.
 """
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 
@@ -24,6 +27,20 @@ MOTION_PHRASES: dict[str, tuple[str, str, str]] = {
     "down-right": ("from the top left to the bottom right", "down and to the right", "moves down and to the right"),
     "still": ("", "", "stays still"),
 }
+# How a referring expression says an object's motion, after the shape ("the circle moving left").
+MOTION_QUALIFIERS: dict[str, str] = {
+    "left": "moving left",
+    "right": "moving right",
+    "up": "moving up",
+    "down": "moving down",
+    "up-left": "moving up and to the left",
+    "up-right": "moving up and to the right",
+    "down-left": "moving down and to the left",
+    "down-right": "moving down and to the right",
+    "still": "standing still",
+}
+QUALIFIERS = ("colour", "size", "motion")
+"""The attributes a referring expression may add to the shape it always names."""
 _NUMBERS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight")
 
 
@@ -118,3 +135,47 @@ def scene_questions(scene: Scene, rng: np.random.Generator, max_questions: int =
     picked = rng.choice(len(candidates), size=min(max_questions - 1, len(candidates)), replace=False)
     pairs.extend(candidates[int(i)] for i in sorted(picked))
     return pairs
+
+
+def expression_text(obj: SceneObject, qualifiers: tuple[str, ...]) -> str:
+    """``"the small red circle moving left"``: the shape with the given qualifiers (size, colour before it,
+    motion after it)."""
+    words = ["the"]
+    if "size" in qualifiers:
+        words.append(obj.size)
+    if "colour" in qualifiers:
+        words.append(obj.colour)
+    words.append(obj.shape)
+    if "motion" in qualifiers:
+        words.append(MOTION_QUALIFIERS[obj.motion])
+    return " ".join(words)
+
+
+def referring_expression(
+    objects: list[SceneObject], index: int, order: tuple[str, ...] = QUALIFIERS
+) -> tuple[str, tuple[str, ...]]:
+    """The shortest phrase that names ``objects[index]`` and no other object of its scene.
+
+    The phrase always names the shape (its head noun). Qualifier sets are tried fewest first: none ("the
+    circle"), then one, then two, then all three; among sets of the same size, in the order ``order``
+    gives (e.g. ``("motion", "colour", "size")`` tries "the circle moving left" before "the red circle").
+    The first set whose phrase fits the object alone wins; it is true of the object because it is built
+    from the object's own labels.
+
+    Returns:
+        ``(phrase, qualifiers used)``.
+
+    Raises:
+        ValueError: ``order`` is not a permutation of :data:`QUALIFIERS`, or no phrase is unique (two
+            objects with the same four labels, which the generator never makes).
+    """
+    if sorted(order) != sorted(QUALIFIERS):
+        raise ValueError(f"order={order!r}; expected a permutation of {QUALIFIERS}")
+    target = objects[index]
+    others = [o for k, o in enumerate(objects) if k != index]
+    for count in range(len(order) + 1):
+        for chosen in itertools.combinations(order, count):
+            labels = ("shape", *chosen)
+            if not any(all(getattr(o, a) == getattr(target, a) for a in labels) for o in others):
+                return expression_text(target, chosen), chosen
+    raise ValueError(f"object {index} ({target.colour} {target.shape}) has a twin in its scene; no phrase is unique")

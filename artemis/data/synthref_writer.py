@@ -8,7 +8,9 @@ Layout of ``OUT/<split>/``::
     videoref45k.json                one Artemis record per object (caption = its description)
     videoref45k_attributes.json     three Artemis records per object: one short question and answer
                                     each about its colour, shape and motion
-    elysium.json                    one ElysiumTrack-1M record per object (SOT / RSOT / Video-REG)
+    elysium.json                    one ElysiumTrack-1M record per object, described (Video-REG)
+    elysium_track.json              one ElysiumTrack-1M record per object for SOT and RSOT: the same boxes,
+                                    object_description = the shortest phrase naming it alone in its video
     llava_stage1.json               one scene-caption conversation per video
     llava_stage2.json               one multi-turn question-answer conversation per video
 
@@ -43,13 +45,22 @@ from artemis.data.synthref import (
     render_frames,
     seed_sequence,
 )
-from artemis.data.synthref_text import attribute_questions, describe_object, scene_caption, scene_questions
+from artemis.data.synthref_text import (
+    QUALIFIERS,
+    attribute_questions,
+    describe_object,
+    referring_expression,
+    scene_caption,
+    scene_questions,
+)
 from artemis.errors import VideoError
 from artemis.io import atomic_path, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_VERSION = 1
+TRACK_FILE = "elysium_track.json"
+"""The split's SOT / RSOT records (ElysiumTrack-1M format); ``--data synthref:SPLIT_DIR`` reads them."""
 
 
 @dataclass(frozen=True)
@@ -148,6 +159,7 @@ def generate_split(
     split_dir = Path(out_dir) / split
     refs: list[RefSample] = []
     attribute_refs: list[RefSample] = []
+    track_refs: list[RefSample] = []
     stage1: list[RefSample] = []
     stage2: list[RefSample] = []
     manifest_videos = []
@@ -191,6 +203,7 @@ def generate_split(
             for kind, question, answer in attribute_questions(obj, attribute_rng):
                 sample_id = f"{scene.name}_obj{k}_{kind}"
                 attribute_refs.append(replace(target, sample_id=sample_id, question=question, caption=answer))
+        track_refs += _track_records(scene, refs[len(refs) - len(scene.objects) :], seed, split, index)
         scene_question = templates.SYNTHREF_SCENE_QUESTIONS[
             int(text_rng.integers(len(templates.SYNTHREF_SCENE_QUESTIONS)))
         ]
@@ -226,11 +239,29 @@ def generate_split(
     videoref45k.write(refs, split_dir / "videoref45k.json")
     videoref45k.write(attribute_refs, split_dir / "videoref45k_attributes.json")
     elysium.write(refs, split_dir / "elysium.json")
+    elysium.write(track_refs, split_dir / TRACK_FILE)
     llava.write(stage1, split_dir / "llava_stage1.json")
     llava.write(stage2, split_dir / "llava_stage2.json")
     seconds = time.perf_counter() - started
     logger.info("wrote %d SynthRef videos (%d objects) to %s in %.1f s", num_videos, len(refs), split_dir, seconds)
     return SynthRefSummary(split_dir=split_dir, num_videos=num_videos, num_objects=len(refs), seconds=seconds)
+
+
+def _track_records(scene: Scene, refs: list[RefSample], seed: int, split: str, index: int) -> list[RefSample]:
+    """The scene's SOT / RSOT records: each object's track, described by its referring expression.
+
+    Boxes and visibility are the referring records' (a box only where the object is visible). The order in
+    which qualifiers are tried is a permutation of colour, size and motion drawn per object from a stream of
+    its own, so every other file stays as it was and all three qualifiers occur.
+    """
+    rng = np.random.default_rng(seed_sequence(seed, split, index).spawn(5)[4])
+    records = []
+    for k, ref in enumerate(refs):
+        order = tuple(QUALIFIERS[i] for i in rng.permutation(len(QUALIFIERS)))
+        expression, qualifiers = referring_expression(scene.objects, k, order)
+        metadata = {**ref.metadata, "elysium_metadata": {"expression_qualifiers": list(qualifiers)}}
+        records.append(replace(ref, caption=expression, question=None, metadata=metadata))
+    return records
 
 
 def _conversation(sample_id: str, video: str, turns: list[tuple[str, str]], base_dir: Path) -> RefSample:

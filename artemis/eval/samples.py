@@ -3,20 +3,29 @@
 :func:`read_samples` reads the records of a data set that have boxes; :func:`open_sample` opens one
 record's frames through :mod:`artemis.video` in a ``with`` block, so whatever it opened is closed when the
 block ends (also on an error).
+
+``--data synthref:SPLIT_DIR`` (a split folder written by ``artemis data synthref``) reads the split's
+SOT / RSOT records (``elysium_track.json``: exact boxes, the referring expression as description) and
+starts each sequence on its target's first visible frame (:func:`from_first_visible`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from artemis.data.formats import get_format, read
 from artemis.data.records import RefSample
+from artemis.data.synthref_writer import TRACK_FILE
 from artemis.errors import AnnotationError, VideoError
 from artemis.video import ArrayVideo, ImageListVideo, VideoSource, opened
 
-__all__ = ["open_sample", "read_samples", "split_data_arg"]
+__all__ = ["SYNTHREF", "from_first_visible", "open_sample", "read_samples", "split_data_arg"]
+
+SYNTHREF = "synthref"
+"""``--data synthref:SPLIT_DIR``: a SynthRef split folder, not an annotation format."""
 
 
 def split_data_arg(text: str, allowed: tuple[str, ...]) -> tuple[str, Path]:
@@ -30,7 +39,8 @@ def split_data_arg(text: str, allowed: tuple[str, ...]) -> tuple[str, Path]:
     if not sep or not path:
         raise AnnotationError(f"--data {text!r}: expected FORMAT:PATH with FORMAT one of {', '.join(allowed)}")
     if name not in allowed:
-        get_format(name)  # an unknown name: the error lists every format
+        if name != SYNTHREF:
+            get_format(name)  # an unknown name: the error lists every format
         raise AnnotationError(f"--data format {name!r} cannot be used here; expected one of {', '.join(allowed)}")
     if not Path(path).exists():
         raise FileNotFoundError(f"--data {path}: no such file or directory")
@@ -44,10 +54,56 @@ def read_samples(text: str, allowed: tuple[str, ...], limit: int | None) -> tupl
         AnnotationError: a bad ``FORMAT:PATH`` (see :func:`split_data_arg`), or no record with boxes.
     """
     name, path = split_data_arg(text, allowed)
+    if name == SYNTHREF:
+        samples = read_synthref_split(path)
+        return name, path, samples[:limit] if limit else samples
     samples = [s for s in read(name, path) if s.has_boxes]
     if not samples:
         raise AnnotationError(f"{path}: no records with boxes in format {name}")
     return name, path, samples[:limit] if limit else samples
+
+
+def read_synthref_split(split_dir: Path) -> list[RefSample]:
+    """The SOT / RSOT sequences of a SynthRef split: one per target, from its first visible frame on.
+
+    Raises:
+        AnnotationError: ``split_dir`` is not a split folder with ``elysium_track.json``.
+    """
+    records = split_dir / TRACK_FILE
+    if not split_dir.is_dir() or not records.is_file():
+        raise AnnotationError(
+            f"--data synthref:{split_dir}: expected a SynthRef split folder holding {TRACK_FILE} (written by "
+            f"artemis data synthref --out DIR --split NAME, which makes DIR/NAME); regenerate the split if it "
+            "predates that file"
+        )
+    return [from_first_visible(s) for s in read("elysium", records) if s.has_boxes and any(s.visible)]
+
+
+def from_first_visible(sample: RefSample) -> RefSample:
+    """The record cut to start on the first frame where its target is visible (itself when that is frame 1).
+
+    SOT starts from the first visible box, as a tracker is started on the first frame of an OTB or LaSOT
+    sequence; the frames before it are not part of the sequence, so they are neither predicted nor scored.
+
+    Raises:
+        AnnotationError: the target is never visible.
+    """
+    start = next((i for i, seen in enumerate(sample.visible) if seen and sample.boxes[i] is not None), None)
+    if start is None:
+        raise AnnotationError(f"record {sample.sample_id}: the target is never visible; there is no box to start from")
+    if start == 0:
+        return sample
+    key = sample.key_frame_id if sample.key_frame_id in sample.frame_ids[start:] else sample.frame_ids[start]
+    paths = None if sample.frame_paths is None else sample.frame_paths[start:]
+    return replace(
+        sample,
+        frame_ids=sample.frame_ids[start:],
+        frame_paths=paths,
+        boxes=sample.boxes[start:],
+        visible=sample.visible[start:],
+        key_frame_id=key,
+        metadata={**sample.metadata, "first_visible_frame": sample.frame_ids[start]},
+    )
 
 
 @contextmanager

@@ -24,7 +24,7 @@ from artemis.data.records import RefSample
 from artemis.errors import AnnotationError, ConfigError
 from artemis.eval.report import write_tracking_plots
 from artemis.eval.runner import Shard, finish_run, run_predictions
-from artemis.eval.samples import open_sample
+from artemis.eval.samples import SYNTHREF, open_sample
 from artemis.eval.tracking import score_dataset
 from artemis.model.loading import load_config
 from artemis.tasks.box_output import BoxOutTrack, BoxStatus, require_task
@@ -53,10 +53,17 @@ __all__ = [
 
 TRACKING_KEYS = ("success_auc", "precision_20px", "norm_precision_020", "ao", "sr50")
 """The scores printed and reported for a tracking run."""
-SOT_FORMATS = ("lasot", "otb", "elysium", "videoref45k")
-RSOT_FORMATS = ("elysium", "videoref45k", "lasot")
+SOT_FORMATS = ("lasot", "otb", "elysium", "videoref45k", SYNTHREF)
+RSOT_FORMATS = ("elysium", "videoref45k", "lasot", SYNTHREF)
 TRACKER_CHOICES = tuple(name for name in TRACKER_NAMES if name != GIVEN_TRACKER)
 """Trackers SOT can score (``given`` would score the ground truth against itself)."""
+
+
+SYNTHREF_NOTE = (
+    "SynthRef: one sequence per target (elysium_track.json), starting on the first frame where the target is "
+    "visible; earlier frames are not part of the sequence. Frames where it is hidden or out of the frame are "
+    "absent (excluded from the IoU, counted in the denominator under the lasot convention)."
+)
 
 
 def check_tracker(name: str) -> None:
@@ -271,6 +278,8 @@ def run_sot(
         "One-pass evaluation: initialised from the first frame's ground-truth box, every frame predicted; "
         "frame 1 set to the ground truth when scoring.",
     ]
+    if data_format == SYNTHREF:
+        notes.append(SYNTHREF_NOTE)
     return score_tracks(
         samples, run.records, out, name, f"SOT evaluation: {name}", notes, convention=convention, dataset=dataset
     )
@@ -321,6 +330,8 @@ def run_rsot(
         "Clips of 8 frames, stride 7: the first clip gets the expression, later clips the last predicted box "
         "(the expression again while no box has been found).",
     ]
+    if data_format == SYNTHREF:
+        notes.append(SYNTHREF_NOTE)
     name = model_dir.name
     return score_tracks(
         samples,

@@ -115,11 +115,22 @@ class QuantizationSection:
     double_quant: bool = True
 
 
+DATA_TASKS = ("describe", "sot", "rsot")  # data.files[].task; sot / rsot: artemis.data.box_output_dataset
+
+
 @dataclass
 class DataFile:
+    """One annotation file of the mix: its ``format``, ``path``, ``weight`` and ``task``.
+
+    ``task`` is ``describe`` (referring descriptions and conversations; the default) or ``sot`` / ``rsot``
+    (box output: clips whose answer is the target's box on every frame; the model's ``tasks`` must
+    include ``boxes``). A tracking file may appear twice, once per box task.
+    """
+
     format: str
     path: str
     weight: float = 1.0
+    task: str | None = None
 
 
 @dataclass
@@ -127,15 +138,21 @@ class DataSection:
     """The training mix and the options of :class:`artemis.data.dataset.ReferringDataset`.
 
     Attributes:
-        files: ``[{format, path, weight}]``; a weight of 2 draws each record twice per epoch.
+        files: ``[{format, path, weight, task}]``; a weight of 2 draws each record (box output: each clip)
+            twice per epoch; ``task`` is describe (default), sot or rsot (see :class:`DataFile`).
         eval_files: the same for an evaluation set (optional).
         max_length: longest token sequence; longer samples are cut after their placeholders.
         tracker: tracker for records whose track is not annotated (``null`` requires annotated tracks).
         max_region_candidates / cache_dir / bad_records: passed to the dataset.
         key_frame_jitter: probability that a referring item's box is given on another frame where the
             target is visible instead of the record's key frame (0 to 1; 0 keeps the key frame).
+        sot_box_jitter: largest move of each edge of the box an SOT prompt gives, as a fraction of the
+            box's size (0 to 0.5; 0, the default, gives the exact first-frame box).
         seed: seed of the dataset's random draws (jitter, paraphrases, mixing).
-        log_samples: write ``samples-rank<r>.jsonl`` with the ids each rank trained on (to check sharding).
+        log_samples: write ``samples-rank<r>.jsonl`` with the ids each rank trained on, and each rank's
+            weight digest at the end (to check sharding).
+        group_by_modality_length: batches hold only samples with media or only text-only ones, of similar
+            length (LLaVA's and Artemis' ``--group_by_modality_length``, stages 2 and 3).
     """
 
     files: list[DataFile] = field(default_factory=list)
@@ -144,10 +161,12 @@ class DataSection:
     tracker: str | None = None
     max_region_candidates: int | None = None
     key_frame_jitter: float = 0.0
+    sot_box_jitter: float = 0.0
     cache_dir: str | None = None
     bad_records: str = "raise"
     seed: int = 0
     log_samples: bool = False
+    group_by_modality_length: bool = False
 
 
 @dataclass
@@ -277,6 +296,19 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError(
             f"data.key_frame_jitter={jitter!r}: it is a probability; use a number from 0 "
             "(always the record's key frame) to 1 (always another visible frame)"
+        )
+    for name, files in (("files", config.data.files), ("eval_files", config.data.eval_files)):
+        for i, entry in enumerate(files):
+            if entry.task is not None and entry.task not in DATA_TASKS:
+                raise ConfigError(
+                    f"data.{name}.{i}.task={entry.task!r}; expected one of {', '.join(DATA_TASKS)} (describe when "
+                    "left out)"
+                )
+    box_jitter = config.data.sot_box_jitter
+    if isinstance(box_jitter, bool) or not isinstance(box_jitter, (int, float)) or not 0 <= box_jitter <= 0.5:
+        raise ConfigError(
+            f"data.sot_box_jitter={box_jitter!r}: the largest move of an SOT prompt box's edge as a fraction of "
+            "the box's size; use a number from 0 (exact box) to 0.5"
         )
     if config.data.bad_records not in ("raise", "skip"):
         raise ConfigError(f"data.bad_records={config.data.bad_records!r}; expected 'raise' or 'skip'")

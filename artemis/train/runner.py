@@ -5,8 +5,11 @@ names, build the starting model, freeze / quantise / add LoRA, read and check ev
 train. A run resumes from the last ``checkpoint-*`` in ``training.output_dir`` unless told otherwise, and
 the stage output (see :mod:`artemis.train.stages`) is written when training ends.
 
-Distributed training is the ``Trainer``'s: launch with ``torchrun`` (DDP; gloo on CPU, nccl on GPU) or
-set ``training.deepspeed`` to one of ``configs/deepspeed/*.json``.
+Distributed training is the ``Trainer``'s: launch with ``torchrun`` (DDP; gloo on CPU, nccl on GPU), and
+set ``training.deepspeed`` to one of ``configs/deepspeed/*.json`` for ZeRO. Under ZeRO-3 the weights are
+partitioned across ranks, so every save (checkpoints and the stage output) gathers them first the
+Trainer's way (``accelerator.get_state_dict`` on the DeepSpeed engine, which needs
+``stage3_gather_16bit_weights_on_model_save``); only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from artemis.errors import ConfigError
 from artemis.io import write_json_atomic
 from artemis.train.config import TrainConfig, check_paths
 from artemis.train.setup import build_model, save_base, set_trainable, wrap_lora
-from artemis.train.stages import TRAINABLES_FILE, _load_trainables, save_stage, save_trainables, trainable_state
+from artemis.train.stages import TRAINABLES_FILE, _load_trainables, save_stage, save_trainables
 
 logger = logging.getLogger(__name__)
 
@@ -50,13 +53,18 @@ def training_arguments(config: TrainConfig) -> TrainingArguments:
         "save_safetensors": True,
     }
     values.update(config.training)
+    deepspeed = values.get("deepspeed")
     if not torch.cuda.is_available():
         if values.get("bf16") or values.get("fp16"):
             logger.info("no CUDA device: training in fp32 (bf16/fp16 are for GPUs)")
         values["bf16"] = values["fp16"] = False
         values.pop("tf32", None)  # a CUDA (Ampere) setting
         values.setdefault("dataloader_pin_memory", False)
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if deepspeed:
+            # DeepSpeed runs on its CPU accelerator (DS_ACCELERATOR=cpu, gloo); ``use_cpu`` would make
+            # Accelerate skip DeepSpeed altogether and train plain DDP without a word.
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        elif int(os.environ.get("WORLD_SIZE", "1")) > 1:
             # Accelerate sets up multi-process CPU training (MULTI_CPU, DDP over gloo) only when told
             # it runs on CPU; otherwise every rank would train alone on its share of the data.
             values.setdefault("use_cpu", True)
@@ -91,12 +99,19 @@ class ArtemisTrainer(Trainer):
 
     A frozen 7B LLM would otherwise be written in full to every checkpoint (LLaVA's stage-1 trainer
     saves only the projector for the same reason); a checkpoint then holds ``trainables.safetensors``
-    and resuming loads it onto the same starting model.
+    and resuming loads it onto the same starting model. Under DeepSpeed the Trainer hands ``_save`` the
+    state dict it gathered from the engine (whole weights under ZeRO-3), which is what gets written.
+
+    ``modality_lengths`` (one signed length per item: negative for text-only) switches on batches grouped
+    by modality and length (:class:`ModalityLengthSampler`).
     """
 
-    def __init__(self, *args: Any, save_kind: str = "full", **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, save_kind: str = "full", modality_lengths: list[int] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.save_kind = save_kind
+        self.modality_lengths = modality_lengths
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         if self.save_kind != "trainables":
@@ -106,7 +121,7 @@ class ArtemisTrainer(Trainer):
             return
         directory = Path(output_dir or self.args.output_dir)
         directory.mkdir(parents=True, exist_ok=True)
-        save_trainables(self.accelerator.unwrap_model(self.model), directory)
+        save_trainables(self.accelerator.unwrap_model(self.model), directory, state_dict)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
         path = Path(resume_from_checkpoint) / TRAINABLES_FILE
@@ -115,14 +130,86 @@ class ArtemisTrainer(Trainer):
             return
         super()._load_from_checkpoint(resume_from_checkpoint, model)
 
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        if self.modality_lengths is None:
+            return super()._get_train_sampler(train_dataset)
+        return ModalityLengthSampler(
+            self.modality_lengths,
+            self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps,
+            self.args.world_size,
+            seed=self.args.seed,
+        )
+
+
+class ModalityLengthSampler(torch.utils.data.Sampler):
+    """Item order in which each step's batch (on every rank) holds only items with media or only text-only
+    items, of similar lengths: LLaVA's ``group_by_modality_length``, used by the original stages 2 and 3.
+
+    Written here because transformers' ``LengthGroupedSampler`` groups by length only and would mix
+    text-only items into media batches. Each modality is shuffled and cut into mega-batches of
+    ``batch_size * world_size`` items, each sorted by length (longest first); the mega-batches are
+    shuffled, and the two incomplete ones go last. The order depends on the seed and the epoch only.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, world_size: int, *, seed: int = 0) -> None:
+        self.lengths = list(lengths)
+        self.megabatch = max(1, batch_size * world_size)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        full: list[list[int]] = []
+        tail: list[int] = []
+        for media in (True, False):
+            group = [i for i, length in enumerate(self.lengths) if (length > 0) == media]
+            order = [group[int(j)] for j in torch.randperm(len(group), generator=generator)]
+            chunks = [order[k : k + self.megabatch] for k in range(0, len(order), self.megabatch)]
+            if chunks and len(chunks[-1]) < self.megabatch:
+                tail += chunks.pop()
+            full += [sorted(chunk, key=lambda i: -abs(self.lengths[i])) for chunk in chunks]
+        shuffled = [full[int(j)] for j in torch.randperm(len(full), generator=generator)]
+        return iter([i for chunk in shuffled for i in chunk] + tail)
+
+
+def modality_lengths(dataset: Any) -> list[int]:
+    """Words per item, negative for text-only items (the original's ``modality_lengths``)."""
+    if not hasattr(dataset, "entry"):
+        raise ConfigError("data.group_by_modality_length needs a dataset of describe files only; remove it")
+    lengths = []
+    for index in range(len(dataset)):
+        entry = dataset.entry(index)
+        sample = entry.sample
+        turns = [turn["value"] for turn in sample.conversations or []] or [sample.caption or ""]
+        words = max(1, sum(len(text.split()) for text in turns))
+        lengths.append(-words if entry.kind == "text" else words)
+    return lengths
+
 
 def _datasets(config: TrainConfig, processor: Any, model: Any) -> tuple[Any, Any]:
+    """The training and evaluation datasets of the stage's task mix (``data.files[].task``).
+
+    Only ``describe`` files: one :class:`~artemis.data.referring_dataset.ReferringDataset`, as before tasks
+    existed. With ``sot`` / ``rsot`` files: a :class:`~artemis.data.task_mix.TaskMix` of the referring
+    dataset and one :class:`~artemis.data.box_output_dataset.BoxOutDataset` per box-output file.
+    """
+    from artemis.data.box_output_dataset import BoxOutDataset
+    from artemis.data.formats import get_format
     from artemis.data.referring_dataset import ReferringDataset
+    from artemis.data.task_mix import TaskMix
+    from artemis.model.features import VisionFeatureExtractor
 
     data = config.data
     model_config = processor_config(model)
+    base_model = model.get_base_model() if hasattr(model, "get_base_model") else model
     options = {
-        "model": model.get_base_model() if hasattr(model, "get_base_model") else model,  # checks a features cache
+        "model": base_model,  # checks a features cache
         "seed": data.seed,
         "bad_records": data.bad_records,
         "tracker": data.tracker,
@@ -131,22 +218,72 @@ def _datasets(config: TrainConfig, processor: Any, model: Any) -> tuple[Any, Any
         "max_length": data.max_length,
         "cache_dir": data.cache_dir,
     }
-
-    def build(files: list) -> Any:
-        specs = [(f.format, f.path) for f in files]
-        return ReferringDataset.from_files(specs, processor, model_config, weights=[f.weight for f in files], **options)
-
-    if data.cache_dir is not None and config.train.vision_tower:
+    features_cache = False
+    if data.cache_dir is not None:
         settings = json.loads((Path(data.cache_dir) / "cache_config.json").read_text())
-        if settings.get("features"):
+        features_cache = bool(settings.get("features"))
+        if features_cache and config.train.vision_tower:
             raise ConfigError(
                 f"data.cache_dir {data.cache_dir} holds vision features, which cannot train the vision tower; "
                 "set train.vision_tower: false or use a frames cache (artemis data cache without --features)"
             )
-    train = build(data.files)
-    evaluation = build(data.eval_files) if data.eval_files else None
+
+    def clip_features(pixels: torch.Tensor) -> torch.Tensor:
+        # Box-output clips are not in the cache: their frames go through the same frozen vision tower and
+        # pooling as the cache's, so their items batch with the cached ones.
+        tower = base_model.vision_tower
+        parameter = next(tower.parameters())
+        pixels = pixels.to(device=parameter.device, dtype=parameter.dtype)  # (n, 3, S, S)
+        video, _ = VisionFeatureExtractor(base_model)(pixels, range(len(pixels)), [])
+        return video.cpu()  # (N_v, C_v)
+
+    def build(files: list, section: str) -> Any:
+        describe = [f for f in files if (f.task or "describe") == "describe"]
+        boxes = [(i, f) for i, f in enumerate(files) if f.task in ("sot", "rsot")]
+        referring = None
+        if describe:
+            specs = [(f.format, f.path) for f in describe]
+            weights = [f.weight for f in describe]
+            referring = ReferringDataset.from_files(specs, processor, model_config, weights=weights, **options)
+        if not boxes:
+            return referring
+        for i, entry in boxes:
+            if "boxes" not in model_config.tasks:
+                raise ConfigError(
+                    f"data.{section}.{i} has task: {entry.task} (box output), but the model's tasks are "
+                    f"{model_config.tasks}; start from a model trained with tasks: [describe, boxes], or give a "
+                    "tiny model model.tiny.tasks: [describe, boxes] and model.tiny.video_layout: frames"
+                )
+            if not get_format(entry.format).HAS_BOXES:
+                raise ConfigError(
+                    f"data.{section}.{i} has task: {entry.task} but format {entry.format} has no boxes; box output "
+                    "trains on tracking formats (elysium, videoref45k, lasot, otb, hcstvg)"
+                )
+        parts = [
+            (
+                BoxOutDataset.from_files(
+                    [entry.path],
+                    processor,
+                    model_config,
+                    fmt=entry.format,
+                    bad_records=data.bad_records,
+                    tasks=(entry.task,),
+                    sot_box_jitter=data.sot_box_jitter,
+                    seed=data.seed,
+                    vision_features=clip_features if features_cache else None,
+                ),
+                entry.weight,
+            )
+            for _i, entry in boxes
+        ]
+        return TaskMix(model_config, referring, parts, seed=data.seed)
+
+    train = build(data.files, "files")
+    evaluation = build(data.eval_files, "eval_files") if data.eval_files else None
     if len(train) == 0:
         raise ConfigError("data.files hold no usable record; check the files and data.bad_records")
+    if isinstance(train, TaskMix):
+        logger.info("task mix, items per epoch: %s", train.counts())
     return train, evaluation
 
 
@@ -185,12 +322,46 @@ def last_complete_checkpoint(output_dir: Path) -> str | None:
 
 
 def weights_digest(model: torch.nn.Module) -> str:
-    """SHA-256 over the trainable parameters, in name order (equal on every rank after a DDP run)."""
+    """SHA-256 over the trainable parameters, in name order (equal on every rank after a DDP run).
+
+    One tensor at a time is copied to the CPU, never the whole model.
+    """
     digest = hashlib.sha256()
-    for name, tensor in sorted(trainable_state(model).items()):
-        digest.update(name.encode())
-        digest.update(tensor.float().numpy().tobytes())
+    for name, parameter in sorted(model.named_parameters(), key=lambda item: item[0]):
+        if parameter.requires_grad:
+            digest.update(name.encode())
+            digest.update(parameter.detach().float().cpu().numpy().tobytes())
     return digest.hexdigest()
+
+
+def zero_stage(trainer: Trainer) -> int | None:
+    """The DeepSpeed ZeRO stage the run uses, or None without DeepSpeed."""
+    if not trainer.is_deepspeed_enabled:
+        return None
+    return int(trainer.accelerator.state.deepspeed_plugin.zero_stage)
+
+
+def gathered_state_dict(trainer: Trainer, model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+    """Under ZeRO-3, ``model``'s whole weights gathered from every rank (a collective: call it on all ranks).
+
+    None otherwise (each rank holds whole weights). The Trainer's own way: the engine consolidates the
+    16-bit weights (``stage3_gather_16bit_weights_on_model_save`` must be true in the DeepSpeed JSON).
+    """
+    if zero_stage(trainer) != 3:
+        return None
+    try:
+        state = trainer.accelerator.get_state_dict(trainer.deepspeed)
+    except ValueError as error:
+        raise ConfigError(
+            f"ZeRO-3 cannot gather the weights to save them ({error}); set "
+            '"stage3_gather_16bit_weights_on_model_save": true in the DeepSpeed JSON'
+        ) from None
+    # The engine holds the Trainer's model, which may wrap ``model`` (a training-only objective head).
+    wrapper = trainer.accelerator.unwrap_model(trainer.model)
+    if wrapper is not model:
+        prefix = next(name for name, module in wrapper.named_modules() if module is model) + "."
+        state = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
+    return state
 
 
 def processor_config(model: Any) -> Any:
@@ -256,18 +427,23 @@ def run_training(config: TrainConfig, *, resume: bool | str = "auto") -> Path:
         data_collator=ArtemisCollator(processor, model_config),
         callbacks=[EpochCallback(train_data)],
         save_kind=kind,
+        modality_lengths=modality_lengths(train_data) if config.data.group_by_modality_length else None,
     )
     if checkpoint:
         logger.warning("resuming from %s", checkpoint)
     result = trainer.train(resume_from_checkpoint=checkpoint)
     trained = trainer.accelerator.unwrap_model(trainer.model)
     trained = getattr(trained, "artemis_model", trained)  # without a training-only objective head
-    if args.world_size > 1:  # each rank records what it ended with, so divergence between ranks shows
+    stage_zero = zero_stage(trainer)
+    if args.world_size > 1 and config.data.log_samples and stage_zero != 3:
+        # Each rank records what it ended with, so divergence between ranks shows (a check, asked for with
+        # data.log_samples: it reads every trained weight on every rank). ZeRO-3 ranks hold shards.
         ranks = output_dir / "ranks"
         ranks.mkdir(parents=True, exist_ok=True)
         write_json_atomic(ranks / f"rank{_rank()}.json", {"rank": _rank(), "weights_sha256": weights_digest(trained)})
+    state_dict = gathered_state_dict(trainer, trained)  # every rank takes part in the gathering
     if trainer.is_world_process_zero():
-        save_stage(trained, processor, output_dir, saved=kind, stage=config.stage, base=base)
+        save_stage(trained, processor, output_dir, saved=kind, stage=config.stage, base=base, state_dict=state_dict)
         losses = [(e["step"], e["loss"]) for e in trainer.state.log_history if "loss" in e]
         summary = {
             "stage": config.stage,
@@ -277,6 +453,7 @@ def run_training(config: TrainConfig, *, resume: bool | str = "auto") -> Path:
             "losses": losses,
             "seconds": round(time.perf_counter() - started, 1),
             "world_size": args.world_size,
+            "deepspeed_zero_stage": stage_zero,
             "trainable_parameters": counts,
             "resumed_from": checkpoint,
             "config": config.to_dict(),
