@@ -304,6 +304,17 @@ def validate(config: TrainConfig) -> None:
                     f"data.{name}.{i}.task={entry.task!r}; expected one of {', '.join(DATA_TASKS)} (describe when "
                     "left out)"
                 )
+    # A new model (tiny or composed) states its tasks here; a model.base is checked when its config is read.
+    new_fields = config.model.tiny if config.model.tiny is not None else config.model.config
+    if config.model.base is None and "boxes" not in (new_fields.get("tasks") or []):
+        for name, files in (("files", config.data.files), ("eval_files", config.data.eval_files)):
+            for i, entry in enumerate(files):
+                if entry.task in ("sot", "rsot"):
+                    where = "model.tiny" if config.model.tiny is not None else "model.config"
+                    raise ConfigError(
+                        f"data.{name}.{i} has task: {entry.task} (box output), but the new model is not made to write "
+                        f"boxes; set {where}.tasks: [describe, boxes] and {where}.video_layout: frames"
+                    )
     box_jitter = config.data.sot_box_jitter
     if isinstance(box_jitter, bool) or not isinstance(box_jitter, (int, float)) or not 0 <= box_jitter <= 0.5:
         raise ConfigError(

@@ -1,0 +1,146 @@
+"""The task mix of ``artemis train``: describe, SOT and RSOT files side by side in one stage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from train_helpers import TINY_VISION, write_config
+
+from artemis.cli import main
+from artemis.data.box_output_dataset import BoxOutDataset
+from artemis.data.collator import ArtemisCollator
+from artemis.data.referring_dataset import ReferringDataset
+from artemis.data.task_mix import TaskMix
+from artemis.errors import ConfigError
+from artemis.model import build_tiny_model
+from artemis.train import load_config
+
+
+def _config(root: Path, out: Path, *, boxes: bool = True) -> dict:
+    train = root / "train"
+    tracks = str(train / "elysium_track.json")
+    tiny = {
+        "seed": 0,
+        "vocab_from": [f"videoref45k:{train / 'videoref45k.json'}", f"elysium:{tracks}"],
+        "video_layout": "frames",
+        "frame_pool_size": 2,
+        "vision_config": TINY_VISION,
+    }
+    if boxes:
+        tiny["tasks"] = ["describe", "boxes"]
+    return {
+        "stage": "boxes",
+        "model": {"tiny": tiny},
+        "train": {"projector": True, "llm": "full", "region_encoder": True, "vision_tower": False},
+        "data": {
+            "files": [
+                {"format": "videoref45k", "path": str(train / "videoref45k.json")},
+                {"format": "elysium", "path": tracks, "task": "sot", "weight": 0.5},
+                {"format": "elysium", "path": tracks, "task": "rsot", "weight": 0.5},
+            ],
+            "max_length": 256,
+            "sot_box_jitter": 0.1,
+            "log_samples": True,
+        },
+        "training": {
+            "output_dir": str(out),
+            "max_steps": 3,
+            "per_device_train_batch_size": 4,
+            "learning_rate": 2e-3,
+            "logging_steps": 1,
+            "save_steps": 100,
+            "seed": 0,
+            "disable_tqdm": True,
+        },
+    }
+
+
+def test_artemis_train_mixes_describe_sot_and_rsot_in_its_batches(synthref_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    path = write_config(tmp_path / "mix.yaml", _config(synthref_root, out))
+    assert main(["train", "--config", str(path)]) == 0
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["global_step"] == 3 and all(torch.isfinite(torch.tensor(loss)) for _, loss in summary["losses"])
+    keys = [json.loads(line)["key"] for line in (out / "samples-rank0.jsonl").read_text().splitlines()]
+    kinds = ["sot" if k.startswith("sot:") else "rsot" if k.startswith("rsot:") else "describe" for k in keys]
+    assert len(kinds) >= 12
+    batches = [set(kinds[i : i + 4]) for i in range(0, 12, 4)]  # no workers: items are read batch by batch
+    assert {"describe", "sot", "rsot"} <= set(kinds)
+    assert any("describe" in b and b & {"sot", "rsot"} for b in batches), batches
+    assert (out / "config.json").is_file()
+    assert "boxes" in json.loads((out / "config.json").read_text())["tasks"]
+
+
+def test_a_describe_item_and_a_box_item_collate_and_train_together(synthref_root: Path) -> None:
+    train = synthref_root / "train"
+    texts = [r["object_description"] for r in json.loads((train / "elysium_track.json").read_text())]
+    texts += [r["caption"] for r in json.loads((train / "videoref45k.json").read_text())]
+    model, processor = build_tiny_model(
+        texts, seed=0, video_layout="frames", frame_pool_size=2, tasks=["describe", "boxes"], vision_config=TINY_VISION
+    )
+    referring = ReferringDataset.from_files([("videoref45k", train / "videoref45k.json")], processor, model.config)
+    sot = BoxOutDataset.from_files([train / "elysium_track.json"], processor, model.config, tasks=("sot",))
+    mix = TaskMix(model.config, referring, [(sot, 1.0)])
+    first_box = len(referring)
+    assert mix.entry(0).task == "describe" and mix.entry(first_box).task == "sot"
+    batch = ArtemisCollator(processor, model.config)([mix[0], mix[first_box]])
+    assert batch["pixel_values"].shape[:2] == (2, max(len(mix[0]["pixel_values"]), len(mix[first_box]["pixel_values"])))
+    assert torch.isfinite(batch["region_boxes"][0]).all()  # the describe item's region
+    assert torch.isnan(batch["region_boxes"][1]).all() and not batch["region_visible"][1].any()  # padding
+    model.train()
+    loss = model(**batch).loss
+    loss.backward()
+    assert torch.isfinite(loss)
+
+
+def test_weights_set_each_task_s_share_and_redraw_per_epoch(synthref_root: Path) -> None:
+    train = synthref_root / "train"
+    texts = [r["object_description"] for r in json.loads((train / "elysium_track.json").read_text())]
+    model, processor = build_tiny_model(
+        texts, seed=0, video_layout="frames", frame_pool_size=2, tasks=["describe", "boxes"], vision_config=TINY_VISION
+    )
+    path = train / "elysium_track.json"
+    sot = BoxOutDataset.from_files([path], processor, model.config, tasks=("sot",))
+    rsot = BoxOutDataset.from_files([path], processor, model.config, tasks=("rsot",))
+    mix = TaskMix(model.config, None, [(sot, 2.0), (rsot, 0.5)], seed=3)
+    assert mix.counts() == {"sot": 2 * len(sot), "rsot": round(0.5 * len(rsot))}
+    first = [mix.entry(i).key for i in range(len(mix))]
+    mix.set_epoch(1)
+    second = [mix.entry(i).key for i in range(len(mix))]
+    assert len(first) == len(second) and first != second  # a new random half of the RSOT clips
+
+
+def test_a_box_file_is_refused_for_a_model_without_boxes(
+    synthref_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    path = write_config(tmp_path / "nobox.yaml", _config(synthref_root, tmp_path / "out", boxes=False))
+    assert main(["train", "--config", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "data.files.1 has task: sot" in err and "model.tiny.tasks: [describe, boxes]" in err
+    assert "Writing" not in err  # refused before any model is built
+    assert len(err.splitlines()) == 1
+    assert not (tmp_path / "out" / "train_summary.json").exists()
+
+
+def test_an_unknown_task_is_a_config_error(synthref_root: Path, tmp_path: Path) -> None:
+    raw = _config(synthref_root, tmp_path / "out")
+    raw["data"]["files"][1]["task"] = "track"
+    with pytest.raises(ConfigError, match=r"data\.files\.1\.task='track'; expected one of describe, sot, rsot"):
+        load_config(write_config(tmp_path / "bad.yaml", raw))
+
+
+def test_a_box_file_is_refused_for_a_saved_model_without_boxes(synthref_root: Path, tmp_path: Path) -> None:
+    from artemis import ArtemisModel
+    from artemis.train import run_training
+
+    train = synthref_root / "train"
+    texts = [r["caption"] for r in json.loads((train / "videoref45k.json").read_text())]
+    model, processor = build_tiny_model(texts, seed=0, video_layout="frames", vision_config=TINY_VISION)
+    ArtemisModel(model, processor).save_pretrained(tmp_path / "describer")
+    raw = _config(synthref_root, tmp_path / "out")
+    raw["model"] = {"base": str(tmp_path / "describer")}
+    with pytest.raises(ConfigError, match=r"data\.files\.1 has task: sot .* model's tasks are \['describe'\]"):
+        run_training(load_config(write_config(tmp_path / "base.yaml", raw)))
