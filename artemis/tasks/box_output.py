@@ -397,7 +397,7 @@ def track_with_llm(
         processor.video_processor.transform_for(source.width, source.height),
         clip_length,
         stride,
-        {"max_new_tokens": 24 * clip_length + 8, **generation},
+        {"max_new_tokens": 24 * min(clip_length, total) + 8, **generation},  # ~24 tokens a frame
         bar,
     )
     boxes = np.full((total, 4), np.nan)
