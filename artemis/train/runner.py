@@ -14,11 +14,13 @@ Trainer's way (``accelerator.get_state_dict`` on the DeepSpeed engine, which nee
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,19 +63,64 @@ def training_arguments(config: TrainConfig) -> TrainingArguments:
         values.pop("tf32", None)  # a CUDA (Ampere) setting
         values.setdefault("dataloader_pin_memory", False)
         if deepspeed:
-            # DeepSpeed runs on its CPU accelerator (DS_ACCELERATOR=cpu, gloo); ``use_cpu`` would make
-            # Accelerate skip DeepSpeed altogether and train plain DDP without a word.
-            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+            _cpu_deepspeed_state()
+            values["accelerator_config"] = {"use_configured_state": True}
         elif int(os.environ.get("WORLD_SIZE", "1")) > 1:
             # Accelerate sets up multi-process CPU training (MULTI_CPU, DDP over gloo) only when told
             # it runs on CPU; otherwise every rank would train alone on its share of the data.
             values.setdefault("use_cpu", True)
             values.setdefault("ddp_backend", "gloo")
+    if deepspeed and "LOCAL_RANK" not in os.environ:
+        raise ConfigError(
+            "training.deepspeed needs the torchrun launch (scripts/train/_launch.sh, or `torchrun --nproc_per_node N "
+            "-m artemis.cli train ...`, also for one GPU): without RANK and MASTER_ADDR DeepSpeed falls back to MPI "
+            "discovery"
+        )
     values = {k: v for k, v in values.items() if k in TrainingArguments.__dataclass_fields__}
     try:
         return TrainingArguments(**values)
     except (ValueError, TypeError, ImportError) as error:
         raise ConfigError(f"training: {error}") from None
+
+
+@contextlib.contextmanager
+def _whole_weights() -> Iterator[None]:
+    """Build the starting model whole on every rank, also under ZeRO-3.
+
+    transformers builds models inside ``deepspeed.zero.Init`` (each rank holding a shard) as soon as a ZeRO-3
+    ``TrainingArguments`` exists; an artemis model composes sub-models and initialises new parts
+    (projector, region encoder, embeddings of added tokens), which fails on shards (an empty embedding
+    row). The DeepSpeed engine partitions the whole model when training starts instead, at the cost of
+    one full copy per rank in host memory while the model is built (14 GB for a 7B model in bf16).
+    """
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    config = hf_deepspeed._hf_deepspeed_config_weak_ref
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        if config is not None and config() is not None:
+            hf_deepspeed.set_hf_deepspeed_config(config())
+
+
+def _cpu_deepspeed_state() -> None:
+    """Set up Accelerate for DeepSpeed on CPU processes (DeepSpeed's CPU accelerator, gloo).
+
+    Accelerate knows DeepSpeed on GPUs only: on CPU it either skips DeepSpeed (``use_cpu``, plain DDP
+    without a word) or finds no backend and counts one process, which breaks DeepSpeed's batch-size check.
+    Telling it the gloo backend up front gives the right world size; the Trainer then uses this state
+    (``accelerator_config.use_configured_state``). Only CPU runs take this path; it is what lets the
+    DeepSpeed configs be tested without a GPU.
+    """
+    from accelerate import PartialState
+
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
+    try:
+        PartialState(backend="gloo")
+    finally:
+        del os.environ["ACCELERATE_USE_DEEPSPEED"]
 
 
 class _SampleLog(Dataset):
@@ -389,14 +436,15 @@ def run_training(config: TrainConfig, *, resume: bool | str = "auto") -> Path:
     set_seed(args.seed)  # new weights (projector, region encoder, a tiny model) are the same on every rank
     saved_start = output_dir / "base"
     checkpoint = _resume_point(output_dir, resume)
-    if config.model.base is None and checkpoint and (saved_start / "config.json").exists():
-        # Resuming a stage that began from new weights: start from the very same ones.
-        from artemis.train.stages import load_stage
+    with _whole_weights():
+        if config.model.base is None and checkpoint and (saved_start / "config.json").exists():
+            # Resuming a stage that began from new weights: start from the very same ones.
+            from artemis.train.stages import load_stage
 
-        model, processor = load_stage(saved_start)
-        base = str(saved_start)
-    else:
-        model, processor, base = build_model(config)
+            model, processor = load_stage(saved_start)
+            base = str(saved_start)
+        else:
+            model, processor, base = build_model(config)
     if base is None:  # a tiny or composed start exists nowhere else: keep it with the stage
         base = str(saved_start)
         if args.should_save:

@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from artemis.errors import CheckpointError
 from artemis.io import atomic_path, write_json_atomic
+from artemis.model.frame_tokens import FRAME_TOKEN_MODULES
 from artemis.model.loading import load_config, load_model
 from artemis.model.processing import ArtemisProcessor
 from artemis.train.config import MODEL_PARTS
@@ -140,7 +141,7 @@ def _load_trainables(model: torch.nn.Module, path: Path) -> None:
 
 def _part(name: str) -> str | None:
     """The prefix of the model part a parameter or buffer belongs to (``region_encoder.``, ...)."""
-    for part in MODEL_PARTS:
+    for part in (*MODEL_PARTS, *FRAME_TOKEN_MODULES):
         if name.startswith(f"{part}."):
             return f"{part}."
         position = name.find(f".{part}.")
@@ -149,44 +150,69 @@ def _part(name: str) -> str | None:
     return None
 
 
-def trainable_state(model: torch.nn.Module, *, buffers: bool = False) -> dict[str, torch.Tensor]:
+def trainable_state(
+    model: torch.nn.Module, *, buffers: bool = False, state_dict: dict[str, torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
     """The parameters that require grad, by name, detached and contiguous (ready for safetensors).
 
     ``buffers=True`` adds the persistent buffers of every part that trains, such as the running
     statistics of the region encoder's BatchNorm, which belong to the trained region encoder as much as
-    its weights do.
+    its weights do. ``state_dict`` gives the values when the model's own tensors are not whole: under
+    DeepSpeed ZeRO-3 each rank holds a shard of every parameter, and the Trainer gathers a full state dict
+    for saving; the names (which parameters trained) still come from ``model``.
     """
-    state = {name: p.detach().contiguous().cpu() for name, p in model.named_parameters() if p.requires_grad}
+    parameters = dict(model.named_parameters())
+    names = [name for name, p in parameters.items() if p.requires_grad]
+    values = state_dict if state_dict is not None else parameters
+    missing = [name for name in names if name not in values]
+    if missing:
+        raise CheckpointError(f"the state dict to save lacks trained parameters {missing[:5]}; it is not this model's")
+    state = {name: values[name].detach().contiguous().cpu() for name in names}
     if buffers:
         trained = {_part(name) for name in state} - {None}
-        parameters = {name for name, _ in model.named_parameters()}
         for name, tensor in model.state_dict().items():
             if name not in parameters and _part(name) in trained:
-                state[name] = tensor.detach().contiguous().cpu()
+                value = tensor if state_dict is None else state_dict.get(name, tensor)
+                state[name] = value.detach().contiguous().cpu()
     return state
 
 
-def save_trainables(model: torch.nn.Module, directory: Path) -> None:
-    """Write ``trainables.safetensors`` (trained parameters and their parts' buffers) and ``config.json``."""
+def save_trainables(model: torch.nn.Module, directory: Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+    """Write ``trainables.safetensors`` (trained parameters and their parts' buffers) and ``config.json``.
+
+    ``state_dict``: the gathered weights when the model's own are sharded (ZeRO-3; see :func:`trainable_state`).
+    """
     with atomic_path(directory / TRAINABLES_FILE) as tmp:
-        save_file(trainable_state(model, buffers=True), str(tmp), metadata={"format": "pt"})
+        save_file(trainable_state(model, buffers=True, state_dict=state_dict), str(tmp), metadata={"format": "pt"})
     model.config.save_pretrained(directory)
 
 
 def save_stage(
-    model: Any, processor: Any, directory: str | Path, *, saved: str, stage: str, base: str | Path | None, **extra: Any
+    model: Any,
+    processor: Any,
+    directory: str | Path,
+    *,
+    saved: str,
+    stage: str,
+    base: str | Path | None,
+    state_dict: dict[str, torch.Tensor] | None = None,
+    **extra: Any,
 ) -> Path:
-    """Write a stage output (see the module docstring); ``model`` is a PeftModel when ``saved="lora"``."""
+    """Write a stage output (see the module docstring); ``model`` is a PeftModel when ``saved="lora"``.
+
+    ``state_dict``: the model's weights gathered from every rank, when its own tensors are shards (DeepSpeed
+    ZeRO-3); None saves the model's own tensors.
+    """
     if saved not in SAVE_KINDS:
         raise ValueError(f"saved={saved!r}; expected one of {SAVE_KINDS}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     if saved == "full":
-        model.save_pretrained(directory)
+        model.save_pretrained(directory, state_dict=state_dict)
     elif saved == "trainables":
-        save_trainables(model, directory)
+        save_trainables(model, directory, state_dict)
     else:
-        model.save_pretrained(directory / ADAPTER_DIR)
+        model.save_pretrained(directory / ADAPTER_DIR, state_dict=state_dict)
         model.get_base_model().config.save_pretrained(directory)
     processor.save_pretrained(directory)
     info = {
