@@ -38,6 +38,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -73,6 +74,7 @@ __all__ = [
     "FeatureCache",
     "build_cache",
     "open_media",
+    "precomputed_video_features",
     "record_track",
     "region_candidates",
     "settings_from_model",
@@ -384,6 +386,15 @@ def _cache_group(
     extractor: VisionFeatureExtractor | None,
 ) -> tuple:
     """Decode (and track) one video: the tensors of its file and the manifest records."""
+    precomputed = None if extractor is None else precomputed_video_features(members[0], extractor.config)
+    if precomputed is not None and all(entry.kind != "referring" for entry in members):
+        # Conversations need the video's features only: the original's pickle stands for the video.
+        records = [{"key": e.key, "fingerprint": e.fingerprint, "slot": None, "key_frame": None} for e in members]
+        tensors = {
+            "video_features": precomputed.to(getattr(torch, settings.feature_dtype)).contiguous(),
+            "region_frame_ids": torch.zeros(0, dtype=torch.int64),
+        }
+        return tensors, records, {"num_frames": 0, "width": 0, "height": 0}
     with open_media(members[0]) as reader:
         total = reader.num_frames
         video_ids = video_frame_indices(total, settings.num_frames)  # (T,)
@@ -413,11 +424,44 @@ def _cache_group(
         video_processor(frames), [row[int(f)] for f in video_ids], [row[int(f)] for f in region_ids]
     )
     dtype = getattr(torch, settings.feature_dtype)
+    if precomputed is not None:  # the original's video features (stage 3's clip_path) over the decoded ones
+        video = precomputed
     tensors["video_features"] = video.to(device="cpu", dtype=dtype).contiguous()  # (N_v, C_v)
     tensors["region_frame_ids"] = torch.from_numpy(region_ids)
     for level, states in enumerate(levels):
         tensors[f"region.{level}"] = states.to(device="cpu", dtype=dtype).contiguous()  # (U_r, P, C_v)
     return tensors, records, size
+
+
+def precomputed_video_features(entry: RecordEntry, config: ArtemisConfig) -> torch.Tensor | None:
+    """The original Artemis' precomputed video features a record names, or None.
+
+    The original reads, instead of decoding a video, a pickle of its pooled CLIP features (layer -2, 100
+    frames: 100 temporal + 256 spatial rows of 1024; ``utils/save_spatio_temporal_clip_features_video.py``),
+    named by ``video_clip`` (LLaVA-format records, stages 1-2) or ``clip_path`` (VideoRef45K) relative to
+    the data root. These are exactly the model's ``pool_video_features`` output, so they fill a features
+    cache's ``video_features``. Pickles can run code when loaded: read only the release's files or your own.
+
+    Returns:
+        (num_video_tokens, C_v) float32, or None when the record names no pickle.
+    """
+    name = entry.sample.metadata.get("video_clip") or entry.sample.metadata.get("clip_path")
+    if name is None:
+        return None
+    path = entry.sample.resolve(name)
+    try:
+        with open(path, "rb") as handle:
+            array = np.asarray(pickle.load(handle), dtype=np.float32)
+    except (OSError, pickle.UnpicklingError, ValueError, TypeError) as error:
+        raise entry.error("video_clip", f"cannot read the precomputed features {path}: {error}") from None
+    expected = (config.num_video_tokens, config.vision_config.hidden_size)
+    if array.shape != expected:
+        raise entry.error(
+            "video_clip",
+            f"the precomputed features {path} have shape {array.shape}; this model's video tokens need {expected} "
+            "(num_frames + patches, vision width): features of another vision tower or frame count",
+        )
+    return torch.from_numpy(array)
 
 
 def _check_extractor(settings: CacheSettings, extractor: VisionFeatureExtractor | None) -> None:

@@ -44,6 +44,18 @@ def _read_file(fmt: str, path: Path, skip: bool, skipped: list[AnnotationError])
     return out
 
 
+def _read_files(fmt: str, path: Path, skip: bool, skipped: list[AnnotationError]) -> list[tuple[Path, int, RefSample]]:
+    """``(file, index, sample)``: a folder of a JSON-list format is every ``*.json`` in it, in name order
+    (the original Artemis reads VideoRef45K so); each record keeps its own file and index."""
+    if fmt in _PER_RECORD_FORMATS and path.is_dir():
+        files = sorted(path.glob("*.json"))
+        if not files:
+            raise FileNotFoundError(f"{path} holds no *.json file; give a {fmt} JSON file or a folder of them")
+    else:
+        files = [path]
+    return [(file, index, sample) for file in files for index, sample in _read_file(fmt, file, skip, skipped)]
+
+
 def conversation_turns(entry: RecordEntry) -> list[tuple[str, str]]:
     """The conversation as ``[(user, answer), ...]`` with exactly one ``<video>`` when there is media."""
     turns = entry.sample.conversations or []
@@ -88,6 +100,8 @@ def _check_entry(entry: RecordEntry) -> None:
     # Only existence is checked here (a stat); decoding problems surface when the item is read.
     if sample.frame_paths is not None:
         paths = [sample.resolve(p) for p in sample.frame_paths]
+    elif "video_clip" in sample.metadata:  # the original's precomputed features stand for the video
+        paths = [sample.resolve(sample.metadata["video_clip"])]
     else:
         paths = [sample.resolve(sample.video if sample.video is not None else sample.image)]
     for path in paths:
@@ -122,8 +136,8 @@ def load_entries(
     entries: list[RecordEntry] = []
     skipped: list[AnnotationError] = []
     for source, (fmt, path) in enumerate(files):
-        for index, sample in _read_file(fmt, Path(path), skip, skipped):
-            entry = RecordEntry(sample, Path(path), index, fmt, _kind(sample), source)
+        for file, index, sample in _read_files(fmt, Path(path), skip, skipped):
+            entry = RecordEntry(sample, file, index, fmt, _kind(sample), source)
             try:
                 _check_entry(entry)
             except AnnotationError as error:

@@ -3,6 +3,11 @@
 Each record is ``{"id", "video" | "image", "conversations": [{"from": "human", "value": "<video>\\n..."},
 {"from": "gpt", "value": "..."}, ...]}``; ``image`` and ``video`` are optional (text-only records have
 neither). The records carry no boxes, so they convert only to and from ``llava`` itself.
+
+The original Artemis stages 1 and 2 read a video's precomputed CLIP features instead of the video: a
+``video`` record also names ``video_clip``, a pickle of the (100 + 256, 1024) pooled features, relative to
+the data root like every media path. It is kept in the sample's metadata; :func:`artemis.data.cache.build_cache`
+stores it as the video's features, so the video itself need not be on disk.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ def parse_record(record: dict[str, Any], path: Path, index: int) -> RefSample:
     turns = require(record, "conversations", list, path, index)
     video = optional(record, "video", str, path, index)
     image = optional(record, "image", str, path, index)
+    clip = optional(record, "video_clip", str, path, index)
     if not turns:
         raise record_error(path, index, "conversations", "is empty; expected alternating human and gpt turns")
     for position, turn in enumerate(turns):
@@ -45,6 +51,7 @@ def parse_record(record: dict[str, Any], path: Path, index: int) -> RefSample:
         question=turns[0]["value"],
         answer=first_answer,
         base_dir=path.parent,
+        metadata={} if clip is None else {"video_clip": clip},
     )
 
 
@@ -66,6 +73,8 @@ def to_record(sample: RefSample, out_dir: Path) -> dict[str, Any]:
         record["video"] = relative_to(sample, sample.video, out_dir)
     if sample.image is not None:
         record["image"] = relative_to(sample, sample.image, out_dir)
+    if "video_clip" in sample.metadata:
+        record["video_clip"] = relative_to(sample, sample.metadata["video_clip"], out_dir)
     record["conversations"] = [dict(turn) for turn in sample.conversations]
     return record
 

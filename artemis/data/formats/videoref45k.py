@@ -2,10 +2,26 @@
 
 Fields: ``video_name``, ``caption``, ``question`` (optional), ``track_list`` (pixel ``[x1, y1, x2, y2]``
 per annotated frame, ``[]`` where the target is absent), ``frame_path`` (the video file or frame folder,
-relative to the JSON file), ``frame_id`` (0-based frame indices that ``track_list`` is aligned with),
-``key_frame_box`` and ``key_frame_id`` (a member of ``frame_id``). artemis also writes an optional
-``frame_size`` ``[w, h]``: readers of the original ignore it, and it lets boxes be checked against the frame
-and normalised without opening the video.
+relative to the JSON file), ``frame_id`` (the frames ``track_list`` is aligned with), ``key_frame_box``
+and ``key_frame_id``. artemis also writes an optional ``frame_size`` ``[w, h]``: readers of the original
+ignore it, and it lets boxes be checked against the frame and normalised without opening the video.
+
+``frame_id`` takes two shapes:
+
+* **file names** (strings, the released data set): the original joins ``frame_path`` and each name into an
+  image path (``os.path.join(video_folder, frame_path, name)``), and the key frame is the image
+  ``key_frame_id`` names, which need not be one of ``frame_id``. The record's frames are then those
+  images in name order, the key frame among them; ``clip_path`` (the original's precomputed video
+  features, a pickle) is kept in the metadata for :mod:`artemis.data.cache`.
+* **indices** (integers, what artemis writes): 0-based frames of the video file or frame folder;
+  ``key_frame_id`` is one of them.
+
+An empty ``key_frame_box`` or ``key_frame_id`` (``[]``, ``""``): the original then draws the key frame at
+random among the frames with a box, each time it reads the record. Here the key frame is one such frame
+chosen by a hash of the record (the same in every run); ``data.key_frame_jitter`` draws other visible
+frames per epoch for every record.
+
+A path given as a folder reads every ``*.json`` in it, in name order (the original's ``--data_path``).
 
 VideoRef45K has no visibility field: a frame is written with its box exactly when the target is visible,
 so a fully hidden target (SynthRef occlusion) is written as ``[]``. Pixel values are written as they are
@@ -14,6 +30,7 @@ so a fully hidden target (SynthRef occlusion) is written as ``[]``. Pixel values
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -41,15 +58,18 @@ def parse_record(record: dict[str, Any], path: Path, index: int) -> RefSample:
     frame_path = require(record, "frame_path", str, path, index)
     frame_ids = require(record, "frame_id", list, path, index)
     key_box = require(record, "key_frame_box", list, path, index)
-    key_frame_id = require(record, "key_frame_id", int, path, index)
+    key_frame_id = require(record, "key_frame_id", (int, str), path, index)
     if not track:
         raise record_error(path, index, "track_list", "the track is empty; expected one box (or []) per frame_id")
     if len(track) != len(frame_ids):
         raise record_error(
             path, index, "track_list", f"{len(track)} entries for {len(frame_ids)} frame ids; expected one per frame"
         )
-    if not all(isinstance(f, int) and not isinstance(f, bool) for f in frame_ids):
-        raise record_error(path, index, "frame_id", "expected a list of integer frame indices")
+    names = all(isinstance(f, str) and f for f in frame_ids)
+    if not names and not all(isinstance(f, int) and not isinstance(f, bool) for f in frame_ids):
+        raise record_error(
+            path, index, "frame_id", "expected a list of image file names (the release) or of integer frame indices"
+        )
     width = height = None
     size = optional(record, "frame_size", list, path, index)
     if size is not None:
@@ -58,42 +78,89 @@ def parse_record(record: dict[str, Any], path: Path, index: int) -> RefSample:
         width, height = size
     boxes = [parse_box_values(v, path, index, "track_list", i) for i, v in enumerate(track)]
     key_values = parse_box_values(key_box, path, index, "key_frame_box", 0)
-    if key_values is None:
-        raise record_error(path, index, "key_frame_box", "is empty; expected the target's box on the key frame")
-    if key_frame_id not in frame_ids:
-        raise record_error(
-            path, index, "key_frame_id", f"frame {key_frame_id} is not one of the record's frame ids (frame_id)"
-        )
-    # The key-frame box is the one the user gives; where the track has no box there, take it.
-    key_index = frame_ids.index(key_frame_id)
-    if boxes[key_index] is None:
-        boxes[key_index] = key_values
+    metadata: dict[str, Any] = {"video_name": video_name}
+    for name in ("clip_path", "id"):
+        if name in record:
+            metadata[name] = record[name]
+    frame_paths = None
+    if names:
+        frame_paths, frame_ids, boxes, key = _named_frames(frame_path, frame_ids, boxes, key_frame_id, key_values)
+        metadata["frame_names"] = [Path(p).name for p in frame_paths]
+    elif key_values is None or key_frame_id == "":
+        key = _drawn_key_frame(record, frame_ids, boxes, path, index)
+    else:
+        key = key_frame_id
+        if key not in frame_ids:
+            raise record_error(
+                path, index, "key_frame_id", f"frame {key} is not one of the record's frame ids (frame_id)"
+            )
+        # The key-frame box is the one the user gives; where the track has no box there, take it.
+        if boxes[frame_ids.index(key)] is None:
+            boxes[frame_ids.index(key)] = key_values
+    if key is None:
+        key = _drawn_key_frame(record, frame_ids, boxes, path, index)
     sample = RefSample(
         sample_id=str(record.get("id", index)),
         source=str(record.get("source", NAME)),
-        video=frame_path,
+        video=None if names else frame_path,
+        frame_paths=frame_paths,
         frame_ids=list(frame_ids),
         boxes=[tuple(b) if b is not None else None for b in boxes],
         visible=[b is not None for b in boxes],
-        key_frame_id=key_frame_id,
+        key_frame_id=key,
         width=width,
         height=height,
         caption=caption,
         question=question,
         base_dir=path.parent,
-        metadata={"video_name": video_name},
+        metadata=metadata,
     )
     sample.check(path, index)
     return sample
 
 
+def _named_frames(
+    folder: str, names: list[str], boxes: list[list[float] | None], key_name: int | str, key_box: list[float] | None
+) -> tuple[list[str], list[int], list[list[float] | None], int | None]:
+    """The released shape: frames are the images ``folder/name``, with the key frame's image among them.
+
+    Returns the image paths in name order, their positions (the record's frames), their boxes and the
+    key frame's position (None when the record gives no key frame: drawn later).
+    """
+    by_name = dict(zip(names, boxes, strict=True))
+    given = isinstance(key_name, str) and key_name != "" and key_box is not None
+    if given and (key_name not in by_name or by_name[key_name] is None):
+        by_name[key_name] = key_box  # the key frame's box, as the user gives it
+    ordered = sorted(by_name)
+    paths = [f"{folder.rstrip('/')}/{name}" for name in ordered]
+    key = ordered.index(key_name) if given else None
+    return paths, list(range(len(ordered))), [by_name[name] for name in ordered], key
+
+
+def _drawn_key_frame(
+    record: dict[str, Any], frame_ids: list[int], boxes: list[list[float] | None], path: Path, index: int
+) -> int:
+    """A frame with a box, picked by a hash of the record (the original draws one at random per read)."""
+    visible = [frame for frame, box in zip(frame_ids, boxes, strict=True) if box is not None]
+    if not visible:
+        raise record_error(path, index, "track_list", "no frame has a box, so there is no key frame to give")
+    text = f"{record.get('video_name')}|{record.get('frame_path')}|{record.get('caption')}"
+    return visible[int(hashlib.sha1(text.encode()).hexdigest()[:8], 16) % len(visible)]
+
+
 def read(path: str | Path) -> list[RefSample]:
-    """Read a VideoRef45K JSON file.
+    """Read a VideoRef45K JSON file, or every ``*.json`` of a folder in name order (the original's layout).
 
     Raises:
         AnnotationError: naming the file, the record index and the field at fault.
     """
-    return read_record_list(path, NAME, parse_record)
+    path = Path(path)
+    if not path.is_dir():
+        return read_record_list(path, NAME, parse_record)
+    files = sorted(path.glob("*.json"))
+    if not files:
+        raise FileNotFoundError(f"{path} holds no *.json file; give the folder of VideoRef45K JSON files or one file")
+    return [sample for file in files for sample in read_record_list(file, NAME, parse_record)]
 
 
 def to_record(sample: RefSample, out_dir: Path) -> dict[str, Any]:
@@ -103,6 +170,8 @@ def to_record(sample: RefSample, out_dir: Path) -> dict[str, Any]:
             out_dir, sample.sample_id, "caption", f"{NAME} needs a caption for every target; this sample has none"
         )
     video = sample.video
+    if video is None and sample.frame_paths:  # the released shape: a folder of frame images
+        video = str(Path(sample.frame_paths[0]).parent)
     if video is None:
         raise record_error(out_dir, sample.sample_id, "frame_path", "the sample has no video file or frame folder")
     track = [
@@ -116,15 +185,19 @@ def to_record(sample: RefSample, out_dir: Path) -> dict[str, Any]:
     if sample.question is not None:
         record["question"] = sample.question
     key_index = sample.key_index
+    names = sample.metadata.get("frame_names")
+    frame_ids: list[Any] = list(names) if names and len(names) == len(sample.frame_ids) else list(sample.frame_ids)
     record.update(
         {
             "track_list": track,
             "frame_path": relative_to(sample, video, out_dir),
-            "frame_id": list(sample.frame_ids),
+            "frame_id": frame_ids,
             "key_frame_box": [clean_number(v) for v in sample.key_box],
-            "key_frame_id": sample.frame_ids[key_index],
+            "key_frame_id": frame_ids[key_index],
         }
     )
+    if "clip_path" in sample.metadata:
+        record["clip_path"] = sample.metadata["clip_path"]
     if sample.width is not None and sample.height is not None:
         record["frame_size"] = [sample.width, sample.height]
     return record
