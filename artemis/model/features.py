@@ -150,7 +150,8 @@ class VisionFeatureExtractor:
             wanted = [row for row in rows if row in video_set or row in region_set]
             if not wanted:
                 continue
-            states = self.model._vision_hidden_states(pixels[wanted])  # each (n, P, C)
+            layers = [config.vision_feature_layer, *config.region_feature_layers]
+            states = self.model._vision_hidden_states(pixels[wanted], layers)  # each (n, P, C)
             for position, row in enumerate(wanted):
                 if row in video_set:
                     video_parts[row] = states[config.vision_feature_layer][position]

@@ -99,11 +99,16 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
 
     # --- features -----------------------------------------------------------------------------------
 
-    def _vision_hidden_states(self, frames: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """frames (N, 3, S, S) -> every hidden state of the vision tower, patch tokens only: (N, P, C_v)."""
+    def _vision_hidden_states(self, frames: torch.Tensor, layers: Sequence[int]) -> dict[int, torch.Tensor]:
+        """frames (N, 3, S, S) -> the vision tower's hidden states at ``layers``, patch tokens only: (N, P, C_v).
+
+        Only the layers asked for outlive the vision pass; the tower's other hidden states (25 for CLIP
+        ViT-L) are freed when it returns, so a batch of videos keeps one (N, P, C_v) tensor for its video
+        tokens instead of every layer's.
+        """
         frames = frames.to(device=self.vision_tower.device, dtype=self.vision_tower.dtype)
         output = self.vision_tower(pixel_values=frames, output_hidden_states=True, return_dict=True)
-        return tuple(state[:, 1:] for state in output.hidden_states)  # drop CLS
+        return {layer: output.hidden_states[layer][:, 1:] for layer in layers}  # drop CLS
 
     def pool_video_features(self, patches: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
         """Video-ChatGPT pooling of per-frame patch features: what the projector turns into video tokens.
@@ -236,7 +241,10 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
                 region_frames = region_pixel_values[has_regions].flatten(0, 1)  # (n*K, 3, S, S)
         # One vision pass over the video frames and the region frames together.
         parts = [frames for frames in (video_frames, region_frames) if frames is not None and len(frames)]
-        states = self._vision_hidden_states(torch.cat(parts)) if parts else None
+        layers = [self.config.vision_feature_layer] if video_frames is not None and len(video_frames) else []
+        if region_frames is not None and len(region_frames):
+            layers += self.config.region_feature_layers
+        states = self._vision_hidden_states(torch.cat(parts), layers) if parts else None
         split = len(video_frames) if video_frames is not None else 0
 
         pooled = None  # (n_video_samples, N_v, C_v)
