@@ -121,7 +121,7 @@ class CacheSettings:
             vision_feature_layer=int(config.vision_feature_layer),
             region_feature_layers=[int(layer) for layer in config.region_feature_layers],
             video_layout=layout,
-            frame_pool_size=int(config.frame_pool_size) if layout == "frames" else None,
+            frame_pool_size=int(config.frame_feature_grid) if layout == "frames" else None,  # the grid cached
         )
 
     def check_matches(self, wanted: CacheSettings) -> None:

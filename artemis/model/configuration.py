@@ -16,6 +16,9 @@ SELECTORS = ("kmeans", "uniform", "random", "all")
 BOX_EMBEDDINGS = ("absolute", "relative")
 ROI_BACKENDS = ("torchvision", "mmcv")
 VIDEO_LAYOUTS = ("pooled", "frames")
+FRAME_TOKENS = ("pool", "select")
+"""How the ``"frames"`` layout turns a frame's patch grid into its tokens: average pooling or a learned top-k."""
+FRAME_SELECT_GRADIENTS = ("straight_through", "none")
 CAPABILITIES = ("describe", "boxes")
 """What a model can be trained to do: describe regions (Artemis), write boxes (Elysium SOT / RSOT)."""
 
@@ -46,6 +49,21 @@ class ArtemisConfig(PreTrainedConfig):
             tokens, frames in order, so the LLM can say where the target is on every frame).
         frame_pool_size: tokens per side of each frame in the ``"frames"`` layout (adaptive average
             pooling of the patch grid; at most the grid's side). Unused by ``"pooled"``.
+        frame_tokens: how the ``"frames"`` layout makes a frame's tokens: ``"pool"`` (the default: the
+            ``frame_pool_size`` x ``frame_pool_size`` average-pooled grid) or ``"select"`` (Elysium's
+            T-Selector: the frame's tokens on a ``frame_select_grid`` x ``frame_select_grid`` grid are
+            scored by a learned ``frame_selector`` and the top ``frame_select_tokens`` are kept, in raster
+            order; see :mod:`artemis.model.frame_tokens`).
+        frame_select_grid: ``"select"``: the grid side the patch grid is average-pooled to before scoring
+            (default: the full patch grid, no pooling; at most the grid's side).
+        frame_select_tokens: ``"select"``: tokens kept per frame, between 1 and ``frame_select_grid**2``
+            (default: ``frame_pool_size**2``, the token budget of pooling).
+        frame_select_gradient: ``"select"``: ``"straight_through"`` (default: the kept tokens are multiplied
+            by a gate that is exactly 1 in the forward pass and carries the loss gradient to the scores) or
+            ``"none"`` (the released Elysium: a hard top-k, no gradient reaches the selector).
+        frame_position_embedding: add a learned embedding of each token's grid cell (the pooled grid, or
+            the cell a selected token came from) to every frame token after the projector, so the LLM
+            knows where a token lies on its frame. Zero-initialised. ``"frames"`` layout only.
         vision_feature_layer: hidden state of the vision tower used for video tokens (-2, penultimate).
         region_feature_layers: hidden states fused by the region encoder; level 0 is resized to the
             largest map (8x the patch grid with 4 levels), the last keeps the patch grid. Artemis takes
@@ -100,6 +118,11 @@ class ArtemisConfig(PreTrainedConfig):
     num_frames: int = 100
     video_layout: Literal["pooled", "frames"] = "pooled"
     frame_pool_size: int = 4
+    frame_tokens: Literal["pool", "select"] = "pool"
+    frame_select_grid: int | None = None
+    frame_select_tokens: int | None = None
+    frame_select_gradient: Literal["straight_through", "none"] = "straight_through"
+    frame_position_embedding: bool = False
     vision_feature_layer: int = -2
     region_feature_layers: list[int] | None = None
     region_embed_dim: int | None = None
@@ -131,6 +154,11 @@ class ArtemisConfig(PreTrainedConfig):
         if self.tasks is None:
             self.tasks = ["describe"]
         self.tasks = [str(task) for task in self.tasks]
+        if self.frame_tokens == "select":  # explicit in a saved select model's config.json
+            if self.frame_select_grid is None:
+                self.frame_select_grid = self.patches_per_side
+            if self.frame_select_tokens is None:
+                self.frame_select_tokens = self.frame_pool_size**2
         self.validate_artemis()
 
     def validate_artemis(self) -> None:
@@ -163,6 +191,7 @@ class ArtemisConfig(PreTrainedConfig):
                 f"{self.patches_per_side} (image_size {self.vision_config.image_size} / patch_size "
                 f"{self.vision_config.patch_size}); e.g. frame_pool_size=4"
             )
+        self._validate_frame_tokens(choice)
         if self.num_frames < 1:
             raise ConfigError(f"num_frames={self.num_frames} must be >= 1")
         num_hidden = self.vision_config.num_hidden_layers + 1  # embeddings + one per layer
@@ -182,6 +211,43 @@ class ArtemisConfig(PreTrainedConfig):
                 f"region_norm_groups={self.region_norm_groups}"
             )
 
+    def _validate_frame_tokens(self, choice) -> None:
+        from artemis.errors import ConfigError
+
+        choice("frame_tokens", self.frame_tokens, FRAME_TOKENS)
+        choice("frame_select_gradient", self.frame_select_gradient, FRAME_SELECT_GRADIENTS)
+        if not isinstance(self.frame_position_embedding, bool):
+            raise ConfigError(
+                f"frame_position_embedding={self.frame_position_embedding!r} is not valid; expected true or false"
+            )
+        if self.video_layout != "frames":
+            settings = (
+                ("frame_tokens", self.frame_tokens, "pool"),
+                ("frame_position_embedding", self.frame_position_embedding, False),
+            )
+            for name, value, default in settings:
+                if value != default:
+                    raise ConfigError(
+                        f"{name}={value!r} applies to per-frame video tokens but video_layout={self.video_layout!r}; "
+                        f"set video_layout='frames' or {name}={default!r}"
+                    )
+        if self.frame_tokens != "select":
+            return
+        side = self.patches_per_side
+        if not 1 <= self.frame_select_grid <= side:
+            raise ConfigError(
+                f"frame_select_grid={self.frame_select_grid} must be between 1 and the patch grid's side {side} "
+                f"(image_size {self.vision_config.image_size} / patch_size {self.vision_config.patch_size}); "
+                f"e.g. frame_select_grid={side} (score every patch)"
+            )
+        cells = self.frame_select_grid**2
+        if not 1 <= self.frame_select_tokens <= cells:
+            raise ConfigError(
+                f"frame_select_tokens={self.frame_select_tokens} must be between 1 and frame_select_grid**2={cells} "
+                f"(the tokens a {self.frame_select_grid}x{self.frame_select_grid} grid has); lower it or raise "
+                "frame_select_grid"
+            )
+
     # --- derived sizes --------------------------------------------------------------------------
 
     @property
@@ -193,16 +259,33 @@ class ArtemisConfig(PreTrainedConfig):
         """Tokens one ``<video>`` expands to.
 
         ``"pooled"``: ``num_frames`` temporal + one spatial token per patch. ``"frames"``:
-        ``frame_pool_size**2`` tokens per frame for ``num_frames`` frames.
+        :attr:`tokens_per_frame` tokens per frame for ``num_frames`` frames.
         """
         if self.video_layout == "frames":
-            return self.num_frames * self.frame_pool_size**2
+            return self.num_frames * self.tokens_per_frame
         return self.num_frames + self.patches_per_side**2
 
     @property
     def tokens_per_frame(self) -> int:
-        """Video tokens of one frame in the ``"frames"`` layout."""
+        """Video tokens of one frame in the ``"frames"`` layout: ``frame_pool_size**2`` (pool) or
+        ``frame_select_tokens`` (select)."""
+        if self.frame_tokens == "select":
+            return self.frame_select_tokens
         return self.frame_pool_size**2
+
+    @property
+    def frame_feature_grid(self) -> int:
+        """Side of the grid each frame's features are average-pooled to before the projector (``"frames"``):
+        ``frame_pool_size`` (pool) or ``frame_select_grid`` (select, the grid the selector scores)."""
+        return self.frame_select_grid if self.frame_tokens == "select" else self.frame_pool_size
+
+    @property
+    def num_video_features(self) -> int:
+        """Rows of ``pool_video_features`` (what a features cache stores): :attr:`num_video_tokens`, except
+        with ``frame_tokens="select"``, where every cell of each frame's grid is kept for the selector."""
+        if self.video_layout == "frames":
+            return self.num_frames * self.frame_feature_grid**2
+        return self.num_video_tokens
 
     @property
     def num_region_tokens(self) -> int:

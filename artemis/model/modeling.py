@@ -13,10 +13,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from artemis.model.configuration import ArtemisConfig
+from artemis.model.frame_tokens import FramePositionEmbedding, FrameTokenSelector
 from artemis.model.region import RegionEncoder
 from artemis.model.selector import TokenSelector
 
@@ -58,12 +60,24 @@ class ArtemisPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_attention_backend = True
 
+    def _init_weights(self, module: nn.Module) -> None:
+        # transformers initialises Linear/Embedding/norm layers itself; the frame-token parameters are
+        # plain nn.Parameters it does not know (needed when a checkpoint lacks them, e.g. a partial import).
+        super()._init_weights(module)
+        if isinstance(module, FrameTokenSelector):
+            init.zeros_(module.trans_weight)
+            init.copy_(module.trans_bias, module.initial_bias())
+        elif isinstance(module, FramePositionEmbedding):
+            init.zeros_(module.weight)
+
 
 class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
     """The Artemis architecture as a Hugging Face model.
 
     Sub-modules: ``vision_tower`` (CLIP, frozen in every published stage), ``mm_projector``,
-    ``region_encoder``, ``selector`` (no weights) and ``language_model`` (a causal LM with its head).
+    ``region_encoder``, ``selector`` (no weights) and ``language_model`` (a causal LM with its head);
+    with ``video_layout="frames"`` also ``frame_selector`` (``frame_tokens="select"``) and
+    ``frame_positions`` (``frame_position_embedding``), None otherwise (see :mod:`artemis.model.frame_tokens`).
     """
 
     def __init__(self, config: ArtemisConfig):
@@ -80,6 +94,16 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             config.kmeans_random_member,
             padding=config.selector_padding,
         )
+        self.frame_selector = self.frame_positions = None
+        if config.frame_tokens == "select":
+            self.frame_selector = FrameTokenSelector(
+                config.vision_config.hidden_size,
+                config.frame_select_grid,
+                config.frame_select_tokens,
+                config.frame_select_gradient,
+            )
+        if config.frame_position_embedding:
+            self.frame_positions = FramePositionEmbedding(config.frame_feature_grid**2, config.text_config.hidden_size)
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
         self.post_init()
 
@@ -123,7 +147,8 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         Returns:
             (B, num_frames + P, C_v): T temporal features (mean over space) zero-padded to ``num_frames``,
             then P spatial features (mean over the real frames). With ``video_layout="frames"``:
-            (B, num_frames * s*s, C_v) from :meth:`pool_frame_features`.
+            (B, num_frames * g*g, C_v) from :meth:`pool_frame_features` (``config.num_video_features``
+            rows; the frame selector, which trains, runs later in :meth:`project_video_features`).
         """
         frames = patches.shape[1]
         if frames > self.config.num_frames:
@@ -138,15 +163,16 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         return torch.cat([temporal, spatial], dim=1)  # (B, N_t + P, C)
 
     def pool_frame_features(self, patches: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
-        """``video_layout="frames"``: each frame's patch grid average-pooled to ``frame_pool_size`` per side,
-        frames kept in order (Elysium-style box output needs to know where things are on each frame).
+        """``video_layout="frames"``: each frame's patch grid average-pooled to ``config.frame_feature_grid``
+        per side (``frame_pool_size``, or ``frame_select_grid`` for the selector), frames kept in order
+        (Elysium-style box output needs to know where things are on each frame).
 
         Args:
             patches: (B, T, P, C_v) features of the sampled frames, P = grid side squared.
             frame_mask: (B, T) True for real frames.
 
         Returns:
-            (B, num_frames * s*s, C_v), s = ``frame_pool_size``, row-major over each frame's pooled grid;
+            (B, num_frames * s*s, C_v), s = ``frame_feature_grid``, row-major over each frame's pooled grid;
             padding frames and frames past T are zero features, as the pooled layout pads its temporal ones.
         """
         batch, frames, count, channels = patches.shape
@@ -154,23 +180,52 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         if count != side * side:
             raise ValueError(f"got {count} patches per frame but the vision tower gives a {side}x{side} grid")
         grid = patches.reshape(batch * frames, side, side, channels).permute(0, 3, 1, 2)  # (B*T, C, g, g)
-        pooled = nn.functional.adaptive_avg_pool2d(grid, self.config.frame_pool_size)  # (B*T, C, s, s)
+        pooled = nn.functional.adaptive_avg_pool2d(grid, self.config.frame_feature_grid)  # (B*T, C, s, s)
         pooled = pooled.flatten(2).transpose(1, 2).reshape(batch, frames, -1, channels)  # (B, T, s*s, C)
         pooled = pooled * frame_mask.to(pooled.dtype)[..., None, None]  # padding frames -> zeros
         pooled = nn.functional.pad(pooled, (0, 0, 0, 0, 0, self.config.num_frames - frames))  # (B, N_t, s*s, C)
         return pooled.flatten(1, 2)  # (B, N_t * s*s, C)
 
     def video_tokens(self, patches: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
-        """Video tokens from per-frame patch features: :meth:`pool_video_features`, then the projector.
+        """Video tokens from per-frame patch features: :meth:`pool_video_features`, then
+        :meth:`project_video_features`.
 
         Args:
             patches: (B, T, P, C_v) features of the sampled frames (padding frames included).
             frame_mask: (B, T) True for real frames.
 
         Returns:
-            (B, num_video_tokens, D): num_frames + P tokens (pooled layout) or num_frames * s*s (frames).
+            (B, num_video_tokens, D): num_frames + P tokens (pooled layout) or num_frames * tokens_per_frame
+            (frames).
         """
-        return self.mm_projector(self.pool_video_features(patches, frame_mask))  # (B, N_v, D)
+        return self.project_video_features(self.pool_video_features(patches, frame_mask))  # (B, N_v, D)
+
+    def project_video_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Pooled video features to video tokens in the LLM's space.
+
+        ``"frames"`` layout: the frame selector keeps ``frame_select_tokens`` of each frame's grid
+        (``frame_tokens="select"``), the projector maps them, and the position embedding adds each token's
+        grid cell (``frame_position_embedding``). Otherwise the projector alone.
+
+        Args:
+            features: (B, num_video_features, C_v), the output of :meth:`pool_video_features`.
+
+        Returns:
+            (B, num_video_tokens, D).
+        """
+        weight = self.mm_projector.linear_1.weight  # cached features may be stored in another dtype
+        features = features.to(device=weight.device, dtype=weight.dtype)
+        if self.config.video_layout != "frames":
+            return self.mm_projector(features)  # (B, N_v, D)
+        batch, channels = features.shape[0], features.shape[-1]
+        grid = features.reshape(batch, self.config.num_frames, -1, channels)  # (B, N_t, g*g, C)
+        cells = None  # (B, N_t, k) raster index of each kept token; None: the whole grid
+        if self.frame_selector is not None:
+            grid, cells = self.frame_selector(grid)  # (B, N_t, k, C)
+        tokens = self.mm_projector(grid)  # (B, N_t, n, D)
+        if self.frame_positions is not None:
+            tokens = self.frame_positions(tokens, cells)  # (B, N_t, n, D)
+        return tokens.flatten(1, 2)  # (B, N_t * n, D)
 
     def region_tokens(
         self,
@@ -258,8 +313,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             pooled = self._checked_video_features(video_features, video_feature_mask)
         video = None
         if pooled is not None and len(pooled):
-            weight = self.mm_projector.linear_1.weight  # cached features may be stored in another dtype
-            video = self.mm_projector(pooled.to(device=weight.device, dtype=weight.dtype)).flatten(0, 1)  # (n*N_v, D)
+            video = self.project_video_features(pooled).flatten(0, 1)  # (n*N_v, D)
 
         levels = None  # each (n*K, P, C_v)
         if region_frames is not None and len(region_frames):
@@ -281,12 +335,12 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         return video, region
 
     def _checked_video_features(self, features: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """(B, N_v, C_v) precomputed pooled features -> the rows of the samples that have a video."""
-        expected = (self.config.num_video_tokens, self.config.vision_config.hidden_size)
+        """(B, N_f, C_v) precomputed pooled features -> the rows of the samples that have a video."""
+        expected = (self.config.num_video_features, self.config.vision_config.hidden_size)
         if features.dim() != 3 or tuple(features.shape[1:]) != expected:
             raise ValueError(
                 f"video_features have shape {tuple(features.shape)}; expected (B, {expected[0]}, {expected[1]}) "
-                "(num_frames + patches, vision hidden size): the output of pool_video_features for this model"
+                "(config.num_video_features, vision hidden size): the output of pool_video_features for this model"
             )
         if mask is None:
             return features
@@ -366,7 +420,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
                 that is NaN everywhere is padding.
             region_visible: (B, R, K) target visibility; invisible tracked frames are never selected.
             region_times: (B, K) normalised time of each region frame.
-            video_features: (B, num_frames + P, C_v) precomputed :meth:`pool_video_features` output, instead
+            video_features: (B, config.num_video_features, C_v) precomputed :meth:`pool_video_features` output, instead
                 of ``pixel_values``; ``video_feature_mask`` (B,) marks the samples that have a video
                 (default: all). A sample without one may hold any values (the collator writes zeros).
             region_hidden_states: instead of ``region_pixel_values``, one (B, K, P, C_v) tensor per

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from artemis.errors import CheckpointError, ConfigError
+from artemis.model.frame_tokens import FRAME_TOKEN_MODULES
 from artemis.train.config import TRAINABLE_PARTS, TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -138,13 +139,23 @@ def build_model(config: TrainConfig, dtype: torch.dtype = torch.float32) -> tupl
     return model, processor, base
 
 
+def _part_attributes(model: torch.nn.Module, part: str) -> list[str]:
+    """The model attributes a ``train:`` part covers: the projector brings the frame selector and the frame
+    position embedding that feed it (when the model has them)."""
+    attributes = [TRAINABLE_PARTS[part]]
+    if part == "projector":
+        attributes += [name for name in FRAME_TOKEN_MODULES if getattr(model, name, None) is not None]
+    return attributes
+
+
 def set_trainable(model: torch.nn.Module, config: TrainConfig) -> dict[str, int]:
     """Freeze everything, then unfreeze the parts ``train:`` names; return trainable counts per part."""
     train = config.train
     model.requires_grad_(False)
-    for part, attribute in TRAINABLE_PARTS.items():
+    for part in TRAINABLE_PARTS:
         if getattr(train, part):
-            getattr(model, attribute).requires_grad_(True)
+            for attribute in _part_attributes(model, part):
+                getattr(model, attribute).requires_grad_(True)
     if train.llm == "full":
         model.language_model.requires_grad_(True)
     names = [name for name, _ in model.named_parameters()]
@@ -158,8 +169,13 @@ def set_trainable(model: torch.nn.Module, config: TrainConfig) -> dict[str, int]
         if any(name.startswith(prefix) for prefix in train.freeze):
             parameter.requires_grad_(False)
     counts = {
-        part: sum(p.numel() for p in getattr(model, attr).parameters() if p.requires_grad)
-        for part, attr in TRAINABLE_PARTS.items()
+        part: sum(
+            p.numel()
+            for attr in _part_attributes(model, part)
+            for p in getattr(model, attr).parameters()
+            if p.requires_grad
+        )
+        for part in TRAINABLE_PARTS
     }
     counts["llm"] = sum(p.numel() for p in model.language_model.parameters() if p.requires_grad)
     return counts
@@ -190,7 +206,7 @@ def wrap_lora(model: Any, config: TrainConfig) -> Any:
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=bool(config.training.get("gradient_checkpointing"))
         )
-    save = [attr for part, attr in TRAINABLE_PARTS.items() if getattr(config.train, part)]
+    save = [attr for part in TRAINABLE_PARTS if getattr(config.train, part) for attr in _part_attributes(model, part)]
     save += list(config.lora.modules_to_save)
     lora = LoraConfig(
         r=config.lora.r,

@@ -1,0 +1,151 @@
+"""Per-frame video tokens of the ``"frames"`` layout: Elysium's T-Selector and a grid-cell position embedding.
+
+:class:`FrameTokenSelector` keeps the ``k`` highest-scoring tokens of each frame, re-sorted into raster
+order, as the T-Selector of the Elysium release does (Hon-Wong/Elysium, ``models/rantselector.py``, class
+``RanTSelecor``, built as the model's ``adapter``). What we read there, and mirror parameter for parameter:
+
+* it runs on the vision features before the projector (``llm_proj`` takes ``adapter.hidden_size`` =
+  the CLIP width), one frame at a time, on that frame's own N patch tokens (CLS dropped; N = 576 for
+  CLIP ViT-L/14-336). It does not look at the previous frame or at the prompt;
+* ``pre_proj = nn.Linear(C, 1)``: weight (1, C), bias (1,): one saliency scalar per token;
+* ``trans_weight``: (N, N), initialised to zeros; ``trans_bias``: (N,), initialised to 0.02 on ``k``
+  cells spread over the raster order and 0 elsewhere, so the first selection is a fixed, spread-out
+  subset of the grid;
+* scores of a frame x (N, C): ``s = pre_proj(x)`` (N,), ``logits = s @ trans_weight + trans_bias`` (N,),
+  ``scores = softmax(logits)`` over the N tokens; the top ``k`` by score (``argsort``, descending) are
+  kept, their indices sorted ascending (raster order) and the tokens gathered unweighted. The softmax
+  does not change the order, and ``argsort`` carries no gradient, so in the release only the projector
+  trains (``freeze_adapter`` false, yet the adapter's weights never change);
+* the release sets ``in_token_num=576``, ``out_token_num=108``, ``num_features=1024``. Its module also
+  holds ``score_proj = nn.Linear(N, k)``, which ``forward`` never uses.
+
+An importer maps ``adapter.pre_proj.{weight,bias}``, ``adapter.trans_weight`` and ``adapter.trans_bias``
+one-to-one onto ``frame_selector.*`` (``frame_select_grid=24``, ``frame_select_tokens=108``,
+``frame_select_gradient="none"``) and drops ``adapter.score_proj.*``.
+
+Our addition is a gradient path (``gradient="straight_through"``) and :class:`FramePositionEmbedding`
+(the LLM is told which grid cell each kept token came from).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+__all__ = ["FRAME_TOKEN_MODULES", "FramePositionEmbedding", "FrameTokenSelector", "spread_cells"]
+
+FRAME_TOKEN_MODULES = ("frame_selector", "frame_positions")
+"""Attributes of the model that turn frame features into tokens next to the projector (None when unused);
+they train whenever the projector trains."""
+
+
+def spread_cells(side: int, count: int) -> torch.Tensor:
+    """``count`` cells of a ``side`` x ``side`` grid spread evenly over it, as raster indices (ascending).
+
+    The cells of the smallest square lattice with at least ``count`` points, thinned evenly in raster order.
+    The selector's bias starts positive there, so before training it keeps a uniform spread of the frame
+    (Elysium's initial bias is a strided raster subset with the same purpose).
+    """
+    lattice_side = min(side, math.ceil(math.sqrt(count)))
+    lines = torch.linspace(0, side - 1, lattice_side).round().long()  # (l,)
+    lattice = (lines[:, None] * side + lines[None, :]).flatten()  # (l*l,) raster order
+    if len(lattice) < count:  # a lattice as fine as the grid: any cells, taken evenly in raster order
+        lattice = torch.arange(side * side)
+    picks = torch.linspace(0, len(lattice) - 1, count).round().long()
+    return lattice[picks].unique()[:count]
+
+
+class FrameTokenSelector(nn.Module):
+    """A learned top-k of each frame's tokens (Elysium's T-Selector), with an optional gradient path.
+
+    Args:
+        channels: width C of the features scored (the vision tower's, before the projector).
+        side: side of the grid scored (``frame_select_grid``); N = side * side tokens per frame.
+        keep: tokens kept per frame (k).
+        gradient: ``"straight_through"`` or ``"none"`` (see :meth:`forward`).
+
+    Parameters (the release's names and shapes): ``pre_proj`` Linear(C, 1), ``trans_weight`` (N, N),
+    ``trans_bias`` (N,).
+    """
+
+    def __init__(self, channels: int, side: int, keep: int, gradient: str = "straight_through") -> None:
+        super().__init__()
+        self.side = int(side)
+        self.keep = int(keep)
+        self.gradient = gradient
+        cells = self.side**2
+        self.pre_proj = nn.Linear(channels, 1)
+        self.trans_weight = nn.Parameter(torch.zeros(cells, cells))
+        self.trans_bias = nn.Parameter(self.initial_bias())
+
+    def initial_bias(self) -> torch.Tensor:
+        """(N,): 0.02 on the :func:`spread_cells` of the grid, 0 elsewhere (the release's value and idea)."""
+        bias = torch.zeros(self.side**2)
+        bias[spread_cells(self.side, self.keep)] = 0.02
+        return bias
+
+    def scores(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Selection logits of each frame's tokens: (..., N, C) -> (..., N).
+
+        ``logits = pre_proj(x) @ trans_weight + trans_bias``: a saliency scalar per token, mixed across
+        the frame's cells by a learned (N, N) map, plus a learned per-cell prior.
+        """
+        saliency = self.pre_proj(tokens).squeeze(-1)  # (..., N)
+        return saliency @ self.trans_weight.to(saliency.dtype) + self.trans_bias.to(saliency.dtype)  # (..., N)
+
+    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keep the top ``k`` tokens of each frame, in raster order.
+
+        Args:
+            tokens: (..., N, C) each frame's features on the scored grid, raster order.
+
+        Returns:
+            ``(kept, cells)``: (..., k, C) the kept tokens, values unchanged, and (..., k) their raster
+            indices, ascending.
+        """
+        if tokens.shape[-2] != self.side**2:
+            raise ValueError(
+                f"the frame selector scores a {self.side}x{self.side} grid ({self.side**2} tokens) but got "
+                f"{tokens.shape[-2]} tokens per frame"
+            )
+        logits = self.scores(tokens)  # (..., N)
+        cells = logits.topk(self.keep, dim=-1).indices.sort(dim=-1).values  # (..., k) raster order
+        kept = tokens.gather(-2, cells[..., None].expand(*cells.shape, tokens.shape[-1]))  # (..., k, C)
+        if self.gradient == "straight_through":
+            # Straight-through rather than a soft top-k: the forward pass must stay the release's hard
+            # choice (same tokens, same values, so "none" and "straight_through" give identical outputs
+            # and an imported checkpoint behaves as released), which a soft top-k would blur. The gate is
+            # each kept token's softmax weight relative to a flat frame (N * softmax, 1 on average): its
+            # gradient is the loss' preference for more of that token, and through the softmax it also
+            # lowers the logits of the tokens left out when the kept ones help, so ranking, not the
+            # logits' overall level, is what learns. ``weight - weight.detach()`` is exactly 0, so the
+            # gate is exactly 1 and the kept values are bit-identical to "none".
+            weight = logits.softmax(dim=-1).gather(-1, cells) * logits.shape[-1]  # (..., k)
+            gate = 1.0 + (weight - weight.detach())  # (..., k), == 1 in value
+            kept = kept * gate[..., None].to(kept.dtype)  # (..., k, C)
+        return kept, cells
+
+
+class FramePositionEmbedding(nn.Module):
+    """A learned vector per grid cell, added to the frame tokens in the LLM's space.
+
+    Zero-initialised: turning it on leaves a model's outputs unchanged until it trains, and the gradient
+    reaching a cell's vector is the sum of its tokens' gradients, so zero is no obstacle to learning.
+
+    Args:
+        cells: grid cells per frame (``frame_feature_grid**2``).
+        dim: the LLM's hidden size.
+    """
+
+    def __init__(self, cells: int, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(cells, dim))  # (cells, D)
+
+    def forward(self, tokens: torch.Tensor, cells: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens (..., n, D) + the embedding of each token's cell; ``cells`` (..., n) raster indices, or
+        None when the n tokens are the whole grid in raster order."""
+        if cells is None:
+            return tokens + self.weight.to(tokens.dtype)  # (..., n, D), n == cells
+        return tokens + self.weight.to(tokens.dtype)[cells]  # (..., n, D)

@@ -1,0 +1,208 @@
+"""Per-frame video tokens: average pooling, the learned top-k (Elysium's T-Selector) and the cell embedding."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from artemis import ArtemisModel
+from artemis.errors import ConfigError
+from artemis.model import ArtemisConfig, build_tiny_model, tiny_config
+from artemis.model.features import VisionFeatureExtractor
+from artemis.model.generation import generate
+from artemis.train.config import TrainableSection, TrainConfig
+from artemis.train.setup import set_trainable
+from artemis.train.stages import trainable_state
+
+SELECT = {"video_layout": "frames", "frame_tokens": "select", "frame_select_tokens": 5}
+
+
+def _clip(seed: int, frames: int = 6) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 255, (frames, 32, 32, 3), dtype=np.uint8)
+
+
+def test_token_counts_and_validation() -> None:
+    pool = tiny_config(video_layout="frames", frame_pool_size=2)
+    assert (pool.tokens_per_frame, pool.num_video_tokens, pool.num_video_features) == (4, 8 * 4, 8 * 4)
+    select = tiny_config(**SELECT)  # scores the full 8x8 patch grid
+    assert select.frame_select_grid == 8 and select.frame_feature_grid == 8
+    assert (select.tokens_per_frame, select.num_video_tokens, select.num_video_features) == (5, 8 * 5, 8 * 64)
+    # The budget defaults to pooling's, frame_pool_size**2; the grid can be pooled first.
+    budget = tiny_config(video_layout="frames", frame_tokens="select", frame_pool_size=3, frame_select_grid=4)
+    assert (budget.frame_select_tokens, budget.num_video_tokens, budget.num_video_features) == (9, 8 * 9, 8 * 16)
+    # Defaults keep every existing model as it was: no new module, no new parameter.
+    assert ArtemisConfig().frame_tokens == "pool" and not ArtemisConfig().frame_position_embedding
+    model, _ = build_tiny_model(seed=0, video_layout="frames", frame_pool_size=2)
+    assert model.frame_selector is None and model.frame_positions is None
+    assert not [name for name in model.state_dict() if name.startswith("frame_")]
+
+    errors = {
+        "frame_tokens='crop' is not valid": {"video_layout": "frames", "frame_tokens": "crop"},
+        "frame_select_gradient='gumbel' is not valid": {**SELECT, "frame_select_gradient": "gumbel"},
+        "frame_tokens='select' applies to per-frame video tokens but video_layout='pooled'": {"frame_tokens": "select"},
+        "frame_position_embedding=True applies .* set video_layout='frames'": {"frame_position_embedding": True},
+        "frame_select_grid=9 must be between 1 and the patch grid's side 8": {**SELECT, "frame_select_grid": 9},
+        r"frame_select_tokens=17 must be between 1 and frame_select_grid\*\*2=16": {
+            **SELECT,
+            "frame_select_grid": 4,
+            "frame_select_tokens": 17,
+        },
+        "frame_position_embedding='yes' is not valid": {"video_layout": "frames", "frame_position_embedding": "yes"},
+    }
+    for message, overrides in errors.items():
+        with pytest.raises(ConfigError, match=message):
+            tiny_config(**overrides)
+
+
+def _reference_cells(selector, tokens: torch.Tensor) -> np.ndarray:
+    """The release's math in numpy: s = x w + b, logits = s W + bias, softmax, argsort descending, top k, sorted."""
+    x = tokens.detach().double().numpy()  # (..., N, C)
+    w = selector.pre_proj.weight.detach().double().numpy()[0]  # (C,)
+    b = selector.pre_proj.bias.detach().double().numpy()[0]
+    saliency = x @ w + b  # (..., N)
+    logits = saliency @ selector.trans_weight.detach().double().numpy() + selector.trans_bias.detach().double().numpy()
+    scores = np.exp(logits - logits.max(-1, keepdims=True))
+    scores /= scores.sum(-1, keepdims=True)
+    return np.sort(np.argsort(-scores, axis=-1)[..., : selector.keep], axis=-1)
+
+
+def test_selected_tokens_are_the_top_k_in_raster_order() -> None:
+    model, _ = build_tiny_model(seed=0, **SELECT, frame_select_grid=4)
+    selector = model.frame_selector
+    # Before training the bias keeps a spread of the grid (trans_weight is zero, so content plays no part).
+    assert selector.trans_weight.abs().sum() == 0 and int((selector.trans_bias > 0).sum()) == 5
+    with torch.no_grad():
+        selector.trans_weight.normal_(generator=torch.Generator().manual_seed(1))  # as after training
+    patches = torch.randn(2, 3, 64, 32, generator=torch.Generator().manual_seed(2))  # (B, T, P, C)
+    mask = torch.tensor([[True, True, True], [True, True, False]])
+    features = model.pool_video_features(patches, mask)  # (B, N_t * 16, C): 2x2 patch blocks, not selected yet
+    assert features.shape == (2, 8 * 16, 32)
+    blocks = patches.reshape(2, 3, 4, 2, 4, 2, 32).mean(dim=(3, 5)).reshape(2, 3, 16, 32)
+    torch.testing.assert_close(features.reshape(2, 8, 16, 32)[0, :3], blocks[0])
+
+    grid = features.reshape(2, 8, 16, 32)
+    kept, cells = selector(grid)  # (B, N_t, 5, C), (B, N_t, 5)
+    assert kept.shape == (2, 8, 5, 32) and cells.shape == (2, 8, 5)
+    expected = _reference_cells(selector, grid)
+    np.testing.assert_array_equal(cells.numpy(), expected)
+    assert (np.diff(cells.numpy(), axis=-1) > 0).all()  # raster order
+    assert len({tuple(row) for row in cells[0, :3].tolist()}) > 1  # content matters: frames differ
+    torch.testing.assert_close(kept, torch.gather(grid, 2, cells[..., None].expand(-1, -1, -1, 32)), rtol=0, atol=0)
+    # The video tokens are the projected kept tokens, frame after frame.
+    with torch.no_grad():
+        tokens = model.video_tokens(patches, mask)  # (B, N_v, D)
+        torch.testing.assert_close(tokens, model.mm_projector(kept).flatten(1, 2))
+    assert tokens.shape == (2, model.config.num_video_tokens, 64)
+
+
+def _sot_batch(processor, clip: np.ndarray) -> dict[str, torch.Tensor]:
+    item = processor.box_output_item(clip, box=(3.2, 6.4, 9.6, 12.8), answer_boxes=np.tile([4.0, 6, 10, 13], (6, 1)))
+    return processor.collate([item])
+
+
+@pytest.mark.parametrize("mode", ["straight_through", "none"])
+def test_selector_gradient_reaches_the_scores_only_straight_through(mode: str) -> None:
+    model, processor = build_tiny_model(seed=0, **SELECT, frame_select_gradient=mode)
+    model.train()
+    batch = _sot_batch(processor, _clip(0))
+    model(**batch).loss.backward()
+    selector = model.frame_selector
+    grads = {name: p.grad for name, p in selector.named_parameters()}
+    if mode == "none":
+        assert all(grad is None for grad in grads.values())
+        return
+    # trans_weight starts at zero, so pre_proj's gradient (which flows through it) is zero on the first step.
+    assert grads["trans_weight"].abs().sum() > 0 and grads["trans_bias"].abs().sum() > 0
+    assert grads["pre_proj.weight"].abs().sum() == 0
+    torch.optim.SGD(selector.parameters(), lr=1.0).step()
+    model.zero_grad()
+    model(**batch).loss.backward()
+    assert all(p.grad.abs().sum() > 0 for p in selector.parameters())
+
+
+def test_forward_is_identical_with_and_without_the_gradient_path() -> None:
+    straight, processor = build_tiny_model(seed=0, **SELECT)
+    hard, _ = build_tiny_model(seed=0, **SELECT, frame_select_gradient="none")
+    with torch.no_grad():
+        straight.frame_selector.trans_weight.normal_(generator=torch.Generator().manual_seed(3))
+    hard.load_state_dict(straight.state_dict())
+    batch = _sot_batch(processor, _clip(1))
+    straight.train()  # the gate is built with grad enabled
+    hard.train()
+    first, second = straight(**batch), hard(**batch)
+    assert torch.equal(first.logits, second.logits) and torch.equal(first.loss, second.loss)
+
+
+@pytest.mark.parametrize(
+    "overrides", [{"video_layout": "frames", "frame_pool_size": 2}, SELECT], ids=["pool", "select"]
+)
+def test_position_embedding_adds_one_vector_per_cell(overrides: dict) -> None:
+    model, _ = build_tiny_model(seed=0, frame_position_embedding=True, **overrides)
+    config = model.config
+    positions = model.frame_positions.weight
+    assert positions.shape == (config.frame_feature_grid**2, 64) and positions.abs().sum() == 0  # zero-init
+    patches = torch.randn(1, 3, 64, 32, generator=torch.Generator().manual_seed(4))
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    with torch.no_grad():
+        plain = model.video_tokens(patches, mask)
+        positions.normal_(generator=torch.Generator().manual_seed(5))
+        placed = model.video_tokens(patches, mask)
+    added = (placed - plain).reshape(config.num_frames, config.tokens_per_frame, 64)  # (N_t, n, D)
+    if model.frame_selector is None:
+        cells = torch.arange(config.tokens_per_frame).expand(config.num_frames, -1)
+    else:
+        grid = model.pool_video_features(patches, mask).reshape(config.num_frames, -1, 32)
+        cells = model.frame_selector(grid)[1]  # (N_t, k)
+    torch.testing.assert_close(added, positions.detach()[cells])
+    assert (added[0, 0] - added[0, 1]).abs().sum() > 0  # different cells, different vectors
+
+
+def test_box_output_model_with_selected_tokens(tmp_path: Path) -> None:
+    model, processor = build_tiny_model(
+        ["the red circle"], seed=2, **SELECT, frame_position_embedding=True, tasks=["describe", "boxes"]
+    )
+    with torch.no_grad():  # as after training, so that a save that lost them would show
+        model.frame_selector.trans_weight.normal_(generator=torch.Generator().manual_seed(6))
+        model.frame_positions.weight.normal_(generator=torch.Generator().manual_seed(7))
+    inputs = processor(_clip(2), task="sot", box=(3.2, 6.4, 9.6, 12.8))
+    ids = inputs["input_ids"]
+    assert processor.tokens_per_frame == 5 and processor.num_video_tokens == 40
+    assert int((ids == model.config.video_token_id).sum()) == 40  # 6 frames + 2 padding frames, 5 tokens each
+    texts = generate(model, processor, inputs, max_new_tokens=8)
+    assert len(texts) == 1 and isinstance(texts[0], str)
+
+    ArtemisModel(model, processor).save_pretrained(tmp_path)
+    loaded = ArtemisModel.from_pretrained(tmp_path)
+    assert loaded.config.frame_tokens == "select" and loaded.config.frame_select_tokens == 5
+    assert loaded.processor.tokens_per_frame == 5
+    pixels, mask = inputs["pixel_values"], inputs["frame_mask"]
+    with torch.no_grad():
+        expected = model(input_ids=ids, pixel_values=pixels, frame_mask=mask).logits
+        actual = loaded.model(input_ids=ids, pixel_values=pixels, frame_mask=mask).logits
+        # Cached vision features hold the grid before selection, so the selector still runs (and trains).
+        video, _ = VisionFeatureExtractor(loaded.model)(pixels[0], range(6), [])
+        assert video.shape == (model.config.num_video_features, 32)
+        cached = loaded.model(input_ids=ids, video_features=video[None]).logits
+    torch.testing.assert_close(actual, expected, rtol=0, atol=0)
+    torch.testing.assert_close(cached, expected)
+
+
+def test_selector_and_positions_train_with_the_projector() -> None:
+    model, _ = build_tiny_model(seed=0, **SELECT, frame_position_embedding=True)
+    config = TrainConfig(stage="s", model=None, train=TrainableSection(projector=True))
+    counts = set_trainable(copy.deepcopy(model), config)
+    selector = sum(p.numel() for p in model.frame_selector.parameters())
+    positions = model.frame_positions.weight.numel()
+    projector = sum(p.numel() for p in model.mm_projector.parameters())
+    assert counts["projector"] == projector + selector + positions
+    trained = copy.deepcopy(model)
+    set_trainable(trained, config)
+    names = set(trainable_state(trained))
+    assert {"frame_selector.trans_weight", "frame_selector.pre_proj.weight", "frame_positions.weight"} <= names
+    frozen = copy.deepcopy(model)
+    counts = set_trainable(frozen, TrainConfig(stage="s", model=None, train=TrainableSection(projector=False)))
+    assert counts["projector"] == 0 and not frozen.frame_selector.trans_weight.requires_grad
