@@ -66,3 +66,20 @@ def test_region_frames_add_one_state_per_region_level() -> None:
     per_frame = config.patches_per_side**2 * config.vision_config.hidden_size * 4
     # Every kept layer covers the video and the region frames of the one vision pass.
     assert kept == len(wanted) * (frames + region_frames) * per_frame
+
+
+def test_vision_pass_in_chunks_gives_the_same_states(monkeypatch) -> None:
+    from artemis.model import modeling
+
+    model, _ = build_tiny_model(["a"], seed=0)
+    config = model.config
+    size = config.vision_config.image_size
+    frames = torch.rand(11, 3, size, size)
+    layers = [config.vision_feature_layer, *config.region_feature_layers]
+    with torch.no_grad():
+        whole = model._vision_hidden_states(frames, layers)
+        monkeypatch.setattr(modeling, "VISION_CHUNK_FRAMES", 4)  # 3 passes: 4 + 4 + 3 frames
+        chunked = model._vision_hidden_states(frames, layers)
+    assert sorted(chunked) == sorted(whole)
+    for layer in whole:
+        torch.testing.assert_close(chunked[layer], whole[layer], atol=1e-6, rtol=1e-5)
