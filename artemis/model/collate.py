@@ -63,7 +63,8 @@ def collate(
         ``region_pixel_values`` (B, K, 3, S, S), ``region_boxes`` (B, R_max, K, 4), ``region_visible``
         (B, R_max, K) and ``region_times`` (B, K). From a features cache ``video_features`` (B, N_v, C_v)
         and ``video_feature_mask`` (B,) replace the pixels and frame mask, and ``region_hidden_states`` (a
-        tuple of (B, K, P, C_v), one per region level) replaces ``region_pixel_values``.
+        tuple of (B, K, P, C_v), one per region level) replaces ``region_pixel_values``. When any item is
+        an SOT clip, ``query_boxes`` (B, 4): its frame-1 box, NaN rows for the others.
     """
     if not items:
         raise ValueError("cannot collate an empty list of samples")
@@ -81,6 +82,9 @@ def collate(
         batch.update(_video_features(items))
     if any("region_boxes" in item for item in items):
         batch.update(_regions(items, num_region_frames, shape))
+    if any("query_boxes" in item for item in items):  # SOT clips: the target's box on frame 1, NaN for others
+        nan = torch.full((4,), float("nan"))
+        batch["query_boxes"] = torch.stack([item.get("query_boxes", nan) for item in items])  # (B, 4)
     return batch
 
 

@@ -61,6 +61,11 @@ class ArtemisConfig(PreTrainedConfig):
         frame_select_gradient: ``"select"``: ``"straight_through"`` (default: the kept tokens are multiplied
             by a gate that is exactly 1 in the forward pass and carries the loss gradient to the scores) or
             ``"none"`` (the released Elysium: a hard top-k, no gradient reaches the selector).
+        frame_select_query: ``"select"``: also score each frame's tokens against the target when the prompt
+            gives its box (SOT: the box on the clip's first frame, passed as ``query_boxes``): the cosine
+            similarity of every cell to the mean feature inside that box, through a learned projection and
+            scale, is added to the selector's logits, so the kept tokens follow the target rather than
+            whatever is salient. Our addition (the release scores each frame on its own); off by default.
         frame_position_embedding: add a learned embedding of each token's grid cell (the pooled grid, or
             the cell a selected token came from) to every frame token after the projector, so the LLM
             knows where a token lies on its frame. Zero-initialised. ``"frames"`` layout only.
@@ -123,6 +128,7 @@ class ArtemisConfig(PreTrainedConfig):
     frame_select_tokens: int | None = None
     frame_select_gradient: Literal["straight_through", "none"] = "straight_through"
     frame_position_embedding: bool = False
+    frame_select_query: bool = False
     vision_feature_layer: int = -2
     region_feature_layers: list[int] | None = None
     region_embed_dim: int | None = None
@@ -231,6 +237,13 @@ class ArtemisConfig(PreTrainedConfig):
                         f"{name}={value!r} applies to per-frame video tokens but video_layout={self.video_layout!r}; "
                         f"set video_layout='frames' or {name}={default!r}"
                     )
+        if not isinstance(self.frame_select_query, bool):
+            raise ConfigError(f"frame_select_query={self.frame_select_query!r} is not valid; expected true or false")
+        if self.frame_select_query and self.frame_tokens != "select":
+            raise ConfigError(
+                f"frame_select_query=true scores the frame selector's tokens but frame_tokens={self.frame_tokens!r}; "
+                "set frame_tokens='select' or frame_select_query=false"
+            )
         if self.frame_tokens != "select":
             return
         side = self.patches_per_side

@@ -23,8 +23,11 @@ An importer maps ``adapter.pre_proj.{weight,bias}``, ``adapter.trans_weight`` an
 one-to-one onto ``frame_selector.*`` (``frame_select_grid=24``, ``frame_select_tokens=108``,
 ``frame_select_gradient="none"``) and drops ``adapter.score_proj.*``.
 
-Our addition is a gradient path (``gradient="straight_through"``) and :class:`FramePositionEmbedding`
-(the LLM is told which grid cell each kept token came from).
+Our additions are a gradient path (``gradient="straight_through"``), :class:`FramePositionEmbedding`
+(the LLM is told which grid cell each kept token came from) and an optional target query
+(``query=True``): when the prompt gives the target's box (SOT), every cell's cosine similarity to the
+mean feature inside that box on the clip's first frame, through a learned projection and a learned
+scale, is added to the logits, so the tokens kept on each frame follow the target (:func:`box_query`).
 """
 
 from __future__ import annotations
@@ -33,8 +36,12 @@ import math
 
 import torch
 from torch import nn
+from torchvision.ops import roi_align
 
-__all__ = ["FRAME_TOKEN_MODULES", "FramePositionEmbedding", "FrameTokenSelector", "spread_cells"]
+__all__ = ["FRAME_TOKEN_MODULES", "FramePositionEmbedding", "FrameTokenSelector", "box_query", "spread_cells"]
+
+QUERY_SCALE_INIT = 4.0
+"""Initial weight of the target similarity in the selector's logits (cosines lie in -1..1)."""
 
 FRAME_TOKEN_MODULES = ("frame_selector", "frame_positions")
 """Attributes of the model that turn frame features into tokens next to the projector (None when unused);
@@ -70,7 +77,9 @@ class FrameTokenSelector(nn.Module):
     ``trans_bias`` (N,).
     """
 
-    def __init__(self, channels: int, side: int, keep: int, gradient: str = "straight_through") -> None:
+    def __init__(
+        self, channels: int, side: int, keep: int, gradient: str = "straight_through", query: bool = False
+    ) -> None:
         super().__init__()
         self.side = int(side)
         self.keep = int(keep)
@@ -79,6 +88,22 @@ class FrameTokenSelector(nn.Module):
         self.pre_proj = nn.Linear(channels, 1)
         self.trans_weight = nn.Parameter(torch.zeros(cells, cells))
         self.trans_bias = nn.Parameter(self.initial_bias())
+        self.query_proj = self.query_scale = None
+        if query:
+            # Identity start: before training, the similarity is that of the vision features themselves,
+            # which already tells the target's colour from the background's.
+            self.query_proj = nn.Linear(channels, channels)
+            self.query_scale = nn.Parameter(torch.tensor(QUERY_SCALE_INIT))
+            self.reset_query()
+
+    def reset_query(self) -> None:
+        """Identity projection and the initial scale (also what ``_init_weights`` restores)."""
+        if self.query_proj is None:
+            return
+        with torch.no_grad():
+            nn.init.eye_(self.query_proj.weight)
+            nn.init.zeros_(self.query_proj.bias)
+            self.query_scale.fill_(QUERY_SCALE_INIT)
 
     def initial_bias(self) -> torch.Tensor:
         """(N,): 0.02 on the :func:`spread_cells` of the grid, 0 elsewhere (the release's value and idea)."""
@@ -86,20 +111,31 @@ class FrameTokenSelector(nn.Module):
         bias[spread_cells(self.side, self.keep)] = 0.02
         return bias
 
-    def scores(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Selection logits of each frame's tokens: (..., N, C) -> (..., N).
+    def scores(self, tokens: torch.Tensor, query: torch.Tensor | None = None) -> torch.Tensor:
+        """Selection logits of each frame's tokens: (B, T, N, C) -> (B, T, N).
 
         ``logits = pre_proj(x) @ trans_weight + trans_bias``: a saliency scalar per token, mixed across
-        the frame's cells by a learned (N, N) map, plus a learned per-cell prior.
+        the frame's cells by a learned (N, N) map, plus a learned per-cell prior. With a query (B, C)
+        (NaN rows: no query for that sample), ``query_scale * cos(query_proj(x), query_proj(q))`` is added.
         """
         saliency = self.pre_proj(tokens).squeeze(-1)  # (..., N)
-        return saliency @ self.trans_weight.to(saliency.dtype) + self.trans_bias.to(saliency.dtype)  # (..., N)
+        logits = saliency @ self.trans_weight.to(saliency.dtype) + self.trans_bias.to(saliency.dtype)  # (..., N)
+        if query is None or self.query_proj is None:
+            return logits
+        has_query = torch.isfinite(query).all(-1)  # (B,)
+        target = self.query_proj(torch.nan_to_num(query))  # (B, C)
+        cells = self.query_proj(tokens)  # (B, T, N, C)
+        similarity = nn.functional.cosine_similarity(cells, target[:, None, None, :], dim=-1)  # (B, T, N)
+        similarity = similarity * has_query.to(similarity.dtype)[:, None, None]
+        return logits + self.query_scale.to(logits.dtype) * similarity
 
-    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, tokens: torch.Tensor, query: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Keep the top ``k`` tokens of each frame, in raster order.
 
         Args:
-            tokens: (..., N, C) each frame's features on the scored grid, raster order.
+            tokens: (B, T, N, C) each frame's features on the scored grid, raster order.
+            query: (B, C) the target's feature (:func:`box_query`), NaN rows for samples without one; used
+                only by a selector built with ``query=True``.
 
         Returns:
             ``(kept, cells)``: (..., k, C) the kept tokens, values unchanged, and (..., k) their raster
@@ -110,7 +146,7 @@ class FrameTokenSelector(nn.Module):
                 f"the frame selector scores a {self.side}x{self.side} grid ({self.side**2} tokens) but got "
                 f"{tokens.shape[-2]} tokens per frame"
             )
-        logits = self.scores(tokens)  # (..., N)
+        logits = self.scores(tokens, query)  # (..., N)
         cells = logits.topk(self.keep, dim=-1).indices.sort(dim=-1).values  # (..., k) raster order
         kept = tokens.gather(-2, cells[..., None].expand(*cells.shape, tokens.shape[-1]))  # (..., k, C)
         if self.gradient == "straight_through":
@@ -126,6 +162,28 @@ class FrameTokenSelector(nn.Module):
             gate = 1.0 + (weight - weight.detach())  # (..., k), == 1 in value
             kept = kept * gate[..., None].to(kept.dtype)  # (..., k, C)
         return kept, cells
+
+
+def box_query(grid: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """The mean feature inside each sample's box on its first frame: the selector's target query.
+
+    Args:
+        grid: (B, T, N, C) per-frame features on a square grid (N = side * side), raster order.
+        boxes: (B, 4) normalised xyxy on the square input; a NaN row means no box (the result row is NaN).
+
+    Returns:
+        (B, C). RoIAlign (torchvision) of the box on frame 0 at 2x2 bin centres, averaged.
+    """
+    batch, _, count, channels = grid.shape
+    side = math.isqrt(count)
+    first = grid[:, 0].transpose(1, 2).reshape(batch, channels, side, side)  # (B, C, s, s)
+    has_box = torch.isfinite(boxes).all(-1)  # (B,)
+    scaled = torch.nan_to_num(boxes.to(first.dtype)) * side  # (B, 4) in cells
+    rois = torch.cat([torch.arange(batch, dtype=first.dtype, device=first.device)[:, None], scaled], dim=1)
+    # One sample at the centre of each of the 2x2 bins: the points lie inside the box however small it is.
+    pooled = roi_align(first, rois, output_size=2, spatial_scale=1.0, sampling_ratio=1, aligned=True)  # (B, C, 2, 2)
+    query = pooled.mean(dim=(2, 3))  # (B, C)
+    return torch.where(has_box[:, None], query, torch.full_like(query, float("nan")))
 
 
 class FramePositionEmbedding(nn.Module):

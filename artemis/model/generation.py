@@ -29,6 +29,7 @@ MODEL_INPUTS = (
     "attention_mask",
     "pixel_values",
     "frame_mask",
+    "query_boxes",
     "region_pixel_values",
     "region_boxes",
     "region_visible",

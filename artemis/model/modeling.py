@@ -18,7 +18,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from artemis.model.configuration import ArtemisConfig
-from artemis.model.frame_tokens import FramePositionEmbedding, FrameTokenSelector
+from artemis.model.frame_tokens import QUERY_SCALE_INIT, FramePositionEmbedding, FrameTokenSelector, box_query
 from artemis.model.region import RegionEncoder
 from artemis.model.selector import TokenSelector
 
@@ -28,6 +28,7 @@ VISUAL_INPUTS = (
     "frame_mask",
     "video_features",
     "video_feature_mask",
+    "query_boxes",
     "region_pixel_values",
     "region_hidden_states",
     "region_boxes",
@@ -73,6 +74,10 @@ class ArtemisPreTrainedModel(PreTrainedModel):
         if isinstance(module, FrameTokenSelector):
             init.zeros_(module.trans_weight)
             init.copy_(module.trans_bias, module.initial_bias())
+            if module.query_proj is not None:  # identity start (see FrameTokenSelector)
+                init.eye_(module.query_proj.weight)
+                init.zeros_(module.query_proj.bias)
+                init.constant_(module.query_scale, QUERY_SCALE_INIT)
         elif isinstance(module, FramePositionEmbedding):
             init.zeros_(module.weight)
 
@@ -107,6 +112,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
                 config.frame_select_grid,
                 config.frame_select_tokens,
                 config.frame_select_gradient,
+                query=config.frame_select_query,
             )
         if config.frame_position_embedding:
             self.frame_positions = FramePositionEmbedding(config.frame_feature_grid**2, config.text_config.hidden_size)
@@ -212,7 +218,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         """
         return self.project_video_features(self.pool_video_features(patches, frame_mask))  # (B, N_v, D)
 
-    def project_video_features(self, features: torch.Tensor) -> torch.Tensor:
+    def project_video_features(self, features: torch.Tensor, query_boxes: torch.Tensor | None = None) -> torch.Tensor:
         """Pooled video features to video tokens in the LLM's space.
 
         ``"frames"`` layout: the frame selector keeps ``frame_select_tokens`` of each frame's grid
@@ -221,6 +227,8 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
 
         Args:
             features: (B, num_video_features, C_v), the output of :meth:`pool_video_features`.
+            query_boxes: (B, 4) the target's normalised box on the first frame (NaN rows: none), for a
+                selector with ``frame_select_query``; ignored otherwise.
 
         Returns:
             (B, num_video_tokens, D).
@@ -233,7 +241,10 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         grid = features.reshape(batch, self.config.num_frames, -1, channels)  # (B, N_t, g*g, C)
         cells = None  # (B, N_t, k) raster index of each kept token; None: the whole grid
         if self.frame_selector is not None:
-            grid, cells = self.frame_selector(grid)  # (B, N_t, k, C)
+            query = None
+            if self.config.frame_select_query and query_boxes is not None:
+                query = box_query(grid, query_boxes.to(device=grid.device))  # (B, C)
+            grid, cells = self.frame_selector(grid, query)  # (B, N_t, k, C)
         tokens = self.mm_projector(grid)  # (B, N_t, n, D)
         if self.frame_positions is not None:
             tokens = self.frame_positions(tokens, cells)  # (B, N_t, n, D)
@@ -274,6 +285,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         video_features: torch.Tensor | None = None,
         video_feature_mask: torch.Tensor | None = None,
         region_hidden_states: Sequence[torch.Tensor] | None = None,
+        query_boxes: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Video and region tokens of a batch, in placeholder order.
 
@@ -315,6 +327,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         split = len(video_frames) if video_frames is not None else 0
 
         pooled = None  # (n_video_samples, N_v, C_v)
+        has_video = None  # (B,) which samples have a video, when known
         if video_frames is not None and split:
             patches = states[self.config.vision_feature_layer][:split]  # (n_frames, P, C)
             grid = patches.new_zeros(*frame_mask.shape, *patches.shape[1:])  # (B, T, P, C)
@@ -323,9 +336,12 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             pooled = self.pool_video_features(grid[has_video], frame_mask[has_video])
         elif video_features is not None:
             pooled = self._checked_video_features(video_features, video_feature_mask)
+            has_video = None if video_feature_mask is None else video_feature_mask.bool()
         video = None
         if pooled is not None and len(pooled):
-            video = self.project_video_features(pooled).flatten(0, 1)  # (n*N_v, D)
+            if query_boxes is not None and has_video is not None:
+                query_boxes = query_boxes[has_video.to(query_boxes.device)]  # rows of the samples with a video
+            video = self.project_video_features(pooled, query_boxes).flatten(0, 1)  # (n*N_v, D)
 
         levels = None  # each (n*K, P, C_v)
         if region_frames is not None and len(region_frames):
@@ -417,6 +433,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         video_features: torch.Tensor | None = None,
         video_feature_mask: torch.Tensor | None = None,
         region_hidden_states: Sequence[torch.Tensor] | None = None,
+        query_boxes: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
@@ -438,6 +455,8 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             region_hidden_states: instead of ``region_pixel_values``, one (B, K, P, C_v) tensor per
                 ``config.region_feature_layers``: the vision tower's patch tokens (CLS dropped) of each
                 region frame at that layer.
+            query_boxes: (B, 4) the target's normalised xyxy box on the first video frame (NaN rows: none),
+                which a selector with ``frame_select_query`` scores each frame's tokens against.
             labels: (B, L) with -100 on positions that carry no loss.
         """
         if (input_ids is None) == (inputs_embeds is None):
@@ -453,7 +472,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         if input_ids is not None and not decoding:
             video, region = self.get_multimodal_features(
                 pixel_values, frame_mask, region_pixel_values, region_boxes, region_visible, region_times,
-                video_features, video_feature_mask, region_hidden_states,
+                video_features, video_feature_mask, region_hidden_states, query_boxes,
             )  # fmt: skip
             inputs_embeds = self._scatter(input_ids, inputs_embeds, video, self.config.video_token_id, "<video>")
             inputs_embeds = self._scatter(input_ids, inputs_embeds, region, self.config.region_token_id, "<region>")

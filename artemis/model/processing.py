@@ -341,8 +341,10 @@ class ArtemisProcessor(ProcessorMixin):
         if (box is None) == (expression is None):
             raise ConfigError("give either box= (SOT: the target on the clip's first frame) or expression= (RSOT)")
         transform = self.video_processor.transform_for(width, height)
+        query = None  # the target's box on frame 1, for a selector that scores tokens against it
         if box is not None:
-            question = sot_question(transform.boxes_to_model(np.asarray(box, dtype=np.float64)))
+            query = transform.boxes_to_model(np.asarray(box, dtype=np.float64))
+            question = sot_question(query)
         else:
             question = rsot_question(expression)
         answer = None if answer_boxes is None else format_box_answer(transform.boxes_to_model(answer_boxes))
@@ -350,6 +352,8 @@ class ArtemisProcessor(ProcessorMixin):
         item = self._text_tensors(self.encode_conversation([(prompt, answer)]))
         item["pixel_values"] = self.video_processor(frames)  # (n, 3, S, S)
         item["frame_mask"] = torch.ones(count, dtype=torch.bool)
+        if query is not None:
+            item["query_boxes"] = torch.as_tensor(np.clip(query, 0.0, 1.0), dtype=torch.float32)  # (4,)
         return item
 
     def collate(self, items: Sequence[dict[str, torch.Tensor]], side: str = "right") -> dict[str, torch.Tensor]:

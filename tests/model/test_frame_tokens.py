@@ -206,3 +206,61 @@ def test_selector_and_positions_train_with_the_projector() -> None:
     frozen = copy.deepcopy(model)
     counts = set_trainable(frozen, TrainConfig(stage="s", model=None, train=TrainableSection(projector=False)))
     assert counts["projector"] == 0 and not frozen.frame_selector.trans_weight.requires_grad
+
+
+def test_query_keeps_the_target_cells_on_every_frame() -> None:
+    """With a target query (SOT's frame-1 box), the kept cells follow the target, not a brighter distractor."""
+    from artemis.model.frame_tokens import FrameTokenSelector, box_query
+
+    side, channels = 8, 6
+    rng = np.random.default_rng(3)
+    target, distractor = rng.normal(size=channels), rng.normal(size=channels) * 5  # the distractor is salient
+    grid = torch.as_tensor(rng.normal(scale=0.05, size=(1, 3, side * side, channels)), dtype=torch.float32)
+    target_cells = {0: [9, 10, 17, 18], 1: [11, 12, 19, 20], 2: [13, 14, 21, 22]}  # moving right
+    for frame, cells in target_cells.items():
+        grid[0, frame, cells] += torch.as_tensor(target, dtype=torch.float32)
+        grid[0, frame, [50, 51, 58, 59]] += torch.as_tensor(distractor, dtype=torch.float32)
+    box = torch.tensor([[1 / side, 1 / side, 3 / side, 3 / side]])  # cells (1..2, 1..2) of frame 0
+    query = box_query(grid, box)
+    assert torch.allclose(query[0], grid[0, 0, [9, 10, 17, 18]].mean(0), atol=1e-5)
+    selector = FrameTokenSelector(channels, side, keep=4, query=True)
+    with torch.no_grad():  # a saliency that prefers the distractor, which the query must overrule
+        selector.pre_proj.weight.copy_(torch.as_tensor(distractor / np.linalg.norm(distractor), dtype=torch.float32))
+        selector.trans_weight.copy_(torch.eye(side * side) * 0.1)
+    _, plain = selector(grid)
+    _, guided = selector(grid, query)
+    assert plain[0, 1].tolist() == [50, 51, 58, 59]
+    for frame, cells in target_cells.items():
+        assert guided[0, frame].tolist() == cells
+    # A NaN query row (an RSOT clip beside an SOT clip) leaves that sample's choice as without a query.
+    both = torch.cat([grid, grid])
+    _, mixed = selector(both, torch.cat([query, torch.full_like(query, float("nan"))]))
+    assert torch.equal(mixed[0], guided[0]) and torch.equal(mixed[1], plain[0])
+
+
+def test_query_reaches_the_model_from_the_sot_prompt_and_trains() -> None:
+    model, processor = build_tiny_model(
+        seed=0, tasks=["describe", "boxes"], frame_select_query=True, frame_position_embedding=True, **SELECT
+    )
+    model.train()
+    clip = _clip(5)
+    boxes = np.tile([4.0, 6.0, 20.0, 18.0], (len(clip), 1))
+    sot = processor.box_output_item(clip, box=boxes[0], answer_boxes=boxes)
+    rsot = processor.box_output_item(clip, expression="the red circle", answer_boxes=boxes)
+    assert "query_boxes" in sot and "query_boxes" not in rsot
+    batch = processor.collate([sot, rsot])
+    assert torch.isfinite(batch["query_boxes"][0]).all() and torch.isnan(batch["query_boxes"][1]).all()
+    model(**batch).loss.backward()
+    selector = model.frame_selector
+    assert selector.query_proj.weight.grad.abs().sum() > 0 and selector.query_scale.grad.abs() > 0
+    # Generation carries the query into the prefill: SOT and the same clip without the box differ in tokens.
+    inputs = processor(clip, task="sot", box=boxes[0])
+    assert "query_boxes" in inputs
+    model.eval()
+    with torch.no_grad():
+        guided = model(**inputs).logits
+        unguided = model(**{k: v for k, v in inputs.items() if k != "query_boxes"}).logits
+    assert not torch.allclose(guided, unguided)
+    # Refused without the selector it belongs to.
+    with pytest.raises(ConfigError, match="frame_select_query"):
+        tiny_config(video_layout="frames", frame_select_query=True)
