@@ -56,6 +56,12 @@ def training_arguments(config: TrainConfig) -> TrainingArguments:
     }
     values.update(config.training)
     deepspeed = values.get("deepspeed")
+    if deepspeed and "LOCAL_RANK" not in os.environ:
+        raise ConfigError(
+            "training.deepspeed needs the torchrun launch (scripts/train/_launch.sh, or `torchrun --nproc_per_node N "
+            "-m artemis.cli train ...`, also for one GPU): without RANK and MASTER_ADDR DeepSpeed falls back to MPI "
+            "discovery"
+        )
     if not torch.cuda.is_available():
         if values.get("bf16") or values.get("fp16"):
             logger.info("no CUDA device: training in fp32 (bf16/fp16 are for GPUs)")
@@ -70,12 +76,6 @@ def training_arguments(config: TrainConfig) -> TrainingArguments:
             # it runs on CPU; otherwise every rank would train alone on its share of the data.
             values.setdefault("use_cpu", True)
             values.setdefault("ddp_backend", "gloo")
-    if deepspeed and "LOCAL_RANK" not in os.environ:
-        raise ConfigError(
-            "training.deepspeed needs the torchrun launch (scripts/train/_launch.sh, or `torchrun --nproc_per_node N "
-            "-m artemis.cli train ...`, also for one GPU): without RANK and MASTER_ADDR DeepSpeed falls back to MPI "
-            "discovery"
-        )
     values = {k: v for k, v in values.items() if k in TrainingArguments.__dataclass_fields__}
     try:
         return TrainingArguments(**values)

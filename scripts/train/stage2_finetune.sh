@@ -3,7 +3,8 @@
 #   ARTEMIS_DATA  data root holding stage2/llava_image_tune_.json, stage2/videochatgpt_tune_.json and
 #                 stage2/nlp_tune.json (LLaVA format)
 #   ARTEMIS_OUT   output root; reads $ARTEMIS_OUT/stage1, writes $ARTEMIS_OUT/stage2
-# Optional: NUM_GPUS (default: all visible). Arguments are config overrides.
+# Optional: NUM_GPUS (default: all visible), NNODES/NODE_RANK/MASTER_ADDR/MASTER_PORT for several nodes
+# (scripts/train/_launch.sh). Arguments are config overrides.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/train/_launch.sh

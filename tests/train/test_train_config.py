@@ -51,7 +51,13 @@ def test_published_stage_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert (stage2.train.llm, stage2.training["learning_rate"]) == ("full", 2e-5)
     assert (stage3.train.llm, stage3.train.region_encoder, stage3.training["learning_rate"]) == ("lora", True, 4e-5)
     assert (stage3.lora.r, stage3.lora.alpha, stage3.lora.dropout) == (16, 16, 0.05)
-    assert stage3.training["num_train_epochs"] == 3 and stage3.training["lr_scheduler_type"] == "constant_with_warmup"
+    # The original's stage 3 schedule is `constant`: no warm-up (its --warmup_ratio is ignored by it).
+    assert stage3.training["num_train_epochs"] == 3 and stage3.training["lr_scheduler_type"] == "constant"
+    assert "warmup_steps" not in stage3.training and "warmup_ratio" not in stage3.training
+    # The original never clips gradients, and groups stages 2-3 batches by modality and length.
+    assert all(stage.training["max_grad_norm"] == 0 for stage in (stage1, stage2, stage3))
+    assert not stage1.data.group_by_modality_length
+    assert stage2.data.group_by_modality_length and stage3.data.group_by_modality_length
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs/deepspeed").glob("*.json")), ids=lambda p: p.name)
