@@ -454,7 +454,8 @@ def precomputed_video_features(entry: RecordEntry, config: ArtemisConfig) -> tor
             array = np.asarray(pickle.load(handle), dtype=np.float32)
     except (OSError, pickle.UnpicklingError, ValueError, TypeError) as error:
         raise entry.error("video_clip", f"cannot read the precomputed features {path}: {error}") from None
-    expected = (config.num_video_tokens, config.vision_config.hidden_size)
+    rows = getattr(config, "num_video_features", config.num_video_tokens)  # the pooled features the model reads
+    expected = (rows, config.vision_config.hidden_size)
     if array.shape != expected:
         raise entry.error(
             "video_clip",
