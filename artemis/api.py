@@ -4,6 +4,11 @@
 >>> result = model.describe("video.mp4", box=(120, 40, 260, 300), frame_index=30)
 >>> result.text, result.track.visible.mean()
 
+Several regions, each a box or a mask on a frame of its own (``docs/regions.md``):
+
+>>> answer = model.ask("video.mp4", regions=[Region(box=(120, 40, 260, 300), frame=30),
+...                                          Region(mask="dog.png", frame=90)], question="Is <region> near <region>?")
+
 A model trained to write boxes (``tasks: [describe, boxes]``) tracks by itself (Elysium SOT) and finds the
 target an expression names (RSOT); both return a track with per-frame status and the generated texts:
 
@@ -28,12 +33,13 @@ from artemis.model import loading
 from artemis.model.loading import load_pretrained
 from artemis.model.loading import resolve_model_dir as resolve_model_dir
 from artemis.model.selector import TokenSelector
+from artemis.regions import Region
 from artemis.tasks.pipeline import VideoPipeline
 from artemis.tasks.referring import Description
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ArtemisModel", "Description", "resolve_model_dir"]
+__all__ = ["ArtemisModel", "Description", "Region", "resolve_model_dir"]
 
 
 class ArtemisModel(VideoPipeline):

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "artemis"
 
 # Floors from the ground up; a module may import from its own floor or any floor below.
 FLOORS = (
-    ("artemis.errors", "artemis.io", "artemis.boxes", "artemis.prompts", "artemis.templates"),
+    ("artemis.errors", "artemis.io", "artemis.boxes", "artemis.regions", "artemis.prompts", "artemis.templates"),
     ("artemis.video",),
     ("artemis.track",),
     ("artemis.model",),

@@ -18,7 +18,7 @@ from artemis.errors import ArtemisError
 
 # Sub-command modules, in the order ``artemis --help`` lists them. A module missing from an install
 # (an optional part) is skipped.
-COMMAND_MODULES = ("track", "ground", "describe", "data", "eval", "train", "demo", "serve")
+COMMAND_MODULES = ("track", "ground", "describe", "ask", "data", "eval", "train", "demo", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

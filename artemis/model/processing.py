@@ -31,7 +31,7 @@ import torch
 from transformers import AutoTokenizer, BatchFeature, PreTrainedTokenizerBase
 from transformers.processing_utils import ProcessorMixin
 
-from artemis.errors import CheckpointError, ConfigError
+from artemis.errors import CheckpointError, ConfigError, VideoError
 from artemis.io import write_json_atomic
 from artemis.model.collate import IGNORE_INDEX, collate, pad_text
 from artemis.model.configuration import ArtemisConfig
@@ -67,6 +67,7 @@ __all__ = [
     "ArtemisProcessor",
     "EncodedText",
     "VideoProcessor",
+    "shared_key_frame",
 ]
 
 PROCESSOR_FILE = "processor_config.json"
@@ -92,6 +93,33 @@ def _region_arrays(region: Any) -> tuple[np.ndarray, np.ndarray]:
         return np.asarray(region.boxes, dtype=np.float64), np.asarray(region.visible, dtype=bool)
     boxes, visible = region
     return np.asarray(boxes, dtype=np.float64), np.asarray(visible, dtype=bool)
+
+
+def shared_key_frame(regions: Sequence[Any], key_frames: Sequence[int]) -> int:
+    """The one key frame of a sample whose regions were each given on a frame of their own.
+
+    The model reads one set of region frames for all regions of a sample (its first is the key slot),
+    so the key slot needs a frame where every region is seen: the first of the regions' key frames (in
+    order) where all are visible, else, of the frames where all are visible, the one nearest the first
+    region's key frame.
+
+    Raises:
+        VideoError: no frame shows every region (ask about them one at a time).
+    """
+    if len(key_frames) != len(regions):
+        raise ValueError(f"got {len(key_frames)} key frames for {len(regions)} regions; give one per region")
+    visible = np.stack([_region_arrays(region)[1] for region in regions])  # (R, T)
+    together = visible.all(axis=0)  # (T,)
+    for frame in key_frames:
+        if together[int(frame)]:
+            return int(frame)
+    shared = np.flatnonzero(together)
+    if shared.size == 0:
+        raise VideoError(
+            f"no frame shows all {len(regions)} regions at once (key frames {list(key_frames)}); a question "
+            "about several regions needs one frame where every region is visible: ask about them one at a time"
+        )
+    return int(shared[np.argmin(np.abs(shared - int(key_frames[0])))])
 
 
 class ArtemisProcessor(ProcessorMixin):
@@ -273,7 +301,7 @@ class ArtemisProcessor(ProcessorMixin):
         self,
         source: Any,
         regions: Sequence[Any],
-        key_frame: int,
+        key_frame: int | Sequence[int],
         *,
         rng: np.random.Generator | None = None,
         read_pixels: bool = True,
@@ -283,10 +311,13 @@ class ArtemisProcessor(ProcessorMixin):
         Args:
             source: an open video source (``num_frames``, ``width``, ``height``, ``get_frames``).
             regions: per region, a track (``.boxes`` (T, 4) pixel xyxy, ``.visible`` (T,)) or such a pair.
-            key_frame: the frame the regions were given on.
+            key_frame: the frame the regions were given on, or one frame per region (regions given on
+                frames of their own share one key slot frame: :func:`shared_key_frame`).
             rng: training-time jitter of the tracked frames.
             read_pixels: False reads no frame (for a caller with cached vision features).
         """
+        if not isinstance(key_frame, (int, np.integer)):
+            key_frame = shared_key_frame(regions, key_frame)
         plan = self.plan(source.num_frames, source.width, source.height, key_frame, regions, rng)
         tensors = plan.tensors()
         if read_pixels:
@@ -298,7 +329,7 @@ class ArtemisProcessor(ProcessorMixin):
         source: Any,
         question: str,
         regions: Sequence[Any],
-        key_frame: int,
+        key_frame: int | Sequence[int],
         *,
         answer: str | None = None,
         rng: np.random.Generator | None = None,

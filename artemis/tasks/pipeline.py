@@ -23,9 +23,10 @@ from artemis.model.loading import ModelCard
 from artemis.model.modeling import ArtemisForConditionalGeneration
 from artemis.model.processing import ArtemisProcessor
 from artemis.prompts import DESCRIBE_QUESTIONS
+from artemis.regions import Region
 from artemis.tasks.box_output import BoxOutTrack, ground, track_with_llm
 from artemis.tasks.referring import Description, DescriptionStream, answer, answer_batch, answer_stream, prepare
-from artemis.track import DEFAULT_TRACKER, Track, track_video
+from artemis.track import DEFAULT_TRACKER, Track, track_targets, track_video
 from artemis.video import VideoSource, open_video, opened
 
 logger = logging.getLogger(__name__)
@@ -75,6 +76,14 @@ def as_box_list(boxes: Box | Sequence[Box]) -> list[np.ndarray]:
     if array.ndim == 2:
         return list(array)
     raise ValueError(f"expected one box (4 numbers) or a list of boxes, got an array of shape {array.shape}")
+
+
+def _check_frame(source: VideoSource, frame_index: int) -> None:
+    if not 0 <= frame_index < source.num_frames:
+        raise VideoError(
+            f"frame index {frame_index} is past the end of {Path(str(source.path)).name} "
+            f"({source.num_frames} frames, 0..{source.num_frames - 1})"
+        )
 
 
 class VideoPipeline:
@@ -175,27 +184,66 @@ class VideoPipeline:
     def ask(
         self,
         video: VideoInput,
-        boxes: Box | Sequence[Box],
-        question: str,
+        boxes: Box | Sequence[Box] | None = None,
+        question: str | None = None,
         frame_index: int = 0,
         *,
+        regions: Sequence[Region] | None = None,
         box_format: BoxFormat = "xyxy",
         tracks: Sequence[Track] | None = None,
         progress: bool = False,
         stream: bool = False,
         **generation: Any,
     ) -> Description | DescriptionStream:
-        """Answer ``question`` about one or several targets, all given on ``frame_index``.
+        """Answer ``question`` about one or several targets.
 
-        ``question`` names the targets with ``<region>`` placeholders, one per box in order; with one box
-        and no placeholder the question is asked as it is, about that box. With ``stream=True`` the result
+        The targets are either ``boxes``, all on ``frame_index``, or ``regions``: :class:`~artemis.regions.Region`
+        s, each a box or a mask on a frame of its own (``Region(box=(x1, y1, x2, y2), frame=30)``). Every
+        target is tracked from its own frame, all of them in one pass over the video (one decode).
+
+        ``question`` names the targets with ``<region>`` placeholders, one per target in order (the
+        prompt then calls them region1, region2, ..., the layout of the training data); with one target and
+        no placeholder the question is asked as it is, about that target. With ``stream=True`` the result
         is a :class:`~artemis.tasks.referring.DescriptionStream`: iterate it to receive the text as it is
         generated (tracking and frame reading are done before it returns).
         """
+        if question is None:
+            raise ValueError("ask needs a question; name the targets in it with <region>, one per target")
+        if (boxes is None) == (regions is None):
+            raise ValueError("ask takes boxes (all on frame_index) or regions=[Region(...), ...], exactly one of them")
         with opened(video, backend=self.video_backend) as source:
-            tracks = self._region_tracks(source, as_box_list(boxes), frame_index, box_format, tracks, progress)
+            if regions is None:
+                box_list = as_box_list(boxes)
+                frames = [frame_index] * len(box_list)
+            else:
+                box_list, frames = self._resolve_regions(source, regions, box_format)
+                box_format = "xyxy"
+            tracks = self._region_tracks(source, box_list, frames, box_format, tracks, progress)
+            key: int | list[int] = frames[0] if len(set(frames)) == 1 else frames
             run = answer_stream if stream else answer
-            return run(self.model, self.processor, source, tracks, question, frame_index, **generation)
+            return run(self.model, self.processor, source, tracks, question, key, **generation)
+
+    @staticmethod
+    def _resolve_regions(
+        source: VideoSource, regions: Sequence[Region], box_format: BoxFormat
+    ) -> tuple[list[np.ndarray], list[int]]:
+        """Each region's pixel ``xyxy`` box (a mask's tight box) and its frame."""
+        if not regions:
+            raise ValueError("regions is empty; give at least one Region(box=..., frame=...)")
+        box_list, frames = [], []
+        for region in regions:
+            if not isinstance(region, Region):
+                raise TypeError(f"regions holds {region!r}; expected Region(box=..., frame=...) or Region(mask=...)")
+            _check_frame(source, int(region.frame))
+            if region.mask is None:
+                box = validate_box(
+                    region.box, source.width, source.height, box_format=box_format, frame_index=int(region.frame)
+                )
+            else:
+                box = region.resolve(source.width, source.height)
+            box_list.append(np.asarray(box, dtype=np.float64))
+            frames.append(int(region.frame))
+        return box_list, frames
 
     def describe_batch(
         self,
@@ -244,24 +292,35 @@ class VideoPipeline:
         self,
         source: VideoSource,
         box_list: list[np.ndarray],
-        frame_index: int,
+        frames: int | Sequence[int],
         box_format: BoxFormat,
         tracks: Sequence[Track] | None,
         progress: bool,
     ) -> Sequence[Track]:
-        """Check the frame index and boxes against ``source``; the given tracks, or one tracked per box."""
-        if not 0 <= frame_index < source.num_frames:
-            raise VideoError(
-                f"frame index {frame_index} is past the end of {Path(str(source.path)).name} "
-                f"({source.num_frames} frames, 0..{source.num_frames - 1})"
-            )
-        for box in box_list:
-            validate_box(box, source.width, source.height, box_format=box_format, frame_index=frame_index)
-        if tracks is None:
-            return [self.track(source, box, frame_index, box_format=box_format, progress=progress) for box in box_list]
-        if len(tracks) != len(box_list):
-            raise ValueError(f"got {len(tracks)} tracks for {len(box_list)} boxes; give one track per box")
-        return tracks
+        """Check the frame indices and boxes against ``source``; the given tracks, or one tracked per box.
+
+        One box is tracked by :func:`~artemis.track.track_video` (forward and backward at once); several
+        by :func:`~artemis.track.track_targets`, each from its own frame in one decode of the video.
+        """
+        frames = [frames] * len(box_list) if isinstance(frames, (int, np.integer)) else list(frames)
+        for box, frame in zip(box_list, frames, strict=True):
+            _check_frame(source, frame)
+            validate_box(box, source.width, source.height, box_format=box_format, frame_index=frame)
+        if tracks is not None:
+            if len(tracks) != len(box_list):
+                raise ValueError(f"got {len(tracks)} tracks for {len(box_list)} boxes; give one track per box")
+            return tracks
+        if len(box_list) == 1:
+            return [self.track(source, box_list[0], frames[0], box_format=box_format, progress=progress)]
+        return track_targets(
+            source,
+            box_list,
+            frames,
+            tracker=self.tracker,
+            box_format=box_format,
+            stride=self.track_stride,
+            max_side=self.track_max_side,
+        )
 
     def track_with_llm(
         self,

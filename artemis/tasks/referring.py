@@ -13,6 +13,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from artemis.errors import VideoError
 from artemis.model.generation import generate, stream
 from artemis.model.modeling import ArtemisForConditionalGeneration
@@ -52,22 +54,41 @@ class Description:
         }
 
 
-def check_tracks(tracks: Sequence[Track], frame_index: int) -> None:
-    """Every track must see its target on the key frame."""
-    for track in tracks:
-        if not track.visible[frame_index]:
-            raise VideoError(f"the given track has no visible box on the key frame {frame_index}")
+KeyFrames = int | Sequence[int]
+"""The frame all regions were given on, or one frame per region."""
+
+
+def key_frame_list(frame_index: KeyFrames, count: int) -> list[int]:
+    """One key frame per region."""
+    if isinstance(frame_index, (int, np.integer)):
+        return [int(frame_index)] * count
+    frames = [int(frame) for frame in frame_index]
+    if len(frames) != count:
+        raise ValueError(f"got {len(frames)} key frames for {count} regions; give one frame per region")
+    return frames
+
+
+def check_tracks(tracks: Sequence[Track], frame_index: KeyFrames) -> None:
+    """Every track must see its target on its key frame."""
+    for track, frame in zip(tracks, key_frame_list(frame_index, len(tracks)), strict=True):
+        if not track.visible[frame]:
+            raise VideoError(f"the given track has no visible box on its key frame {frame}")
         if track.visible.sum() <= 1:
             logger.warning("the target is visible on the key frame only; describing it from that frame")
 
 
 def prepare(
-    processor: ArtemisProcessor, source: VideoSource, tracks: Sequence[Track], question: str, frame_index: int
+    processor: ArtemisProcessor, source: VideoSource, tracks: Sequence[Track], question: str, frame_index: KeyFrames
 ) -> tuple[dict, Description]:
     """The model inputs of one referring request (an item without a batch dimension, frames read here, once)
-    and its description without text; :func:`answer_batch` answers several of them in one call."""
+    and its description without text; :func:`answer_batch` answers several of them in one call.
+
+    ``frame_index`` is the frame every region was given on, or one frame per region (the prompt's key slot
+    is then a frame showing all regions: :func:`artemis.model.processing.shared_key_frame`).
+    """
     check_tracks(tracks, frame_index)
-    item, plan = processor.referring_item(source, question, tracks, frame_index)
+    keys = frame_index if isinstance(frame_index, (int, np.integer)) else key_frame_list(frame_index, len(tracks))
+    item, plan = processor.referring_item(source, question, tracks, keys)
     description = Description(
         text="",
         question=question,
@@ -85,7 +106,7 @@ def answer(
     source: VideoSource,
     tracks: Sequence[Track],
     question: str,
-    frame_index: int,
+    frame_index: KeyFrames,
     **generation: Any,
 ) -> Description:
     """Answer ``question`` about the targets of ``tracks`` (given on ``frame_index``).
@@ -146,7 +167,7 @@ def answer_stream(
     source: VideoSource,
     tracks: Sequence[Track],
     question: str,
-    frame_index: int,
+    frame_index: KeyFrames,
     **generation: Any,
 ) -> DescriptionStream:
     """:func:`answer`, with the text streamed as it is generated (:func:`artemis.model.generation.stream`).

@@ -9,6 +9,7 @@ Backends are picked by name (:data:`TRACKER_NAMES`): ``opencv-csrt`` (default), 
 """
 
 from artemis.track.base import Track, Tracker
+from artemis.track.multi import track_targets
 from artemis.track.opencv import OpenCVTracker
 from artemis.track.propagate import track_video, tracked_indices
 from artemis.track.registry import DEFAULT_TRACKER, TRACKER_NAMES, create_tracker
@@ -23,6 +24,7 @@ __all__ = [
     "Tracker",
     "create_tracker",
     "open_video",
+    "track_targets",
     "track_video",
     "tracked_indices",
 ]
