@@ -82,6 +82,12 @@ def parse_record(record: dict[str, Any], path: Path, index: int) -> RefSample:
     for name in ("clip_path", "id"):
         if name in record:
             metadata[name] = record[name]
+    if names and isinstance(key_frame_id, int):
+        raise record_error(
+            path, index, "key_frame_id", "expected str: frame_id holds file names, so the key frame is one"
+        )
+    if not names and isinstance(key_frame_id, str) and key_frame_id != "":
+        raise record_error(path, index, "key_frame_id", "expected int: frame_id holds frame indices")
     frame_paths = None
     if names:
         frame_paths, frame_ids, boxes, key = _named_frames(frame_path, frame_ids, boxes, key_frame_id, key_values)
@@ -143,7 +149,9 @@ def _drawn_key_frame(
     """A frame with a box, picked by a hash of the record (the original draws one at random per read)."""
     visible = [frame for frame, box in zip(frame_ids, boxes, strict=True) if box is not None]
     if not visible:
-        raise record_error(path, index, "track_list", "no frame has a box, so there is no key frame to give")
+        raise record_error(
+            path, index, "key_frame_box", "is empty and no frame of track_list has a box: there is no key frame"
+        )
     text = f"{record.get('video_name')}|{record.get('frame_path')}|{record.get('caption')}"
     return visible[int(hashlib.sha1(text.encode()).hexdigest()[:8], 16) % len(visible)]
 
