@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from artemis.api import ArtemisModel
+from artemis.data.synthref_writer import PAIRS_FILE
 from artemis.eval.reg import REG_FORMATS, caption_samples, run_reg
 from artemis.eval.runner import Shard
 from artemis.eval.samples import read_samples
-from artemis.eval.synthref import load_targets
+from artemis.eval.synthref import load_targets, read_pair_records, run_pairs
 from artemis.eval.synthref_run import SYNTHREF_KEYS, run_synthref
 from artemis.model.loading import DEFAULT_MODEL, resolve_model_dir
 
@@ -51,6 +52,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--selector",
         choices=("kmeans", "uniform", "random"),
         help="override the model's token selector at inference (the selector ablation)",
+    )
+    synthref.add_argument(
+        "--task",
+        choices=("describe", "pairs"),
+        default="describe",
+        help="describe: attribute accuracy of descriptions; pairs: questions about two objects "
+        "(videoref45k_pairs.json; pair_accuracy, chance, box-swap control)",
     )
     synthref.add_argument("--json", action="store_true", help="print the metrics as JSON")
     synthref.set_defaults(func=run_synthref_command)
@@ -85,6 +93,8 @@ def print_result(args: argparse.Namespace, result: dict[str, Any] | None, keys: 
 
 def run_synthref_command(args: argparse.Namespace) -> int:
     """``artemis eval synthref``."""
+    if args.task == "pairs":
+        return run_pairs_command(args)
     targets, vocabulary = load_targets(args.data)  # check the data before the (slower) model load
     shard = Shard.from_env()
     model_dir = resolve_model_dir(args.model)
@@ -107,6 +117,32 @@ def run_synthref_command(args: argparse.Namespace) -> int:
         shard=shard,
     )
     return print_result(args, metrics, SYNTHREF_KEYS)
+
+
+def run_pairs_command(args: argparse.Namespace) -> int:
+    """``artemis eval synthref --task pairs``."""
+    records = read_pair_records(Path(args.data) / PAIRS_FILE)  # check the data before the (slower) model load
+    if args.limit:
+        records = records[: args.limit]
+    shard = Shard.from_env()
+    model_dir = resolve_model_dir(args.model)
+    model = ArtemisModel.from_pretrained(model_dir)
+    if args.selector:
+        model.set_selector(args.selector)
+    metrics = run_pairs(
+        model,
+        records,
+        args.out,
+        model_dir=model_dir,
+        data=args.data,
+        use_tracker=args.track,
+        controls=not args.no_controls,
+        max_new_tokens=args.max_new_tokens,
+        shard=shard,
+    )
+    if metrics is None:
+        return 0
+    return print_result(args, metrics)  # PAIR_KEYS and the accuracy of each kind
 
 
 # --- reg ------------------------------------------------------------------------------------------------

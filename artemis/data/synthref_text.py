@@ -179,3 +179,87 @@ def referring_expression(
             if not any(all(getattr(o, a) == getattr(target, a) for a in labels) for o in others):
                 return expression_text(target, chosen), chosen
     raise ValueError(f"object {index} ({target.colour} {target.shape}) has a twin in its scene; no phrase is unique")
+
+
+# --- questions about two objects ----------------------------------------------------------------------
+# Templates of the pair questions (``videoref45k_pairs.json``). Each names the two regions with <region> in
+# order; the prompt calls them region1 and region2, which is how the "which one" answers name them.
+PAIR_QUESTIONS: dict[str, tuple[str, ...]] = {
+    "same_colour": (
+        "Do <region> and <region> have the same colour?",
+        "Are <region> and <region> the same colour?",
+    ),
+    "same_shape": (
+        "Do <region> and <region> have the same shape?",
+        "Are <region> and <region> the same shape?",
+    ),
+    "left": (
+        "Which is further left at the end of the video, <region> or <region>?",
+        "At the end, which one is more to the left: <region> or <region>?",
+    ),
+    "up": (
+        "Which is higher up at the end of the video, <region> or <region>?",
+        "At the end, which one is nearer the top: <region> or <region>?",
+    ),
+    "faster": (
+        "Which moves faster, <region> or <region>?",
+        "Of <region> and <region>, which one is quicker?",
+    ),
+    "same_direction": (
+        "Do <region> and <region> move in the same direction?",
+        "Are <region> and <region> moving the same way?",
+    ),
+}
+PAIR_KINDS = tuple(PAIR_QUESTIONS)
+WHICH_KINDS = ("left", "up", "faster")
+"""Pair questions answered by naming one region: exchanging the two regions exchanges the answer."""
+_WHICH_ANSWERS = {"left": "{name} is further left.", "up": "{name} is higher up.", "faster": "{name} moves faster."}
+# A "which" question is asked only when the difference is clear: positions at least the smaller object's
+# half-extent apart, speeds differing by at least a quarter of the faster one.
+_SPEED_MARGIN = 0.25
+
+
+def _yes_no(value: bool) -> str:
+    return "Yes." if value else "No."
+
+
+def _which(kind: str, first: bool) -> str:
+    return _WHICH_ANSWERS[kind].format(name="region1" if first else "region2")
+
+
+def pair_questions(
+    a: SceneObject, b: SceneObject, last_visible: tuple[bool, bool], num_frames: int, rng: np.random.Generator
+) -> list[tuple[str, str, str]]:
+    """``[(kind, question, answer)]`` about objects ``a`` (region1) and ``b`` (region2), exact from their labels.
+
+    Positions are the generator's centres on the last frame (asked only when both are visible there);
+    speeds its pixels per frame; directions its motion labels (asked only when both move).
+    """
+    rows: list[tuple[str, str]] = [
+        ("same_colour", _yes_no(a.colour == b.colour)),
+        ("same_shape", _yes_no(a.shape == b.shape)),
+    ]
+    if all(last_visible):
+        (ax, ay), (bx, by) = a.centre(num_frames - 1), b.centre(num_frames - 1)
+        margin = min(a.radius, b.radius)
+        if abs(ax - bx) >= margin:
+            rows.append(("left", _which("left", ax < bx)))
+        if abs(ay - by) >= margin:
+            rows.append(("up", _which("up", ay < by)))
+    faster = max(a.speed, b.speed)
+    if faster > 0 and abs(a.speed - b.speed) >= _SPEED_MARGIN * faster:
+        rows.append(("faster", _which("faster", a.speed > b.speed)))
+    if a.motion != "still" and b.motion != "still":
+        rows.append(("same_direction", _yes_no(a.motion == b.motion)))
+    out = []
+    for kind, answer in rows:
+        paraphrases = PAIR_QUESTIONS[kind]
+        out.append((kind, paraphrases[int(rng.integers(len(paraphrases)))], answer))
+    return out
+
+
+def swapped_pair_answer(kind: str, answer: str) -> str:
+    """The answer once the two regions are exchanged: a "which" answer names the other region."""
+    if kind not in WHICH_KINDS:
+        return answer
+    return answer.replace("region1", "\0").replace("region2", "region1").replace("\0", "region2")

@@ -7,6 +7,8 @@ Layout of ``OUT/<split>/``::
     manifest.json                   every video, every object's labels, boxes, visibility, key frame
     videoref45k.json                one Artemis record per object (caption = its description)
     videoref45k_attributes.json     three Artemis records per object: one short question and answer
+    videoref45k_pairs.json          Artemis records about two objects (two regions per record): same
+                                    colour/shape/direction? which is further left/up at the end, faster?
                                     each about its colour, shape and motion
     elysium.json                    one ElysiumTrack-1M record per object, described (Video-REG)
     elysium_track.json              one ElysiumTrack-1M record per object for SOT and RSOT: the same boxes,
@@ -20,6 +22,7 @@ across runs); the mp4 files decode to identical frames.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -49,6 +52,7 @@ from artemis.data.synthref_text import (
     QUALIFIERS,
     attribute_questions,
     describe_object,
+    pair_questions,
     referring_expression,
     scene_caption,
     scene_questions,
@@ -60,6 +64,7 @@ logger = logging.getLogger(__name__)
 
 MANIFEST_VERSION = 1
 TRACK_FILE = "elysium_track.json"
+PAIRS_FILE = "videoref45k_pairs.json"
 """The split's SOT / RSOT records (ElysiumTrack-1M format); ``--data synthref:SPLIT_DIR`` reads them."""
 
 
@@ -162,6 +167,7 @@ def generate_split(
     track_refs: list[RefSample] = []
     stage1: list[RefSample] = []
     stage2: list[RefSample] = []
+    pair_records: list[dict[str, Any]] = []
     manifest_videos = []
     for index in range(num_videos):
         scene = generate_scene(seed, split, index, config)
@@ -204,6 +210,7 @@ def generate_split(
                 sample_id = f"{scene.name}_obj{k}_{kind}"
                 attribute_refs.append(replace(target, sample_id=sample_id, question=question, caption=answer))
         track_refs += _track_records(scene, refs[len(refs) - len(scene.objects) :], seed, split, index)
+        pair_records += _pair_records(scene, tracks, source_rel, seed, split, index)
         scene_question = templates.SYNTHREF_SCENE_QUESTIONS[
             int(text_rng.integers(len(templates.SYNTHREF_SCENE_QUESTIONS)))
         ]
@@ -242,6 +249,7 @@ def generate_split(
     elysium.write(track_refs, split_dir / TRACK_FILE)
     llava.write(stage1, split_dir / "llava_stage1.json")
     llava.write(stage2, split_dir / "llava_stage2.json")
+    write_json_atomic(split_dir / PAIRS_FILE, pair_records, indent=1)
     seconds = time.perf_counter() - started
     logger.info("wrote %d SynthRef videos (%d objects) to %s in %.1f s", num_videos, len(refs), split_dir, seconds)
     return SynthRefSummary(split_dir=split_dir, num_videos=num_videos, num_objects=len(refs), seconds=seconds)
@@ -272,3 +280,115 @@ def _conversation(sample_id: str, video: str, turns: list[tuple[str, str]], base
         messages.append({"from": "human", "value": prefix + question})
         messages.append({"from": "gpt", "value": answer})
     return RefSample(sample_id=sample_id, source="synthref", video=video, conversations=messages, base_dir=base_dir)
+
+
+def _pair_records(
+    scene: Scene, tracks: list, video_rel: str, seed: int, split: str, index: int
+) -> list[dict[str, Any]]:
+    """The pair questions of one scene as VideoRef45K records with two regions each.
+
+    The record is VideoRef45K's with ``track_list``, ``key_frame_box`` and ``key_frame_id`` holding one
+    entry per region (region1 first), plus ``kind`` and ``objects`` (the objects' indices). Each region
+    keeps its own key frame. A pair is asked about only when some frame shows both objects (the prompt's
+    key slot needs one). The order of each pair is drawn from the scene's own seed stream (the fifth),
+    so these records leave every other file unchanged.
+    """
+    rng = np.random.default_rng(seed_sequence(seed, split, index).spawn(5)[4])
+    records = []
+    for i, j in itertools.combinations(range(len(scene.objects)), 2):
+        if rng.random() < 0.5:
+            i, j = j, i
+        first, second = tracks[i], tracks[j]
+        if not any(a and b for a, b in zip(first.visible, second.visible, strict=True)):
+            continue
+        last = (bool(first.visible[-1]), bool(second.visible[-1]))
+        for kind, question, answer in pair_questions(scene.objects[i], scene.objects[j], last, scene.num_frames, rng):
+            records.append(
+                {
+                    "id": f"{scene.name}_obj{i}_obj{j}_{kind}",
+                    "source": "synthref",
+                    "video_name": f"{scene.name}.mp4",
+                    "frame_path": video_rel,
+                    "frame_id": list(range(scene.num_frames)),
+                    "frame_size": [scene.width, scene.height],
+                    "question": question,
+                    "caption": answer,
+                    "kind": kind,
+                    "objects": [i, j],
+                    "track_list": [
+                        [_box_json(box) if seen else [] for box, seen in zip(t.boxes, t.visible, strict=True)]
+                        for t in (first, second)
+                    ],
+                    "key_frame_box": [_box_json(t.boxes[t.key_frame_id]) for t in (first, second)],
+                    "key_frame_id": [t.key_frame_id for t in (first, second)],
+                }
+            )
+    return records
+
+
+@dataclass(frozen=True)
+class PairRecord:
+    """One record of ``videoref45k_pairs.json``, read for evaluation.
+
+    Attributes:
+        sample_id / kind / question / answer: as written.
+        video: path of the video file (or frame folder).
+        boxes: per region, ``(T, 4)`` pixel xyxy (NaN where the object is not visible).
+        key_frames: per region, its key frame.
+        objects: the objects' indices in the manifest.
+    """
+
+    sample_id: str
+    kind: str
+    question: str
+    answer: str
+    video: Path
+    boxes: tuple[np.ndarray, ...]
+    key_frames: tuple[int, ...]
+    objects: tuple[int, ...]
+
+
+def read_pair_records(path: str | Path) -> list[PairRecord]:
+    """The records of a split's ``videoref45k_pairs.json`` (relative paths resolve against its folder).
+
+    Raises:
+        FileNotFoundError: the file is missing (a split written before pair questions existed: regenerate it).
+        AnnotationError: a record lacks a field or its regions disagree.
+    """
+    import json
+
+    from artemis.errors import AnnotationError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found; pair questions are written by 'artemis data synthref' since issue 16: regenerate "
+            "the split"
+        )
+    out = []
+    for n, record in enumerate(json.loads(path.read_text(encoding="utf-8"))):
+        try:
+            tracks = record["track_list"]
+            boxes = tuple(
+                np.array([b if len(b) == 4 else [np.nan] * 4 for b in track], dtype=np.float64) for track in tracks
+            )
+            keys = tuple(int(k) for k in record["key_frame_id"])
+            if len(boxes) != len(keys) or len(boxes) < 2:
+                raise ValueError(f"{len(boxes)} tracks for {len(keys)} key frames; expected one per region, >= 2")
+            out.append(
+                PairRecord(
+                    sample_id=str(record["id"]),
+                    kind=str(record["kind"]),
+                    question=str(record["question"]),
+                    answer=str(record["caption"]),
+                    video=path.parent / record["frame_path"],
+                    boxes=boxes,
+                    key_frames=keys,
+                    objects=tuple(int(k) for k in record["objects"]),
+                )
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise AnnotationError(
+                f"{path}: record {n} is not a pair record ({error!r}); regenerate the split"
+            ) from None
+    return out

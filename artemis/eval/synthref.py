@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,18 +28,27 @@ from typing import Any
 
 import numpy as np
 
+from artemis.data.synthref_text import WHICH_KINDS as _WHICH_KINDS
+from artemis.data.synthref_text import swapped_pair_answer
+from artemis.data.synthref_writer import PairRecord, read_pair_records
 from artemis.errors import AnnotationError
 from artemis.eval.synthref_parse import ParsedDescription, Vocabulary, parse_description
 from artemis.tasks.pipeline import VideoPipeline
 
 __all__ = [
+    "PAIR_KEYS",
+    "PairPredictor",
     "ParsedDescription",
     "SynthRefTarget",
     "Vocabulary",
     "choose_blind_box",
     "choose_swap",
     "load_targets",
+    "pair_answer",
+    "pair_metrics",
     "parse_description",
+    "read_pair_records",
+    "run_pairs",
     "sample_rng",
     "synthref_metrics",
 ]
@@ -319,3 +329,172 @@ class SynthRefPredictor:
                 "description": self._describe(reader, blind_boxes, target.key_frame_id),
             }
         return record
+
+
+# --- pair questions (``artemis eval synthref --task pairs``) -------------------------------------------
+
+PAIR_KEYS = (
+    "pair_accuracy",
+    "chance_pair_accuracy",
+    "majority_pair_accuracy",
+    "swap_pair_accuracy",
+    "swap_flip_rate",
+    "num_pairs",
+    "num_swap",
+    "num_unparsed",
+)
+"""The metrics printed for a pair run (``metrics.json`` also has the accuracy of each kind)."""
+
+_PAIR_WORDS = re.compile(r"\b(yes|no|region1|region2)\b", re.IGNORECASE)
+
+
+def pair_answer(text: str) -> str | None:
+    """What an answer to a pair question says: ``"yes"``, ``"no"``, ``"region1"``, ``"region2"`` (the first
+    such word of the text), or None when it says none of them."""
+    match = _PAIR_WORDS.search(text or "")
+    return match.group(1).lower() if match else None
+
+
+def pair_metrics(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Accuracies from pair prediction records.
+
+    A record has ``kind``, ``answer`` (the exact answer) and ``prediction``; ``swap`` (``answer``,
+    ``prediction``) is the box-swap control: the same question with the two regions exchanged, whose
+    answer names the other region for "which" questions (left, up, faster) and is unchanged otherwise.
+
+    Returns:
+        ``pair_accuracy``; ``chance_pair_accuracy`` (every pair question has two answers: 0.5);
+        ``majority_pair_accuracy`` (always giving each kind's most common answer of these records, a
+        stronger baseline where the answers are unbalanced); ``swap_pair_accuracy``; ``swap_flip_rate``
+        (of the "which" questions, the share whose predicted region changes with the swap: 1.0 for a model
+        that follows the boxes, 0.0 for one that ignores them); ``pair_accuracy_<kind>``; the counts.
+    """
+    hits = total = swap_hits = swap_total = flips = which_total = unparsed = 0
+    by_kind: dict[str, list[int]] = {}
+    answers_by_kind: dict[str, list[str]] = {}
+    for record in records:
+        kind, truth = record["kind"], pair_answer(record["answer"])
+        said = pair_answer(record["prediction"])
+        right = int(said is not None and said == truth)
+        hits, total, unparsed = hits + right, total + 1, unparsed + (said is None)
+        by_kind.setdefault(kind, [0, 0])
+        by_kind[kind][0] += right
+        by_kind[kind][1] += 1
+        answers_by_kind.setdefault(kind, []).append(str(truth))
+        swap = record.get("swap")
+        if not swap:
+            continue
+        swapped = pair_answer(swap["prediction"])
+        swap_hits += int(swapped is not None and swapped == pair_answer(swap["answer"]))
+        swap_total += 1
+        if kind in _WHICH_KINDS:
+            which_total += 1
+            flips += int(said in ("region1", "region2") and swapped in ("region1", "region2") and said != swapped)
+    majority = sum(max(answers.count(a) for a in set(answers)) for answers in answers_by_kind.values())
+    metrics: dict[str, Any] = {
+        "pair_accuracy": _accuracy(hits, total),
+        "chance_pair_accuracy": 0.5,
+        "majority_pair_accuracy": _accuracy(majority, total),
+        "swap_pair_accuracy": _accuracy(swap_hits, swap_total),
+        "swap_flip_rate": _accuracy(flips, which_total),
+        "num_pairs": total,
+        "num_swap": swap_total,
+        "num_unparsed": unparsed,
+    }
+    for kind in sorted(by_kind):
+        metrics[f"pair_accuracy_{kind}"] = _accuracy(*by_kind[kind])
+    return metrics
+
+
+@dataclass
+class PairPredictor:
+    """Answer a pair question, and the same question with the two regions exchanged (the box-swap control).
+
+    By default the exact boxes are the tracks; ``use_tracker=True`` tracks each region from its own key
+    frame instead (one pass for both).
+    """
+
+    model: VideoPipeline
+    use_tracker: bool = False
+    controls: bool = True
+    generation: dict[str, Any] = field(default_factory=dict)
+
+    def _ask(self, reader: Any, record: PairRecord, order: Sequence[int]) -> str:
+        from artemis.regions import Region
+        from artemis.track import Track
+
+        regions = [Region(box=record.boxes[i][record.key_frames[i]], frame=record.key_frames[i]) for i in order]
+        tracks = None
+        if not self.use_tracker:
+            tracks = [
+                Track.from_boxes(
+                    [None if np.isnan(b).any() else b for b in record.boxes[i]], key_frame=record.key_frames[i]
+                )
+                for i in order
+            ]
+        return self.model.ask(reader, regions=regions, question=record.question, tracks=tracks, **self.generation).text
+
+    def __call__(self, record: PairRecord) -> dict[str, Any]:
+        """One prediction record (a line of ``predictions.jsonl``)."""
+        from artemis.video import VideoReader
+
+        with VideoReader(record.video, backend=self.model.video_backend) as reader:
+            out: dict[str, Any] = {
+                "id": record.sample_id,
+                "kind": record.kind,
+                "question": record.question,
+                "objects": list(record.objects),
+                "key_frames": list(record.key_frames),
+                "answer": record.answer,
+                "prediction": self._ask(reader, record, (0, 1)),
+                "swap": None,
+            }
+            if self.controls:
+                out["swap"] = {
+                    "answer": swapped_pair_answer(record.kind, record.answer),
+                    "prediction": self._ask(reader, record, (1, 0)),
+                }
+        return out
+
+
+def run_pairs(
+    pipeline: VideoPipeline,
+    records: Sequence[PairRecord],
+    out: Path,
+    *,
+    model_dir: Path,
+    data: Path,
+    use_tracker: bool = False,
+    controls: bool = True,
+    max_new_tokens: int = 16,
+    shard: Any = None,
+) -> dict[str, Any] | None:
+    """Answer every pair question (resumably, in ``out``), score it and write ``metrics.json`` and the report."""
+    from artemis.eval.runner import finish_run, run_predictions
+
+    predictor = PairPredictor(
+        pipeline, use_tracker=use_tracker, controls=controls, generation={"max_new_tokens": max_new_tokens}
+    )
+    settings = {
+        "task": "synthref-pairs",
+        "model": str(Path(model_dir).resolve()),
+        "data": str(Path(data).resolve()),
+        "track": use_tracker,
+        "controls": controls,
+        "max_new_tokens": max_new_tokens,
+    }
+    run = run_predictions(
+        records, predictor, out, sample_id=lambda r: r.sample_id, settings=settings, description="pairs", shard=shard
+    )
+    if not run.complete:
+        return None
+    metrics = pair_metrics(run.records)
+    notes = [
+        f"{metrics['num_pairs']} pair questions of {data}/videoref45k_pairs.json; model {model_dir}.",
+        "An answer is read as its first yes/no/region1/region2 word; none counts as wrong. Chance is 0.5 (two "
+        "answers per question); majority = always each kind's most common answer.",
+        "box-swap: the two regions exchanged; a which-question's answer then names the other region. "
+        "swap_flip_rate: share of which-questions whose predicted region changes with the swap.",
+    ]
+    finish_run(out, "SynthRef pair questions", metrics, notes)
+    return metrics
