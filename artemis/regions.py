@@ -5,7 +5,8 @@ own frame (``docs/regions.md``). A mask is turned into its tight box here, since
 region encoder start from a box.
 
 Masks (``Region(mask=..., frame=...)``) are a boolean ``(H, W)`` array, a PNG path (non-zero pixels are
-the mask) or a COCO RLE dict (``{"size": [H, W], "counts": ...}``, needs the ``pycocotools`` extra).
+the mask) or a COCO RLE dict (``{"size": [H, W], "counts": ...}``, needs ``pycocotools``, which the
+``eval`` extra installs).
 Bad masks are refused with a :class:`~artemis.errors.BoxError`: an empty mask, a mask whose size is not
 the video's, and a mask with several sizeable parts far apart (the user meant several objects: give one
 region per object). Small specks are kept in the tight box.
@@ -78,8 +79,8 @@ def load_mask(mask: MaskInput) -> np.ndarray:
             from pycocotools import mask as coco_mask
         except ImportError:
             raise BoxError(
-                "a COCO RLE mask needs pycocotools: pip install 'artemis[masks]' (or pip install pycocotools), "
-                "or pass the mask as a boolean array or a PNG"
+                "a COCO RLE mask needs pycocotools: pip install pycocotools (the eval extra brings it: pip "
+                "install 'artemis-video[eval]'), or pass the mask as a boolean array or a PNG"
             ) from None
         rle = dict(mask)
         if isinstance(rle.get("counts"), list):  # uncompressed RLE
