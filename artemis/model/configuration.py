@@ -66,6 +66,8 @@ class ArtemisConfig(PreTrainedConfig):
             similarity of every cell to the mean feature inside that box, through a learned projection and
             scale, is added to the selector's logits, so the kept tokens follow the target rather than
             whatever is salient. Our addition (the release scores each frame on its own); off by default.
+        frame_position_init: how that embedding starts: ``"zeros"`` (default) or ``"sincos"`` (a fixed 2D
+            sine-cosine code of the cell's column and row, so position is readable before it is learnt).
         frame_position_embedding: add a learned embedding of each token's grid cell (the pooled grid, or
             the cell a selected token came from) to every frame token after the projector, so the LLM
             knows where a token lies on its frame. Zero-initialised. ``"frames"`` layout only.
@@ -129,6 +131,7 @@ class ArtemisConfig(PreTrainedConfig):
     frame_select_gradient: Literal["straight_through", "none"] = "straight_through"
     frame_position_embedding: bool = False
     frame_select_query: bool = False
+    frame_position_init: Literal["zeros", "sincos"] = "zeros"
     vision_feature_layer: int = -2
     region_feature_layers: list[int] | None = None
     region_embed_dim: int | None = None
@@ -222,6 +225,7 @@ class ArtemisConfig(PreTrainedConfig):
 
         choice("frame_tokens", self.frame_tokens, FRAME_TOKENS)
         choice("frame_select_gradient", self.frame_select_gradient, FRAME_SELECT_GRADIENTS)
+        choice("frame_position_init", self.frame_position_init, ("zeros", "sincos"))
         if not isinstance(self.frame_position_embedding, bool):
             raise ConfigError(
                 f"frame_position_embedding={self.frame_position_embedding!r} is not valid; expected true or false"

@@ -197,9 +197,29 @@ class FramePositionEmbedding(nn.Module):
         dim: the LLM's hidden size.
     """
 
-    def __init__(self, cells: int, dim: int) -> None:
+    def __init__(self, cells: int, dim: int, init: str = "zeros") -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.zeros(cells, dim))  # (cells, D)
+        self.init = init
+        self.weight = nn.Parameter(self.initial_weight(cells, dim))  # (cells, D)
+
+    def initial_weight(self, cells: int | None = None, dim: int | None = None) -> torch.Tensor:
+        """(cells, D): zeros, or with ``init="sincos"`` a fixed 2D sine-cosine code of each cell's column
+        (first half of the channels) and row (second half), RMS 0.1, so a cell's position can be read
+        linearly from the first step instead of being learnt from nothing."""
+        cells = self.weight.shape[0] if cells is None else cells
+        dim = self.weight.shape[1] if dim is None else dim
+        if self.init != "sincos":
+            return torch.zeros(cells, dim)
+        side = math.isqrt(cells)
+        half, quarter = dim // 2, dim // 4
+        frequencies = 1.0 / (side ** (torch.arange(quarter, dtype=torch.float32) / max(quarter, 1)))  # (D/4,)
+        index = torch.arange(cells)
+        table = torch.zeros(cells, dim)
+        for offset, coordinate in ((0, index % side), (half, index // side)):  # column, then row
+            angles = (coordinate.float() + 0.5)[:, None] * frequencies[None, :] * math.pi  # (cells, D/4)
+            table[:, offset : offset + quarter] = angles.sin()
+            table[:, offset + quarter : offset + 2 * quarter] = angles.cos()
+        return table * (0.1 / table.pow(2).mean().sqrt())
 
     def forward(self, tokens: torch.Tensor, cells: torch.Tensor | None = None) -> torch.Tensor:
         """tokens (..., n, D) + the embedding of each token's cell; ``cells`` (..., n) raster indices, or

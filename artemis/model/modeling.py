@@ -79,7 +79,7 @@ class ArtemisPreTrainedModel(PreTrainedModel):
                 init.zeros_(module.query_proj.bias)
                 init.constant_(module.query_scale, QUERY_SCALE_INIT)
         elif isinstance(module, FramePositionEmbedding):
-            init.zeros_(module.weight)
+            init.copy_(module.weight, module.initial_weight())
 
 
 class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
@@ -115,7 +115,9 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
                 query=config.frame_select_query,
             )
         if config.frame_position_embedding:
-            self.frame_positions = FramePositionEmbedding(config.frame_feature_grid**2, config.text_config.hidden_size)
+            self.frame_positions = FramePositionEmbedding(
+                config.frame_feature_grid**2, config.text_config.hidden_size, init=config.frame_position_init
+            )
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
         self.post_init()
 

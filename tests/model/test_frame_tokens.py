@@ -264,3 +264,23 @@ def test_query_reaches_the_model_from_the_sot_prompt_and_trains() -> None:
     # Refused without the selector it belongs to.
     with pytest.raises(ConfigError, match="frame_select_query"):
         tiny_config(video_layout="frames", frame_select_query=True)
+
+
+def test_sincos_position_start_tells_every_cell_apart_and_survives_reload(tmp_path: Path) -> None:
+    model, processor = build_tiny_model(
+        seed=0, tasks=["boxes"], frame_position_embedding=True, frame_position_init="sincos", **SELECT
+    )
+    table = model.frame_positions.weight.detach()  # (64, D) for the 8x8 grid
+    assert table.shape[0] == 64 and torch.isclose(table.pow(2).mean().sqrt(), torch.tensor(0.1), atol=1e-4)
+    distances = torch.cdist(table, table) + torch.eye(64) * 1e9
+    assert distances.min() > 1e-3  # no two cells share a code
+    # Neighbouring columns are closer than far ones: the code carries position, not just identity.
+    assert torch.dist(table[0], table[1]) < torch.dist(table[0], table[7])
+    with torch.no_grad():
+        model.frame_positions.weight.add_(0.5)  # "trained": a reload must keep these values, not re-initialise
+    model.save_pretrained(tmp_path / "m")
+    processor.save_pretrained(tmp_path / "m")
+    reloaded = type(model).from_pretrained(tmp_path / "m")
+    assert torch.equal(reloaded.frame_positions.weight, model.frame_positions.weight)
+    with pytest.raises(ConfigError, match="frame_position_init"):
+        tiny_config(video_layout="frames", frame_position_embedding=True, frame_position_init="random")
