@@ -349,6 +349,40 @@ class ArtemisProcessor(ProcessorMixin):
         """Token ids and labels of a referring question about ``num_regions`` regions (Artemis layout)."""
         return self.encode_conversation([(referring_prompt(question, num_regions=num_regions), answer)])
 
+    def referring_conversation_text(self, turns: Sequence[tuple[str, str | None]], num_regions: int) -> EncodedText:
+        """Token ids and labels of a conversation about ``num_regions`` regions: ``[(user, answer | None), ...]``.
+
+        The first turn is the referring prompt (the video and every region's tokens, once); later turns are
+        plain text and name the regions in words (region1, region2, ...; "it" with one region), since their
+        tokens are already in the conversation.
+
+        Raises:
+            ValueError: no turn, or a later turn with a ``<video>``/``<region>`` placeholder.
+        """
+        if not turns:
+            raise ValueError("a conversation needs at least one user turn")
+        for user, _ in turns[1:]:
+            if REGION_TOKEN in user or VIDEO_TOKEN in user:
+                raise ValueError(
+                    f"turn {user!r} has a {REGION_TOKEN} or {VIDEO_TOKEN} placeholder; only the first turn names the "
+                    "regions with <region>; later turns name them in words (region1, region2, ...)"
+                )
+        first, answer = turns[0]
+        return self.encode_conversation([(referring_prompt(first, num_regions=num_regions), answer), *turns[1:]])
+
+    def referring_conversation_item(
+        self,
+        source: Any,
+        turns: Sequence[tuple[str, str | None]],
+        regions: Sequence[Any],
+        key_frame: int | Sequence[int],
+    ) -> tuple[dict[str, torch.Tensor], FramePlan]:
+        """:meth:`referring_item` for a conversation of several turns (:meth:`referring_conversation_text`)."""
+        text = self.referring_conversation_text(turns, len(regions))  # a bad turn fails before any frame is read
+        item, plan = self.referring_visuals(source, regions, key_frame)
+        item.update(self._text_tensors(text))
+        return item, plan
+
     def box_output_item(
         self,
         frames: np.ndarray,

@@ -25,7 +25,15 @@ from artemis.model.processing import ArtemisProcessor
 from artemis.prompts import DESCRIBE_QUESTIONS
 from artemis.regions import Region
 from artemis.tasks.box_output import BoxOutTrack, ground, track_with_llm
-from artemis.tasks.referring import Description, DescriptionStream, answer, answer_batch, answer_stream, prepare
+from artemis.tasks.referring import (
+    Description,
+    DescriptionStream,
+    answer,
+    answer_batch,
+    answer_stream,
+    chat,
+    prepare,
+)
 from artemis.track import DEFAULT_TRACKER, Track, track_targets, track_video
 from artemis.video import VideoSource, open_video, opened
 
@@ -222,6 +230,31 @@ class VideoPipeline:
             key: int | list[int] = frames[0] if len(set(frames)) == 1 else frames
             run = answer_stream if stream else answer
             return run(self.model, self.processor, source, tracks, question, key, **generation)
+
+    def chat(
+        self,
+        video: VideoInput,
+        regions: Sequence[Region],
+        messages: Sequence[dict[str, str]],
+        *,
+        box_format: BoxFormat = "xyxy",
+        tracks: Sequence[Track] | None = None,
+        progress: bool = False,
+        **generation: Any,
+    ) -> Description:
+        """Answer the last of ``messages`` about ``regions``, keeping the earlier turns.
+
+        ``messages`` alternate ``{"role": "user", "content": ...}`` and ``{"role": "assistant", ...}``,
+        ending with the user's new question. The first user message names the regions with ``<region>``
+        (one per region, in order); later messages name them in words (region1, region2, ...). The
+        video and the region tokens are encoded once per call, in the first turn; the result's
+        ``messages`` is the conversation with the answer appended, ready for the next question.
+        """
+        with opened(video, backend=self.video_backend) as source:
+            box_list, frames = self._resolve_regions(source, regions, box_format)
+            tracks = self._region_tracks(source, box_list, frames, "xyxy", tracks, progress)
+            key: int | list[int] = frames[0] if len(set(frames)) == 1 else frames
+            return chat(self.model, self.processor, source, tracks, messages, key, **generation)
 
     @staticmethod
     def _resolve_regions(

@@ -24,7 +24,17 @@ from artemis.video import VideoSource
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Description", "DescriptionStream", "answer", "answer_batch", "answer_stream", "check_tracks", "prepare"]
+__all__ = [
+    "Description",
+    "DescriptionStream",
+    "answer",
+    "answer_batch",
+    "answer_stream",
+    "chat",
+    "check_tracks",
+    "conversation_turns",
+    "prepare",
+]
 
 
 @dataclass
@@ -37,6 +47,8 @@ class Description:
     video_frames: list[int]
     region_frames: list[int]
     region_visible: list[list[bool]] = field(default_factory=list)
+    messages: list[dict[str, str]] = field(default_factory=list)
+    """For :func:`chat`: the conversation, the new answer last (pass it back with the next question)."""
 
     @property
     def track(self) -> Track:
@@ -51,6 +63,7 @@ class Description:
             "region_frames": self.region_frames,
             "region_visible": self.region_visible,
             "tracks": [track.to_json() for track in self.tracks],
+            **({"messages": self.messages} if self.messages else {}),
         }
 
 
@@ -177,3 +190,63 @@ def answer_stream(
     item, description = prepare(processor, source, tracks, question, frame_index)
     batch = processor.collate([item], side="left")
     return DescriptionStream(description, stream(model, processor, batch, **generation))
+
+
+def conversation_turns(messages: Sequence[Any]) -> list[tuple[str, str | None]]:
+    """Chat messages as template turns ``[(user, answer | None), ...]``, the last one open.
+
+    A message is ``{"role": "user" | "assistant", "content": str}`` (or a ``(role, content)`` pair); roles
+    alternate, starting and ending with the user.
+    """
+    roles, contents = [], []
+    for message in messages:
+        role, content = (message["role"], message["content"]) if isinstance(message, dict) else message
+        if role not in ("user", "assistant") or not isinstance(content, str):
+            raise ValueError(f"message {message!r}: expected {{'role': 'user' | 'assistant', 'content': str}}")
+        roles.append(role)
+        contents.append(content)
+    expected = ["user" if i % 2 == 0 else "assistant" for i in range(len(roles))]
+    if not roles or roles != expected or roles[-1] != "user":
+        raise ValueError(
+            f"messages have roles {roles}; expected user, assistant, user, ... alternating and ending with the "
+            "user's new question"
+        )
+    turns: list[tuple[str, str | None]] = []
+    for i in range(0, len(contents), 2):
+        turns.append((contents[i], contents[i + 1] if i + 1 < len(contents) else None))
+    return turns
+
+
+def chat(
+    model: ArtemisForConditionalGeneration,
+    processor: ArtemisProcessor,
+    source: VideoSource,
+    tracks: Sequence[Track],
+    messages: Sequence[Any],
+    frame_index: KeyFrames,
+    **generation: Any,
+) -> Description:
+    """Answer the last user message of a conversation about the targets of ``tracks``, earlier turns kept.
+
+    The video and every region's tokens stand once, in the first user turn (which names the regions with
+    ``<region>``); the whole conversation is encoded and generated in one call (no KV cache is kept between
+    calls). The returned description's ``messages`` is the conversation with the answer appended.
+    """
+    turns = conversation_turns(messages)
+    check_tracks(tracks, frame_index)
+    keys = frame_index if isinstance(frame_index, (int, np.integer)) else key_frame_list(frame_index, len(tracks))
+    item, plan = processor.referring_conversation_item(source, turns, tracks, keys)
+    description = Description(
+        text="",
+        question=turns[-1][0],
+        tracks=list(tracks),
+        video_frames=plan.video_frames.tolist(),
+        region_frames=plan.region_frames.tolist(),
+        region_visible=plan.region_visible.tolist(),
+    )
+    description = answer_batch(model, processor, [(item, description)], **generation)[0]
+    description.messages = [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": text}
+        for i, text in enumerate(text for turn in turns for text in turn if text is not None)
+    ] + [{"role": "assistant", "content": description.text}]
+    return description

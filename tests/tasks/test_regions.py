@@ -154,3 +154,39 @@ def test_bad_regions_get_clear_errors(model, bikes):
             tracks=[apart, later],
         )
     assert parse_region_arg("1,2,3,4@7") == Region(box=(1.0, 2.0, 3.0, 4.0), frame=7)
+
+
+def test_chat_keeps_earlier_turns_and_encodes_regions_once(model, bikes):
+    regions = [Region(box=BIKE, frame=10), Region(box=OTHER, frame=200)]
+    first = "Is <region> left of <region>?"
+    asked = model.ask(bikes, regions=regions, question=first, max_new_tokens=4)
+    opened = model.chat(bikes, regions, [{"role": "user", "content": first}], max_new_tokens=4)
+    assert opened.text == asked.text  # one turn: the same prompt as ask
+    messages = [*opened.messages, {"role": "user", "content": "Which one is faster, region1 or region2?"}]
+    follow = model.chat(bikes, regions, messages, max_new_tokens=4)
+    assert follow.messages[:-1] == messages and follow.messages[-1] == {"role": "assistant", "content": follow.text}
+    assert follow.to_dict()["messages"] == follow.messages
+
+    processor = model.processor
+    turns = [(first, opened.text), (messages[-1]["content"], None)]
+    text = processor.referring_conversation_text(turns, 2)
+    assert (
+        text.input_ids == processor.encode_conversation([(referring_prompt(first, 2), opened.text), turns[1]]).input_ids
+    )
+    region_ids = sum(i == model.config.region_token_id for i in text.input_ids)
+    assert region_ids == 2 * (1 + model.config.num_selected)  # the regions' tokens stand once, in the first turn
+    answer_ids = processor.encode_conversation([("x", opened.text)]).labels
+    assert [i for i in text.labels if i >= 0] == [i for i in answer_ids if i >= 0]  # the earlier answer is kept
+
+
+def test_bad_conversations_get_clear_errors(model, bikes):
+    regions = [Region(box=BIKE, frame=10)]
+    with pytest.raises(ValueError, match="ending with the user's new question"):
+        model.chat(bikes, regions, [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yes"}])
+    with pytest.raises(ValueError, match="later turns name them in words"):
+        model.chat(
+            bikes,
+            regions,
+            [{"role": "user", "content": "What is <region>?"}, {"role": "assistant", "content": "a bike"},
+             {"role": "user", "content": "And <region>?"}],
+        )  # fmt: skip
