@@ -38,7 +38,7 @@ def convert(src_format: str, dst_format: str, in_path: str | Path, out_path: str
             f"are boxes; box formats ({', '.join(formats.BOX_FORMATS)}) convert into one another, llava only to llava"
         )
     samples = src.read(Path(in_path))
-    dst.write(samples, Path(out_path))
+    formats.write(dst_format, samples, out_path)  # refuses multi-region samples for one-region formats
     logger.info("converted %d samples from %s (%s) to %s (%s)", len(samples), in_path, src_format, out_path, dst_format)
     return samples
 

@@ -86,13 +86,15 @@ def _check_entry(entry: RecordEntry) -> None:
             raise entry.error("caption", "a referring record needs a caption or an answer to train on")
         if sample.question is not None:
             try:
-                referring_prompt(sample.question)
+                referring_prompt(sample.question, num_regions=sample.num_regions)
             except ValueError as error:
                 raise entry.error("question", str(error)) from None
-        try:
-            sample.key_box  # noqa: B018 - raises when the key frame has no box
-        except AnnotationError as error:
-            raise entry.error("key_frame_id", str(error).rsplit(": ", 1)[-1]) from None
+        for region in range(sample.num_regions):
+            try:
+                sample.region(region).key_box  # noqa: B018 - raises when the key frame has no box
+            except AnnotationError as error:
+                where = f" (region{region + 1})" if sample.num_regions > 1 else ""
+                raise entry.error("key_frame_id", str(error).rsplit(": ", 1)[-1] + where) from None
         if sample.video is None and sample.frame_paths is None:
             raise entry.error("video", "the record names no video file, frame folder or frame images")
     else:
@@ -173,6 +175,12 @@ def read_track_records(
         try:
             if entry.kind != "referring":
                 raise entry.error("box", "the record has no track (per-frame boxes) to train box output on")
+            if sample.num_regions > 1:
+                raise entry.error(
+                    "track_list",
+                    f"the record is about {sample.num_regions} regions and box output follows one target; give "
+                    "box output a file of one-region records (videoref45k.json or elysium_track.json)",
+                )
             missing = [m for m in media if m is None or not sample.resolve(m).exists()]
             if missing:
                 raise entry.error("frames", f"the referenced file {sample.resolve(missing[0])} does not exist")

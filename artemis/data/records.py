@@ -5,6 +5,11 @@ visibility flag per annotated frame, a key frame, and its text (caption, questio
 LLaVA conversation). Readers (``artemis.data.formats``) produce it; writers consume it; so a conversion
 between two formats is always ``read -> list[RefSample] -> write``.
 
+A record may be about several targets at once (a question about two objects: SynthRef's
+``videoref45k_pairs.json``). The first target's track is the sample's own fields; each further one is a
+:class:`RegionTrack` in ``other_regions``, aligned with the same ``frame_ids``, with a key frame of its own.
+:meth:`RefSample.region` views any one of them as a single-target sample.
+
 A :class:`RecordEntry` is a :class:`RefSample` as the data sets see it: read from one annotation file
 (:func:`artemis.data.entries.load_entries`), checked, and classified into one of :data:`KINDS`.
 
@@ -19,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,7 +36,7 @@ Box = tuple[float, float, float, float]
 Kind = Literal["referring", "video", "image", "text"]
 KINDS: tuple[Kind, ...] = ("referring", "video", "image", "text")
 
-__all__ = ["KINDS", "Box", "Kind", "RecordEntry", "RefSample", "record_error"]
+__all__ = ["KINDS", "Box", "Kind", "RecordEntry", "RefSample", "RegionTrack", "record_error"]
 
 
 def record_error(
@@ -54,8 +59,23 @@ def record_error(
 
 
 @dataclass
+class RegionTrack:
+    """A further target of a record about several: its boxes on the record's ``frame_ids`` and its key frame.
+
+    Attributes:
+        boxes: Pixel ``xyxy`` box per annotated frame of the record, ``None`` where the target is absent.
+        visible: Visibility per annotated frame.
+        key_frame_id: The frame (an element of the record's ``frame_ids``) this target is given on.
+    """
+
+    boxes: list[Box | None]
+    visible: list[bool]
+    key_frame_id: int | None = None
+
+
+@dataclass
 class RefSample:
-    """One annotated target in one video.
+    """One annotated target (or several, see ``other_regions``) in one video.
 
     Attributes:
         sample_id: Unique id of the sample within its file (record id, sequence name, ...).
@@ -77,6 +97,8 @@ class RefSample:
         image: Path of the image of an image-level (LLaVA) sample.
         base_dir: Directory relative paths resolve against (the annotation file's directory).
         metadata: Anything else the source format carries, kept for writers of the same format.
+        other_regions: The further targets of a record about several (region2, region3, ...); empty for
+            a record about one target, which is every format's record but VideoRef45K's pair shape.
     """
 
     sample_id: str
@@ -97,6 +119,7 @@ class RefSample:
     image: str | None = None
     base_dir: Path | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    other_regions: list[RegionTrack] = field(default_factory=list)
 
     # --- derived views -----------------------------------------------------------------------------
 
@@ -104,6 +127,26 @@ class RefSample:
     def has_boxes(self) -> bool:
         """Whether the sample carries a track (box formats) rather than only text (LLaVA)."""
         return bool(self.frame_ids)
+
+    @property
+    def num_regions(self) -> int:
+        """How many targets the record is about (1 for every record but a multi-region one)."""
+        return 1 + len(self.other_regions)
+
+    def region(self, index: int) -> RefSample:
+        """Target ``index`` (0-based, in the order the question names them) as a single-target sample."""
+        if not 0 <= index < self.num_regions:
+            raise IndexError(f"region {index} of a record about {self.num_regions} regions")
+        if index == 0:
+            return replace(self, other_regions=[])
+        other = self.other_regions[index - 1]
+        return replace(
+            self,
+            boxes=list(other.boxes),
+            visible=list(other.visible),
+            key_frame_id=other.key_frame_id,
+            other_regions=[],
+        )
 
     @property
     def key_index(self) -> int:
@@ -192,6 +235,11 @@ class RefSample:
                 f"key frame {self.key_frame_id} is not an annotated frame; annotated frames are "
                 f"{_span(self.frame_ids)}",
             )
+        for index in range(1, self.num_regions):
+            try:
+                self.region(index).check(path, record)
+            except AnnotationError as error:
+                raise AnnotationError(f"{error} (region{index + 1})") from None
 
 
 @dataclass
@@ -262,6 +310,10 @@ class RecordEntry:
             s = self.sample
             content = [self.kind, self.media, s.frame_ids, [list(b) if b else None for b in s.boxes], s.visible]
             content.append(s.key_frame_id)
+            if s.other_regions:  # only then, so a one-target record keeps the fingerprint it always had
+                content.append(
+                    [[[list(b) if b else None for b in r.boxes], r.visible, r.key_frame_id] for r in s.other_regions]
+                )
             self._fingerprint = hashlib.sha1(json.dumps(content).encode()).hexdigest()[:16]
         return self._fingerprint
 

@@ -37,7 +37,18 @@ def read(name: str, path: str | Path) -> list[RefSample]:
 
 
 def write(name: str, samples: list[RefSample], path: str | Path) -> Path:
-    """Write ``samples`` to ``path`` in format ``name`` (atomically)."""
+    """Write ``samples`` to ``path`` in format ``name`` (atomically).
+
+    Raises:
+        AnnotationError: a sample is about several regions and the format holds one (only videoref45k holds
+            several), rather than dropping all but the first.
+    """
+    several = next((s for s in samples if s.other_regions), None)
+    if several is not None and name != "videoref45k":
+        raise AnnotationError(
+            f"record {several.sample_id!r} is about {1 + len(several.other_regions)} regions and {name} holds one "
+            "per record; write it as videoref45k, or leave multi-region files (videoref45k_pairs.json) out"
+        )
     return get_format(name).write(samples, Path(path))
 
 

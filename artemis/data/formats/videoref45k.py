@@ -23,6 +23,14 @@ frames per epoch for every record.
 
 A path given as a folder reads every ``*.json`` in it, in name order (the original's ``--data_path``).
 
+**Several regions per record** (SynthRef's ``videoref45k_pairs.json``, issue 16): ``key_frame_id`` is a
+list, one key frame per region, and ``track_list`` and ``key_frame_box`` hold one entry per region
+(region1 first) in the single-region shapes above; ``frame_id`` is shared and must hold integer indices.
+The question names the regions with one ``<region>`` each. Such a record reads into a
+:class:`RefSample` whose first region is its own track and whose others are ``other_regions``; ``kind``
+and ``objects`` (SynthRef's pair kind and object indices) are kept in the metadata and written back. A
+record whose ``key_frame_id`` is not a list is read exactly as before.
+
 VideoRef45K has no visibility field: a frame is written with its box exactly when the target is visible,
 so a fully hidden target (SynthRef occlusion) is written as ``[]``. Pixel values are written as they are
 (integers without ``.0``), so ``internal -> videoref45k -> internal`` is exact for visible frames.
@@ -42,7 +50,7 @@ from artemis.data.formats._common import (
     relative_to,
     require,
 )
-from artemis.data.records import RefSample, record_error
+from artemis.data.records import RefSample, RegionTrack, record_error
 from artemis.io import write_json_atomic
 
 NAME = "videoref45k"
@@ -58,6 +66,8 @@ def parse_record(record: dict[str, Any], path: Path, index: int) -> RefSample:
     frame_path = require(record, "frame_path", str, path, index)
     frame_ids = require(record, "frame_id", list, path, index)
     key_box = require(record, "key_frame_box", list, path, index)
+    if isinstance(record.get("key_frame_id"), list):
+        return _parse_regions(record, path, index)
     key_frame_id = require(record, "key_frame_id", (int, str), path, index)
     if not track:
         raise record_error(path, index, "track_list", "the track is empty; expected one box (or []) per frame_id")
@@ -125,6 +135,86 @@ def parse_record(record: dict[str, Any], path: Path, index: int) -> RefSample:
     return sample
 
 
+def _parse_regions(record: dict[str, Any], path: Path, index: int) -> RefSample:
+    """A record about several regions: one track, key-frame box and key frame per region, shared frames."""
+    caption = require(record, "caption", str, path, index)
+    tracks = require(record, "track_list", list, path, index)
+    frame_ids = require(record, "frame_id", list, path, index)
+    key_boxes = require(record, "key_frame_box", list, path, index)
+    keys = record["key_frame_id"]
+    count = len(keys)
+    if count < 1 or len(tracks) != count or len(key_boxes) != count:
+        raise record_error(
+            path,
+            index,
+            "track_list",
+            f"{len(tracks)} tracks, {len(key_boxes)} key-frame boxes and {count} key frames; a record about several "
+            "regions has one of each per region (key_frame_id is a list, so the record is read as one)",
+        )
+    if not all(isinstance(f, int) and not isinstance(f, bool) for f in frame_ids):
+        raise record_error(
+            path, index, "frame_id", "a record about several regions needs integer frame indices (0-based frames of "
+            "frame_path); write frame_id as indices",
+        )  # fmt: skip
+    question = optional(record, "question", str, path, index)
+    if question is not None and question.count("<region>") not in (0, count):
+        raise record_error(
+            path, index, "question", f"names {question.count('<region>')} <region> placeholders for {count} regions; "
+            "name each region once, in the order of track_list",
+        )  # fmt: skip
+    regions = []
+    for number, (track, key_box, key) in enumerate(zip(tracks, key_boxes, keys, strict=True), start=1):
+        name = f"track_list[{number - 1}]"
+        if not isinstance(track, list) or len(track) != len(frame_ids):
+            size = len(track) if isinstance(track, list) else type(track).__name__
+            raise record_error(
+                path, index, name, f"region{number}'s track has {size} entries for {len(frame_ids)} frame ids; "
+                "expected one box (or []) per frame",
+            )  # fmt: skip
+        boxes = [parse_box_values(v, path, index, name, i) for i, v in enumerate(track)]
+        key_values = parse_box_values(key_box, path, index, f"key_frame_box[{number - 1}]", 0)
+        if key_values is None or key == "":
+            key = _drawn_key_frame(record, frame_ids, boxes, path, index, salt=f"region{number}")
+        elif not isinstance(key, int) or isinstance(key, bool) or key not in frame_ids:
+            raise record_error(
+                path, index, f"key_frame_id[{number - 1}]", f"{key!r} is not one of the record's frame ids (frame_id)"
+            )
+        elif boxes[frame_ids.index(key)] is None:
+            boxes[frame_ids.index(key)] = key_values
+        regions.append(
+            RegionTrack([tuple(b) if b is not None else None for b in boxes], [b is not None for b in boxes], key)
+        )
+    width = height = None
+    size = optional(record, "frame_size", list, path, index)
+    if size is not None:
+        if len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):
+            raise record_error(path, index, "frame_size", f"{size!r}; expected [width, height] in pixels")
+        width, height = size
+    metadata: dict[str, Any] = {"video_name": require(record, "video_name", str, path, index)}
+    for name in ("clip_path", "id", "kind", "objects"):
+        if name in record:
+            metadata[name] = record[name]
+    first = regions[0]
+    sample = RefSample(
+        sample_id=str(record.get("id", index)),
+        source=str(record.get("source", NAME)),
+        video=require(record, "frame_path", str, path, index),
+        frame_ids=list(frame_ids),
+        boxes=first.boxes,
+        visible=first.visible,
+        key_frame_id=first.key_frame_id,
+        width=width,
+        height=height,
+        caption=caption,
+        question=question,
+        base_dir=path.parent,
+        metadata=metadata,
+        other_regions=regions[1:],
+    )
+    sample.check(path, index)
+    return sample
+
+
 def _named_frames(
     folder: str, names: list[str], boxes: list[list[float] | None], key_name: int | str, key_box: list[float] | None
 ) -> tuple[list[str], list[int], list[list[float] | None], int | None]:
@@ -144,7 +234,12 @@ def _named_frames(
 
 
 def _drawn_key_frame(
-    record: dict[str, Any], frame_ids: list[int], boxes: list[list[float] | None], path: Path, index: int
+    record: dict[str, Any],
+    frame_ids: list[int],
+    boxes: list[list[float] | None],
+    path: Path,
+    index: int,
+    salt: str = "",
 ) -> int:
     """A frame with a box, picked by a hash of the record (the original draws one at random per read)."""
     visible = [frame for frame, box in zip(frame_ids, boxes, strict=True) if box is not None]
@@ -152,7 +247,7 @@ def _drawn_key_frame(
         raise record_error(
             path, index, "key_frame_box", "is empty and no frame of track_list has a box: there is no key frame"
         )
-    text = f"{record.get('video_name')}|{record.get('frame_path')}|{record.get('caption')}"
+    text = f"{record.get('video_name')}|{record.get('frame_path')}|{record.get('caption')}{salt}"
     return visible[int(hashlib.sha1(text.encode()).hexdigest()[:8], 16) % len(visible)]
 
 
@@ -192,6 +287,8 @@ def to_record(sample: RefSample, out_dir: Path) -> dict[str, Any]:
     }
     if sample.question is not None:
         record["question"] = sample.question
+    if sample.other_regions:
+        return _regions_record(sample, record, track, video, out_dir)
     key_index = sample.key_index
     names = sample.metadata.get("frame_names")
     frame_ids: list[Any] = list(names) if names and len(names) == len(sample.frame_ids) else list(sample.frame_ids)
@@ -206,6 +303,35 @@ def to_record(sample: RefSample, out_dir: Path) -> dict[str, Any]:
     )
     if "clip_path" in sample.metadata:
         record["clip_path"] = sample.metadata["clip_path"]
+    if sample.width is not None and sample.height is not None:
+        record["frame_size"] = [sample.width, sample.height]
+    return record
+
+
+def _regions_record(
+    sample: RefSample, record: dict[str, Any], first_track: list[list[float]], video: str, out_dir: Path
+) -> dict[str, Any]:
+    """The record of a sample about several regions: one track, key-frame box and key frame per region."""
+    regions = [sample.region(i) for i in range(sample.num_regions)]
+    tracks = [first_track] + [
+        [
+            [clean_number(v) for v in box] if box is not None and seen else []
+            for box, seen in zip(r.boxes, r.visible, strict=True)
+        ]
+        for r in regions[1:]
+    ]
+    for name in ("kind", "objects"):
+        if name in sample.metadata:
+            record[name] = sample.metadata[name]
+    record.update(
+        {
+            "track_list": tracks,
+            "frame_path": relative_to(sample, video, out_dir),
+            "frame_id": list(sample.frame_ids),
+            "key_frame_box": [[clean_number(v) for v in r.key_box] for r in regions],
+            "key_frame_id": [r.frame_ids[r.key_index] for r in regions],
+        }
+    )
     if sample.width is not None and sample.height is not None:
         record["frame_size"] = [sample.width, sample.height]
     return record
