@@ -30,6 +30,10 @@ Layout of the cache directory::
 
 A video's file is renamed into place before its manifest line is appended and flushed, so a killed run
 leaves either a finished video or nothing; a rerun skips every video a manifest lists and redoes the rest.
+
+Records about several regions (``videoref45k_pairs.json``) are not cached: a cache holds one track per
+record. :func:`build_cache`, :meth:`FeatureCache.video` and a dataset given a cache refuse them with
+:func:`check_single_region`'s error; train on such files without ``data.cache_dir``.
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ __all__ = [
     "CachedVideo",
     "FeatureCache",
     "build_cache",
+    "check_single_region",
     "open_media",
     "precomputed_video_features",
     "record_track",
@@ -290,6 +295,7 @@ class FeatureCache:
 
     def video(self, entry: RecordEntry) -> CachedVideo:
         """The cached frames (and track) of ``entry``'s video."""
+        check_single_region([entry])
         versions = self._records.get(entry.key)
         if versions is None:
             raise entry.error(None, f"not in the cache {self.root}; run `artemis data cache` over this file first")
@@ -481,6 +487,22 @@ def _check_extractor(settings: CacheSettings, extractor: VisionFeatureExtractor 
         settings.check_matches(own)
 
 
+def check_single_region(entries: Sequence[RecordEntry]) -> None:
+    """Refuse records about several regions, which a cache (one track per record) cannot hold.
+
+    Raises:
+        ConfigError: naming the first such record and the fix.
+    """
+    for entry in entries:
+        if entry.sample.num_regions > 1:
+            raise ConfigError(
+                f"{entry.path}: record {entry.where} is about {entry.sample.num_regions} regions, and a features or "
+                "frames cache holds one track per record; leave files with several regions per record (SynthRef's "
+                "videoref45k_pairs.json) out of `artemis data cache`, and train on them without data.cache_dir "
+                "(their frames are then read from the videos)"
+            )
+
+
 def build_cache(
     entries: Sequence[RecordEntry],
     out_dir: str | Path,
@@ -504,9 +526,10 @@ def build_cache(
 
     Raises:
         ConfigError: ``out_dir`` holds a cache built with other settings (another model's vision tower
-            included), or the extractor does not fit ``settings``.
+            included), the extractor does not fit ``settings``, or a record is about several regions.
     """
     started = time.perf_counter()
+    check_single_region(entries)
     root = Path(out_dir)
     shard_index, num_shards = _shard_from_env(shard_index, num_shards)
     _check_extractor(settings, extractor)

@@ -5,7 +5,10 @@ One dataset mixes four kinds of sample (:data:`KINDS`):
 * ``referring`` — a record with a target's boxes (VideoRef45K, Elysium, HC-STVG, LaSOT, OTB, SynthRef).
   Frames and region boxes come from :meth:`artemis.model.ArtemisProcessor.referring_visuals`, the method
   inference uses, with a training-time ``rng`` for the tracked-frame jitter; the text is the processor's
-  referring layout of the question, answered by the record's answer or caption.
+  referring layout of the question, answered by the record's answer or caption. A record about several
+  regions (VideoRef45K's multi-region shape, SynthRef's ``videoref45k_pairs.json``) is built as ``ask``
+  builds its prompt: every region's track with its own key frame, one key slot frame showing them all
+  (:func:`artemis.model.processing.shared_key_frame`), and the N-region text layout.
 * ``video`` — a LLaVA / Video-ChatGPT conversation about a video (stages 1–2): midpoint frames, no regions.
 * ``image`` — a LLaVA conversation about an image, fed as a one-frame video (``<image>`` becomes ``<video>``).
 * ``text`` — a conversation without a video.
@@ -35,7 +38,7 @@ import torch
 from torch.utils.data import Dataset
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from artemis.data.cache import CachedVideo, CacheSettings, FeatureCache
+from artemis.data.cache import CachedVideo, CacheSettings, FeatureCache, check_single_region
 from artemis.data.entries import conversation_turns, load_entries
 from artemis.data.media import (
     jittered_key_frame,
@@ -65,7 +68,8 @@ class ReferringDataset(Dataset):
     Build it with :meth:`from_files`. An item is a dict of tensors without a batch dimension:
     ``input_ids`` and ``labels`` (L,), and, when the sample has pixels, ``pixel_values`` (T, 3, S, S)
     and ``frame_mask`` (T,); a referring sample also has ``region_pixel_values`` (K, 3, S, S),
-    ``region_boxes`` (1, K, 4), ``region_visible`` (1, K) and ``region_times`` (K,). Batch them with
+    ``region_boxes`` (R, K, 4), ``region_visible`` (R, K) and ``region_times`` (K,), R being the record's
+    number of regions (1 but for a multi-region record). Batch them with
     :class:`artemis.data.collator.ArtemisCollator`.
 
     With a features cache (``artemis data cache --features``) an item has ``video_features``
@@ -119,6 +123,8 @@ class ReferringDataset(Dataset):
         self.weights = [1.0] * sources if weights is None else [float(w) for w in weights]
         if len(self.weights) < sources or any(w < 0 for w in self.weights):
             raise ConfigError(f"weights={list(self.weights)}: expected one weight >= 0 per file ({sources} files)")
+        if cache_dir is not None:
+            check_single_region(entries)
         self.cache = None if cache_dir is None else FeatureCache(cache_dir)
         self.features = self.cache is not None and self.cache.settings.features
         if self.cache is not None:
@@ -241,6 +247,8 @@ class ReferringDataset(Dataset):
         if question is None:
             question = DESCRIBE_QUESTIONS[int(rng.integers(len(DESCRIBE_QUESTIONS)))]
         answer = sample.answer if sample.answer is not None else sample.caption
+        if sample.num_regions > 1:
+            return self._regions(entry, question, answer, rng)
         with closing(self._open(entry)) as reader:
             boxes, visible, key_frame = self._track(entry, reader)
             candidates = region_candidates(visible, key_frame, self.max_region_candidates)
@@ -253,6 +261,32 @@ class ReferringDataset(Dataset):
                 item["video_features"] = reader.video_features  # (N_v, C_v)
                 item["region_hidden_states"] = reader.region_hidden_states(plan.region_frames)  # L x (K, P, C_v)
         item.update(self._text(entry, self.processor.referring_text(question, 1, answer)))
+        return item
+
+    def _regions(
+        self, entry: RecordEntry, question: str, answer: str | None, rng: np.random.Generator
+    ) -> dict[str, torch.Tensor]:
+        """A record about several regions, built as ``ask`` builds one (read from the videos; never cached).
+
+        Each region is laid on every frame as a one-region record is (the tracker filling frames the record
+        does not annotate, from that region's own key box), jittered the same way, and the regions' key
+        frames go to the processor as ``ask`` passes them: one frame when all are the same, else one per
+        region (the key slot is then a frame showing every region).
+        """
+        sample = entry.sample
+        regions, keys = [], []
+        with closing(open_media(entry)) as reader:
+            for index in range(sample.num_regions):
+                view = RecordEntry(sample.region(index), entry.path, entry.index, entry.fmt, entry.kind, entry.source)
+                boxes, visible, key_frame = record_track(view, reader, self.tracker)  # (N, 4), (N,)
+                candidates = region_candidates(visible, key_frame, self.max_region_candidates)
+                if self.key_frame_jitter > 0.0 and rng.random() < self.key_frame_jitter:
+                    key_frame = jittered_key_frame(candidates, key_frame, rng)
+                regions.append((boxes, candidates))
+                keys.append(int(key_frame))
+            key: int | list[int] = keys[0] if len(set(keys)) == 1 else keys
+            item, _ = self.processor.referring_visuals(reader, regions, key, rng=rng)
+        item.update(self._text(entry, self.processor.referring_text(question, len(regions), answer)))
         return item
 
     def _conversation(self, entry: RecordEntry) -> dict[str, torch.Tensor]:
