@@ -10,7 +10,8 @@ One dataset mixes four kinds of sample (:data:`KINDS`):
   builds its prompt: every region's track with its own key frame, one key slot frame showing them all
   (:func:`artemis.model.processing.shared_key_frame`), and the N-region text layout.
 * ``video`` — a LLaVA / Video-ChatGPT conversation about a video (stages 1–2): midpoint frames, no regions.
-* ``image`` — a LLaVA conversation about an image, fed as a one-frame video (``<image>`` becomes ``<video>``).
+* ``image`` — a LLaVA conversation about an image (``<image>`` becomes ``<video>``): a one-frame video, or,
+  with the model's ``image_tokens="patches"`` (the original), the image's patch tokens (``image_mask``).
 * ``text`` — a conversation without a video.
 
 Randomness (the jitter, the question paraphrase, mixing) comes from ``np.random.default_rng([seed, epoch,
@@ -100,6 +101,7 @@ class ReferringDataset(Dataset):
         max_region_candidates: int | None = None,
         key_frame_jitter: float = 0.0,
         max_length: int | None = None,
+        media_counts_as_one: bool = False,
         cache_dir: str | Path | None = None,
         model: Any = None,
         skipped: list[AnnotationError] | None = None,
@@ -117,6 +119,7 @@ class ReferringDataset(Dataset):
         self.max_region_candidates = max_region_candidates
         self.key_frame_jitter = float(key_frame_jitter)
         self.max_length = max_length
+        self.media_counts_as_one = bool(media_counts_as_one)
         self.skipped = list(skipped or [])
         self.epoch = 0
         sources = max((e.source for e in entries), default=-1) + 1
@@ -136,6 +139,7 @@ class ReferringDataset(Dataset):
                     config, _vision_fingerprint(model, cache_dir), self.cache.settings.feature_dtype
                 )
             self.cache.settings.check_matches(wanted)
+        self._check_images()
         self._order = self._mix(0)
 
     @classmethod
@@ -163,6 +167,7 @@ class ReferringDataset(Dataset):
             bad_records: ``"raise"`` on a malformed record, or ``"skip"`` it (counted in ``skipped``).
             seed: base of every random choice.
             options: ``tracker``, ``max_region_candidates``, ``key_frame_jitter``, ``max_length``,
+                ``media_counts_as_one``,
                 ``cache_dir``, ``model`` (see :class:`ReferringDataset`).
         """
         entries, skipped = load_entries(files, bad_records)
@@ -171,6 +176,22 @@ class ReferringDataset(Dataset):
                 raise ConfigError(f"split={split!r}; expected 'train', 'val' or None")
             entries = [e for e in entries if (_unit_hash(e.split_key) < val_fraction) == (split == "val")]
         return cls(entries, processor, config, weights=weights, seed=seed, skipped=skipped, **options)
+
+    def _check_images(self) -> None:
+        """Image samples as patch tokens need a processor sized for them, and features that keep the patches."""
+        if self.config.image_tokens != "patches" or not any(e.kind == "image" for e in self.entries):
+            return
+        if self.processor.num_image_tokens != self.config.num_image_tokens:
+            raise ConfigError(
+                f"the processor expands an image to {self.processor.num_image_tokens} tokens but the model config "
+                f"(image_tokens='patches') to {self.config.num_image_tokens}; build the processor from this config"
+            )
+        if self.features and self.config.video_layout != "pooled":
+            raise ConfigError(
+                f"the features cache {self.cache.root} holds pooled "
+                f"'{self.config.video_layout}' features, which lose an image's patches (image_tokens='patches'); "
+                "read the image records from their files (no cache_dir), or cache only the video records"
+            )
 
     def cache_settings(self) -> CacheSettings:
         """What a cache must have been built with to serve this dataset."""
@@ -290,9 +311,13 @@ class ReferringDataset(Dataset):
         return item
 
     def _conversation(self, entry: RecordEntry) -> dict[str, torch.Tensor]:
-        item = self._text(entry, self.processor.encode_conversation(conversation_turns(entry)))
+        image = entry.kind == "image" and self.config.image_tokens == "patches"  # the image's patch tokens
+        encoded = self.processor.encode_conversation(conversation_turns(entry), media="image" if image else "video")
+        item = self._text(entry, encoded)
         if entry.kind == "text":
             return item
+        if image:
+            item["image_mask"] = torch.tensor(True)
         with closing(self._open(entry)) as reader:
             if self.features:
                 item["video_features"] = reader.video_features  # (N_v, C_v)
@@ -304,17 +329,26 @@ class ReferringDataset(Dataset):
         return item
 
     def _text(self, entry: RecordEntry, encoded: EncodedText) -> dict[str, torch.Tensor]:
-        """The item's ``input_ids`` and ``labels``, cut to ``max_length`` where no placeholder is lost."""
+        """The item's ``input_ids`` and ``labels``, cut to ``max_length`` where no placeholder is lost.
+
+        With ``media_counts_as_one`` the video's (or image's) ids count as one token against ``max_length``,
+        as the original counted its one ``<image>``/``<video>`` id before expanding it; region ids count as
+        they are (the original's ``<bbox>`` ids were one token each too).
+        """
         ids, labels = encoded.input_ids, encoded.labels
-        if self.max_length is not None and len(ids) > self.max_length:
+        limit = self.max_length
+        if limit is not None and self.media_counts_as_one:
+            media = sum(token == self.config.video_token_id for token in ids)
+            limit += max(media - 1, 0)
+        if limit is not None and len(ids) > limit:
             slots = {self.config.video_token_id, self.config.region_token_id}
-            if any(token in slots for token in ids[self.max_length :]):
+            if any(token in slots for token in ids[limit:]):
                 raise entry.error(
                     "conversations" if entry.kind != "referring" else "caption",
                     f"{len(ids)} tokens exceed max_length={self.max_length} and truncation would cut a video or "
                     "region placeholder; raise max_length or shorten the text",
                 )
-            ids, labels = ids[: self.max_length], labels[: self.max_length]
+            ids, labels = ids[:limit], labels[:limit]
         return {"input_ids": torch.tensor(ids, dtype=torch.long), "labels": torch.tensor(labels, dtype=torch.long)}
 
 

@@ -12,6 +12,8 @@ with values the model reads as "nothing here":
 * precomputed features (items of a features cache): ``video_features`` stacked, zeros and
   ``video_feature_mask`` False for a sample without a video; ``region_hidden_states`` stacked per level,
   zeros for a sample without regions (its boxes are all NaN, so they are never read).
+* images given as patch tokens (``image_tokens="patches"``): ``image_mask`` True for those samples, False
+  for the others.
 
 Visual keys appear only when some sample of the batch has them, so a text-only batch is text only.
 """
@@ -64,7 +66,8 @@ def collate(
         (B, R_max, K) and ``region_times`` (B, K). From a features cache ``video_features`` (B, N_v, C_v)
         and ``video_feature_mask`` (B,) replace the pixels and frame mask, and ``region_hidden_states`` (a
         tuple of (B, K, P, C_v), one per region level) replaces ``region_pixel_values``. When any item is
-        an SOT clip, ``query_boxes`` (B, 4): its frame-1 box, NaN rows for the others.
+        an SOT clip, ``query_boxes`` (B, 4): its frame-1 box, NaN rows for the others. When any item is an
+        image given as patch tokens (its ``image_mask`` is True), ``image_mask`` (B,).
     """
     if not items:
         raise ValueError("cannot collate an empty list of samples")
@@ -85,6 +88,8 @@ def collate(
     if any("query_boxes" in item for item in items):  # SOT clips: the target's box on frame 1, NaN for others
         nan = torch.full((4,), float("nan"))
         batch["query_boxes"] = torch.stack([item.get("query_boxes", nan) for item in items])  # (B, 4)
+    if any("image_mask" in item for item in items):  # images as patch tokens: which samples they are
+        batch["image_mask"] = torch.tensor([bool(item.get("image_mask", False)) for item in items])  # (B,)
     return batch
 
 

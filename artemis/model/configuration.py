@@ -19,6 +19,8 @@ VIDEO_LAYOUTS = ("pooled", "frames")
 FRAME_TOKENS = ("pool", "select")
 """How the ``"frames"`` layout turns a frame's patch grid into its tokens: average pooling or a learned top-k."""
 FRAME_SELECT_GRADIENTS = ("straight_through", "none")
+IMAGE_TOKENS = ("video", "patches")
+"""What an image sample's ``<video>`` becomes: a one-frame video, or the image's patch tokens (the original)."""
 CAPABILITIES = ("describe", "boxes")
 """What a model can be trained to do: describe regions (Artemis), write boxes (Elysium SOT / RSOT)."""
 
@@ -71,6 +73,13 @@ class ArtemisConfig(PreTrainedConfig):
         frame_position_embedding: add a learned embedding of each token's grid cell (the pooled grid, or
             the cell a selected token came from) to every frame token after the projector, so the LLM
             knows where a token lies on its frame. Zero-initialised. ``"frames"`` layout only.
+        image_tokens: what an image sample (LLaVA ``image`` records, stages 1-2) becomes: ``"video"`` (the
+            default, what every earlier artemis model was trained with: a one-frame video,
+            ``num_video_tokens`` tokens) or ``"patches"`` (the original Artemis / Video-LLaVA: the image's
+            ``patches_per_side**2`` patch features at ``vision_feature_layer``, each through the projector;
+            256 tokens for CLIP ViT-L/14 at 224 px, where a one-frame video is 356 with 99 zero ones). The
+            sample's placeholder ids are ``video_token_id`` either way; the ``image_mask`` input tells the
+            model which samples are images.
         vision_feature_layer: hidden state of the vision tower used for video tokens (-2, penultimate).
         region_feature_layers: hidden states fused by the region encoder; level 0 is resized to the
             largest map (8x the patch grid with 4 levels), the last keeps the patch grid. Artemis takes
@@ -132,6 +141,7 @@ class ArtemisConfig(PreTrainedConfig):
     frame_position_embedding: bool = False
     frame_select_query: bool = False
     frame_position_init: Literal["zeros", "sincos"] = "zeros"
+    image_tokens: Literal["video", "patches"] = "video"
     vision_feature_layer: int = -2
     region_feature_layers: list[int] | None = None
     region_embed_dim: int | None = None
@@ -182,6 +192,7 @@ class ArtemisConfig(PreTrainedConfig):
         choice("box_embedding", self.box_embedding, BOX_EMBEDDINGS)
         choice("roi_backend", self.roi_backend, ROI_BACKENDS)
         choice("video_layout", self.video_layout, VIDEO_LAYOUTS)
+        choice("image_tokens", self.image_tokens, IMAGE_TOKENS)
         choice("selector_padding", self.selector_padding, ("latest", "original"))
         for task in self.tasks:
             choice("tasks entry", task, CAPABILITIES)
@@ -281,6 +292,14 @@ class ArtemisConfig(PreTrainedConfig):
         if self.video_layout == "frames":
             return self.num_frames * self.tokens_per_frame
         return self.num_frames + self.patches_per_side**2
+
+    @property
+    def num_image_tokens(self) -> int:
+        """Tokens an image sample's ``<video>`` expands to: ``patches_per_side**2`` (``image_tokens="patches"``)
+        or :attr:`num_video_tokens` (``"video"``: a one-frame video)."""
+        if self.image_tokens == "patches":
+            return self.patches_per_side**2
+        return self.num_video_tokens
 
     @property
     def tokens_per_frame(self) -> int:

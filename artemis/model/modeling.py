@@ -29,6 +29,7 @@ VISUAL_INPUTS = (
     "video_features",
     "video_feature_mask",
     "query_boxes",
+    "image_mask",
     "region_pixel_values",
     "region_hidden_states",
     "region_boxes",
@@ -288,6 +289,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         video_feature_mask: torch.Tensor | None = None,
         region_hidden_states: Sequence[torch.Tensor] | None = None,
         query_boxes: torch.Tensor | None = None,
+        image_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Video and region tokens of a batch, in placeholder order.
 
@@ -296,7 +298,9 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         replace ``pixel_values``/``frame_mask``, ``region_hidden_states`` replace ``region_pixel_values``.
         Both give the same tokens. Samples without a video (``frame_mask`` or ``video_feature_mask`` all
         False) or without regions (all boxes NaN) contribute no tokens, so image-, video- and text-only
-        samples can share a batch.
+        samples can share a batch. With ``config.image_tokens="patches"``, ``image_mask`` (B,) marks the
+        samples whose media is one image: theirs are the image's projected patch features instead
+        (:meth:`_media_tokens`).
 
         Returns:
             ``(video, region)``: (n_video_samples * N_v, D) and (n_regions * (1 + k), D), or None.
@@ -330,12 +334,14 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
 
         pooled = None  # (n_video_samples, N_v, C_v)
         has_video = None  # (B,) which samples have a video, when known
+        first_frames = None  # (n_video_samples, P, C_v), what an image sample's patch tokens are made of
         if video_frames is not None and split:
             patches = states[self.config.vision_feature_layer][:split]  # (n_frames, P, C)
             grid = patches.new_zeros(*frame_mask.shape, *patches.shape[1:])  # (B, T, P, C)
             grid[frame_mask] = patches
             has_video = frame_mask.any(1)
             pooled = self.pool_video_features(grid[has_video], frame_mask[has_video])
+            first_frames = grid[has_video][:, 0]
         elif video_features is not None:
             pooled = self._checked_video_features(video_features, video_feature_mask)
             has_video = None if video_feature_mask is None else video_feature_mask.bool()
@@ -343,7 +349,11 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         if pooled is not None and len(pooled):
             if query_boxes is not None and has_video is not None:
                 query_boxes = query_boxes[has_video.to(query_boxes.device)]  # rows of the samples with a video
-            video = self.project_video_features(pooled, query_boxes).flatten(0, 1)  # (n*N_v, D)
+            images = self._image_rows(image_mask, has_video, frame_mask, len(pooled))  # (n,) bool, or None
+            if images is None:
+                video = self.project_video_features(pooled, query_boxes).flatten(0, 1)  # (n*N_v, D)
+            else:
+                video = self._media_tokens(pooled, first_frames, images, query_boxes)
 
         levels = None  # each (n*K, P, C_v)
         if region_frames is not None and len(region_frames):
@@ -363,6 +373,74 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             tokens = self.region_tokens(levels, safe_boxes.to(dtype), vis, times)  # (n, R, 1+k, D)
             region = tokens[region_ok].flatten(0, 1)
         return video, region
+
+    def _image_rows(
+        self,
+        image_mask: torch.Tensor | None,
+        has_video: torch.Tensor | None,
+        frame_mask: torch.Tensor | None,
+        count: int,
+    ) -> torch.Tensor | None:
+        """(B,) ``image_mask`` -> (n,) over the samples with media, True for images; None when there are none."""
+        if image_mask is None or not bool(image_mask.any()):
+            return None
+        if self.config.image_tokens != "patches":
+            raise ValueError(
+                f"image_mask marks image samples but config.image_tokens={self.config.image_tokens!r} makes an image "
+                "a one-frame video; drop image_mask, or use a model with image_tokens='patches'"
+            )
+        image_mask = image_mask.bool().to(has_video.device if has_video is not None else image_mask.device)
+        if has_video is not None:
+            if bool((image_mask & ~has_video).any()):
+                raise ValueError("image_mask marks a sample that has no frame; an image sample has exactly one")
+            if frame_mask is not None and bool((frame_mask[image_mask].sum(1) != 1).any()):
+                raise ValueError("image_mask marks a sample with several frames; an image sample has exactly one")
+            image_mask = image_mask[has_video]
+        if len(image_mask) != count:
+            raise ValueError(f"image_mask has {len(image_mask)} rows for {count} samples with media")
+        return image_mask
+
+    def _media_tokens(
+        self,
+        pooled: torch.Tensor,
+        first_frames: torch.Tensor | None,
+        images: torch.Tensor,
+        query_boxes: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Tokens of a batch mixing images and videos (``image_tokens="patches"``), in sample order.
+
+        An image's tokens are its one frame's patch features through the projector (the original Artemis'
+        ``encode_images``); a video's are :meth:`project_video_features`.
+
+        Args:
+            pooled: (n, num_video_features, C_v) pooled features of the samples with media.
+            first_frames: (n, P, C_v) each sample's first frame, or None when ``pooled`` came from a features
+                cache: a one-frame video's pooled features (``"pooled"`` layout) end with its patch features.
+            images: (n,) True for the image samples.
+            query_boxes: (n, 4) or None, for the video samples' frame selector.
+
+        Returns:
+            (n_images * P + n_videos * N_v, D).
+        """
+        cells = self.config.patches_per_side**2
+        if first_frames is not None:
+            patches = first_frames[images]  # (n_i, P, C_v)
+        elif self.config.video_layout == "pooled":
+            patches = pooled[images][:, -cells:]  # (n_i, P, C_v): the spatial mean over one frame is the frame
+        else:
+            raise ValueError(
+                "images as patch tokens from video_features need the 'pooled' video layout (its features keep an "
+                "image's patches); pass pixel_values for image samples, or use a features cache only for videos"
+            )
+        weight = self.mm_projector.linear_1.weight
+        image_tokens = self.mm_projector(patches.to(device=weight.device, dtype=weight.dtype))  # (n_i, P, D)
+        video_tokens = None
+        if bool((~images).any()):
+            query = None if query_boxes is None else query_boxes[~images.to(query_boxes.device)]
+            video_tokens = self.project_video_features(pooled[~images], query)  # (n_v, N_v, D)
+        image_iter, video_iter = iter(image_tokens), iter(() if video_tokens is None else video_tokens)
+        parts = [next(image_iter) if is_image else next(video_iter) for is_image in images.tolist()]
+        return torch.cat(parts)  # (n_i * P + n_v * N_v, D)
 
     def _checked_video_features(self, features: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """(B, N_f, C_v) precomputed pooled features -> the rows of the samples that have a video."""
@@ -436,6 +514,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         video_feature_mask: torch.Tensor | None = None,
         region_hidden_states: Sequence[torch.Tensor] | None = None,
         query_boxes: torch.Tensor | None = None,
+        image_mask: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
@@ -459,6 +538,8 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
                 region frame at that layer.
             query_boxes: (B, 4) the target's normalised xyxy box on the first video frame (NaN rows: none),
                 which a selector with ``frame_select_query`` scores each frame's tokens against.
+            image_mask: (B,) True for the samples whose media is one image, given as its patch tokens
+                (``config.image_tokens="patches"``; the prompt expands its ``<video>`` to ``num_image_tokens``).
             labels: (B, L) with -100 on positions that carry no loss.
         """
         if (input_ids is None) == (inputs_embeds is None):
@@ -474,7 +555,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         if input_ids is not None and not decoding:
             video, region = self.get_multimodal_features(
                 pixel_values, frame_mask, region_pixel_values, region_boxes, region_visible, region_times,
-                video_features, video_feature_mask, region_hidden_states, query_boxes,
+                video_features, video_feature_mask, region_hidden_states, query_boxes, image_mask,
             )  # fmt: skip
             inputs_embeds = self._scatter(input_ids, inputs_embeds, video, self.config.video_token_id, "<video>")
             inputs_embeds = self._scatter(input_ids, inputs_embeds, region, self.config.region_token_id, "<region>")

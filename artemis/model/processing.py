@@ -128,6 +128,8 @@ class ArtemisProcessor(ProcessorMixin):
     Args:
         tokenizer: a tokenizer that knows ``<video>`` and ``<region>`` as special tokens.
         num_video_tokens: ids one ``<video>`` expands to (``config.num_video_tokens``).
+        num_image_tokens: ids the ``<video>`` of an image sample expands to (``config.num_image_tokens``;
+            default ``num_video_tokens``: an image is a one-frame video). See :meth:`encode_conversation`.
         num_region_tokens: ids one ``<region>`` expands to (``1 + num_selected``).
         num_frames: frames the video tokens cover (``config.num_frames``).
         num_track_boxes: tracked frames of a region besides the key frame.
@@ -143,6 +145,7 @@ class ArtemisProcessor(ProcessorMixin):
         *,
         num_video_tokens: int,
         num_region_tokens: int,
+        num_image_tokens: int | None = None,
         num_frames: int = 100,
         num_track_boxes: int = 8,
         tokens_per_frame: int | None = None,
@@ -157,6 +160,7 @@ class ArtemisProcessor(ProcessorMixin):
         if template not in _TEMPLATES:
             raise CheckpointError(f"unknown conversation template {template!r}; expected one of {list(_TEMPLATES)}")
         self.num_video_tokens = int(num_video_tokens)
+        self.num_image_tokens = self.num_video_tokens if num_image_tokens is None else int(num_image_tokens)
         self.num_region_tokens = int(num_region_tokens)
         self.num_frames = int(num_frames)
         self.num_track_boxes = int(num_track_boxes)
@@ -175,6 +179,7 @@ class ArtemisProcessor(ProcessorMixin):
     def _sizes(config: ArtemisConfig) -> dict[str, Any]:
         return {
             "num_video_tokens": config.num_video_tokens,
+            "num_image_tokens": config.num_image_tokens,
             "num_region_tokens": config.num_region_tokens,
             "num_frames": config.num_frames,
             "num_track_boxes": config.num_track_boxes,
@@ -204,14 +209,16 @@ class ArtemisProcessor(ProcessorMixin):
 
     # --- text -----------------------------------------------------------------------------------
 
-    def _ids(self, text: str) -> list[int]:
-        """Token ids of ``text`` with every placeholder expanded to its exact count."""
+    def _ids(self, text: str, media: str = "video") -> list[int]:
+        """Token ids of ``text`` with every placeholder expanded to its exact count (``<video>`` of an
+        ``media="image"`` sample: ``num_image_tokens``)."""
         ids: list[int] = []
+        media_tokens = self.num_image_tokens if media == "image" else self.num_video_tokens
         video_id = self.tokenizer.convert_tokens_to_ids(VIDEO_TOKEN)
         region_id = self.tokenizer.convert_tokens_to_ids(REGION_TOKEN)
         for piece in _PLACEHOLDER.split(text):
             if piece == VIDEO_TOKEN:
-                ids += [video_id] * self.num_video_tokens
+                ids += [video_id] * media_tokens
             elif piece == VIDEO_FRAME_SLOT:
                 if self.tokens_per_frame is None:
                     raise ConfigError(
@@ -230,12 +237,16 @@ class ArtemisProcessor(ProcessorMixin):
                 ids += self.tokenizer(piece, add_special_tokens=False)["input_ids"]
         return ids
 
-    def encode_conversation(self, turns: Sequence[tuple[str, str | None]]) -> EncodedText:
+    def encode_conversation(self, turns: Sequence[tuple[str, str | None]], media: str = "video") -> EncodedText:
         """Token ids and labels of a conversation ``[(user, answer | None), ...]``.
 
         Each segment is tokenised on its own, so the prompt of a training example and of the same
         question at inference are the same ids. Labels cover each answer and its end-of-turn separator.
+        ``media="image"``: the conversation is about one image, whose ``<video>`` expands to
+        ``num_image_tokens`` ids (the model is told by ``image_mask``).
         """
+        if media not in ("video", "image"):
+            raise ValueError(f"media={media!r}; expected 'video' or 'image'")
         template = self.template
         ids: list[int] = []
         labels: list[int] = []
@@ -245,12 +256,12 @@ class ArtemisProcessor(ProcessorMixin):
         prompt = template.system + template.sep
         for user, answer in turns:
             prompt += f"{template.roles[0]}: {user}{template.sep}{template.roles[1]}:"
-            prompt_ids = self._ids(prompt)
+            prompt_ids = self._ids(prompt, media)
             ids += prompt_ids
             labels += [IGNORE_INDEX] * len(prompt_ids)
             prompt = ""
             if answer is not None:
-                answer_ids = self._ids(f" {answer}{template.sep2}")
+                answer_ids = self._ids(f" {answer}{template.sep2}", media)
                 ids += answer_ids
                 labels += answer_ids
         return EncodedText(ids, labels)
@@ -491,6 +502,7 @@ class ArtemisProcessor(ProcessorMixin):
         return {
             "processor_class": type(self).__name__,
             "num_video_tokens": self.num_video_tokens,
+            "num_image_tokens": self.num_image_tokens,
             "num_region_tokens": self.num_region_tokens,
             "num_frames": self.num_frames,
             "num_track_boxes": self.num_track_boxes,

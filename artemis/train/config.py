@@ -142,6 +142,10 @@ class DataSection:
             twice per epoch; ``task`` is describe (default), sot or rsot (see :class:`DataFile`).
         eval_files: the same for an evaluation set (optional).
         max_length: longest token sequence; longer samples are cut after their placeholders.
+        media_counts_as_one: count a sample's video or image as one token against ``max_length`` (the
+            original Artemis / LLaVA: its collator cut the ids, where ``<image>``/``<video>`` is one id, to
+            2048 before the model expanded them), so the text keeps the same budget whatever the media's
+            size; false (the default) counts every token the LLM sees.
         tracker: tracker for records whose track is not annotated (``null`` requires annotated tracks).
         max_region_candidates / cache_dir / bad_records: passed to the dataset.
         key_frame_jitter: probability that a referring item's box is given on another frame where the
@@ -158,6 +162,7 @@ class DataSection:
     files: list[DataFile] = field(default_factory=list)
     eval_files: list[DataFile] = field(default_factory=list)
     max_length: int | None = 2048
+    media_counts_as_one: bool = False
     tracker: str | None = None
     max_region_candidates: int | None = None
     key_frame_jitter: float = 0.0
