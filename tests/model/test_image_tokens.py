@@ -198,3 +198,28 @@ def test_a_frames_layout_features_cache_is_refused_for_image_patches(split: Path
     files = [("llava", split / "llava_image.json")]
     with pytest.raises(ConfigError, match="lose an image's patches"):
         ReferringDataset.from_files(files, processor, model.config, cache_dir=cache, model=model)
+
+
+def test_stages_1_and_2_train_with_image_patches_through_the_trainer(split: Path, tmp_path: Path) -> None:
+    from artemis.model.configuration import ArtemisConfig
+    from artemis.train import load_config, run_training
+
+    files = [{"format": "llava", "path": str(split / name)} for name in ("llava_stage2.json", "llava_image.json")]
+    vision = {"model_type": "clip_vision_model", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3,
+              "num_attention_heads": 2, "image_size": 32, "patch_size": 4, "projection_dim": 32}  # fmt: skip
+    tiny = {"seed": 0, "vocab_from": [f"llava:{f['path']}" for f in files], "vision_config": vision}
+    stages = {
+        "pretrain": ({"tiny": {**tiny, "image_tokens": "patches"}}, {"projector": True, "llm": "frozen"}),
+        "finetune": ({"base": str(tmp_path / "pretrain")}, {"projector": True, "llm": "full"}),
+    }
+    for stage, (model, trains) in stages.items():
+        config = {
+            "stage": stage, "model": model, "train": trains,
+            "data": {"files": files, "max_length": 64, "media_counts_as_one": True},
+            "training": {"output_dir": str(tmp_path / stage), "max_steps": 2, "per_device_train_batch_size": 3,
+                         "learning_rate": 1e-3, "save_steps": 10, "seed": 0, "disable_tqdm": True},
+        }  # fmt: skip
+        (tmp_path / f"{stage}.yaml").write_text(json.dumps(config))  # JSON is YAML
+        run_training(load_config(tmp_path / f"{stage}.yaml"))
+    assert ArtemisConfig.from_pretrained(tmp_path / "finetune").num_image_tokens == 64
+    assert ArtemisProcessor.from_pretrained(tmp_path / "finetune").num_image_tokens == 64
