@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_helpers import TINY_VISION, write_config
+from train_helpers import TINY_VISION, few_steps, write_config
 
 from artemis.cli import main
 from artemis.data.box_output_dataset import BoxOutDataset
@@ -45,16 +45,7 @@ def _config(root: Path, out: Path, *, boxes: bool = True) -> dict:
             "sot_box_jitter": 0.1,
             "log_samples": True,
         },
-        "training": {
-            "output_dir": str(out),
-            "max_steps": 3,
-            "per_device_train_batch_size": 4,
-            "learning_rate": 2e-3,
-            "logging_steps": 1,
-            "save_steps": 100,
-            "seed": 0,
-            "disable_tqdm": True,
-        },
+        "training": few_steps(out, 3),
     }
 
 

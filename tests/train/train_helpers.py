@@ -51,16 +51,7 @@ def stage_config(root: Path, out: Path, stage: str, **changes: Any) -> dict[str,
         "model": model,
         "train": trains,
         "data": {"files": files, "max_length": 256},
-        "training": {
-            "output_dir": str(out / {"pretrain": "stage1", "finetune": "stage2"}.get(stage, "stage3")),
-            "max_steps": 4,
-            "per_device_train_batch_size": 4,
-            "learning_rate": 2e-3,
-            "logging_steps": 1,
-            "save_steps": 2,
-            "seed": 0,
-            "disable_tqdm": True,
-        },
+        "training": few_steps(out / {"pretrain": "stage1", "finetune": "stage2"}.get(stage, "stage3"), 4, save_steps=2),
     }
     for key, value in changes.items():
         section, _, name = key.partition("__")
@@ -69,6 +60,20 @@ def stage_config(root: Path, out: Path, stage: str, **changes: Any) -> dict[str,
         else:
             config[section] = value
     return config
+
+
+def few_steps(out: Path, steps: int, *, save_steps: int = 100) -> dict[str, Any]:
+    """The ``training`` section of a stage that runs ``steps`` steps of batch 4 into ``out``."""
+    return {
+        "output_dir": str(out),
+        "max_steps": steps,
+        "per_device_train_batch_size": 4,
+        "learning_rate": 2e-3,
+        "logging_steps": 1,
+        "save_steps": save_steps,
+        "seed": 0,
+        "disable_tqdm": True,
+    }
 
 
 def write_config(path: Path, config: dict[str, Any]) -> Path:
