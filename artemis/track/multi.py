@@ -18,13 +18,12 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import cv2
 import numpy as np
 
-from artemis.boxes import BoxFormat, clip_boxes, validate_box
+from artemis.boxes import BoxFormat, validate_box
 from artemis.errors import ConfigError, VideoError
 from artemis.track.base import Track, Tracker
-from artemis.track.propagate import _interpolate, _working_size, tracked_indices
+from artemis.track.propagate import WorkingFrames, _interpolate, tracked_indices
 from artemis.track.registry import DEFAULT_TRACKER, create_tracker
 from artemis.video import VideoSource
 
@@ -79,13 +78,8 @@ def track_targets(
     options = dict(tracker_options or {})
     create_tracker(tracker, **options)  # fail on a bad name or option before decoding anything
 
-    work_w, work_h = _working_size(width, height, max_side)
-    scale = np.array([work_w / width, work_h / height] * 2, dtype=np.float64)  # original -> working
-
-    def prepare(frame: np.ndarray) -> np.ndarray:
-        if (work_w, work_h) == (width, height):
-            return frame
-        return cv2.resize(frame, (work_w, work_h), interpolation=cv2.INTER_AREA)
+    working = WorkingFrames.of(width, height, max_side)
+    scale = working.scale  # original -> working
 
     plans = [tracked_indices(key, num_frames, stride) for key in keys]  # (forward, backward) per target
     forward_sets = [set(forward) for forward, _ in plans]
@@ -100,10 +94,8 @@ def track_targets(
     def step(i: int, active: Tracker, index: int, frame: np.ndarray) -> None:
         work_box, score = active.update(frame)
         scores[i][index] = score
-        if work_box is None or not np.all(np.isfinite(work_box)):
-            return
-        box = clip_boxes(np.asarray(work_box, dtype=np.float64) / scale, width, height)
-        if box[2] > box[0] and box[3] > box[1]:
+        box = working.to_original(work_box)
+        if box is not None:
             out_boxes[i][index] = box
 
     forward_trackers: list[Tracker | None] = [None] * len(keys)
@@ -111,7 +103,7 @@ def track_targets(
     for start in range(0, len(needed), CHUNK):
         chunk = needed[start : start + CHUNK]
         for index, raw in zip(chunk, source.get_frames(chunk), strict=True):
-            frame = prepare(np.asarray(raw))
+            frame = working.prepare(np.asarray(raw))
             for i, key in enumerate(keys):
                 if index == key:
                     forward_trackers[i] = create_tracker(tracker, **options)

@@ -28,6 +28,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -67,6 +68,38 @@ def _working_size(width: int, height: int, max_side: int | None) -> tuple[int, i
         return width, height
     scale = max_side / max(width, height)
     return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+@dataclass(frozen=True)
+class WorkingFrames:
+    """Tracking at a working resolution: frames resized to it, boxes mapped between it and the original."""
+
+    width: int
+    height: int
+    work_w: int
+    work_h: int
+
+    @classmethod
+    def of(cls, width: int, height: int, max_side: int | None) -> WorkingFrames:
+        return cls(width, height, *_working_size(width, height, max_side))
+
+    @property
+    def scale(self) -> np.ndarray:
+        """(4,) per-axis factors, original -> working, for an xyxy box."""
+        return np.array([self.work_w / self.width, self.work_h / self.height] * 2, dtype=np.float64)
+
+    def prepare(self, frame: np.ndarray) -> np.ndarray:
+        """A decoded frame at the working resolution."""
+        if (self.work_w, self.work_h) == (self.width, self.height):
+            return frame
+        return cv2.resize(frame, (self.work_w, self.work_h), interpolation=cv2.INTER_AREA)
+
+    def to_original(self, work_box: np.ndarray | None) -> np.ndarray | None:
+        """A tracker's working box in original pixels, clipped to the frame; None when lost or empty."""
+        if work_box is None or not np.all(np.isfinite(work_box)):
+            return None
+        out = clip_boxes(np.asarray(work_box, dtype=np.float64) / self.scale, self.width, self.height)
+        return out if out[2] > out[0] and out[3] > out[1] else None
 
 
 def _interpolate(boxes: np.ndarray, visible: np.ndarray, anchors: list[int]) -> None:
@@ -173,19 +206,7 @@ def _track(
     else:
         factory = tracker
 
-    work_w, work_h = _working_size(width, height, max_side)
-    scale = np.array([work_w / width, work_h / height] * 2, dtype=np.float64)  # original -> working
-
-    def prepare(frame: np.ndarray) -> np.ndarray:
-        if (work_w, work_h) == (width, height):
-            return frame
-        return cv2.resize(frame, (work_w, work_h), interpolation=cv2.INTER_AREA)
-
-    def to_original(work_box: np.ndarray | None) -> np.ndarray | None:
-        if work_box is None or not np.all(np.isfinite(work_box)):
-            return None
-        out = clip_boxes(np.asarray(work_box, dtype=np.float64) / scale, width, height)
-        return out if out[2] > out[0] and out[3] > out[1] else None
+    working = WorkingFrames.of(width, height, max_side)
 
     forward, backward = tracked_indices(frame_index, num_frames, stride)
     out_boxes = np.full((num_frames, 4), np.nan, dtype=np.float64)
@@ -200,10 +221,10 @@ def _track(
         lost = 0
         for position, (index, frame) in enumerate(frames):
             if position == 0:
-                active.init(frame, key_box * scale)
+                active.init(frame, key_box * working.scale)
                 continue
             work_box, score = active.update(frame)
-            box_out = to_original(work_box)
+            box_out = working.to_original(work_box)
             out_boxes[index], scores[index] = (box_out, score) if box_out is not None else (np.nan, score)
             lost += box_out is None
             bar.update(1)
@@ -215,8 +236,8 @@ def _track(
         backward,
         anchor=frame_index,
         stride=stride,
-        prepare=prepare,
-        frame_bytes=work_w * work_h * 3,
+        prepare=working.prepare,
+        frame_bytes=working.work_w * working.work_h * 3,
         threaded=parallel,
     )
     try:
@@ -235,8 +256,8 @@ def _track(
         num_frames,
         lost_back + lost_fwd,
         time.perf_counter() - started,
-        work_w,
-        work_h,
+        working.work_w,
+        working.work_h,
     )
     return Track(
         boxes=out_boxes,
