@@ -80,12 +80,7 @@ def parse_record(record: dict[str, Any], path: Path, index: int) -> RefSample:
         raise record_error(
             path, index, "frame_id", "expected a list of image file names (the release) or of integer frame indices"
         )
-    width = height = None
-    size = optional(record, "frame_size", list, path, index)
-    if size is not None:
-        if len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):
-            raise record_error(path, index, "frame_size", f"{size!r}; expected [width, height] in pixels")
-        width, height = size
+    width, height = _frame_size(record, path, index)
     boxes = [parse_box_values(v, path, index, "track_list", i) for i, v in enumerate(track)]
     key_values = parse_box_values(key_box, path, index, "key_frame_box", 0)
     metadata: dict[str, Any] = {"video_name": video_name}
@@ -184,12 +179,7 @@ def _parse_regions(record: dict[str, Any], path: Path, index: int) -> RefSample:
         regions.append(
             RegionTrack([tuple(b) if b is not None else None for b in boxes], [b is not None for b in boxes], key)
         )
-    width = height = None
-    size = optional(record, "frame_size", list, path, index)
-    if size is not None:
-        if len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):
-            raise record_error(path, index, "frame_size", f"{size!r}; expected [width, height] in pixels")
-        width, height = size
+    width, height = _frame_size(record, path, index)
     metadata: dict[str, Any] = {"video_name": require(record, "video_name", str, path, index)}
     for name in ("clip_path", "id", "kind", "objects"):
         if name in record:
@@ -213,6 +203,16 @@ def _parse_regions(record: dict[str, Any], path: Path, index: int) -> RefSample:
     )
     sample.check(path, index)
     return sample
+
+
+def _frame_size(record: dict[str, Any], path: Path, index: int) -> tuple[int | None, int | None]:
+    """The optional ``frame_size`` ``[w, h]`` artemis writes, or ``(None, None)``."""
+    size = optional(record, "frame_size", list, path, index)
+    if size is None:
+        return None, None
+    if len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):
+        raise record_error(path, index, "frame_size", f"{size!r}; expected [width, height] in pixels")
+    return size[0], size[1]
 
 
 def _named_frames(
