@@ -97,12 +97,9 @@ def run_synthref_command(args: argparse.Namespace) -> int:
         return run_pairs_command(args)
     targets, vocabulary = load_targets(args.data)  # check the data before the (slower) model load
     shard = Shard.from_env()
-    model_dir = resolve_model_dir(args.model)
     if args.limit:
         targets = targets[: args.limit]
-    model = ArtemisModel.from_pretrained(model_dir)
-    if args.selector:
-        model.set_selector(args.selector)
+    model_dir, model = _selected_model(args)
     metrics = run_synthref(
         model,
         targets,
@@ -119,16 +116,22 @@ def run_synthref_command(args: argparse.Namespace) -> int:
     return print_result(args, metrics, SYNTHREF_KEYS)
 
 
+def _selected_model(args: argparse.Namespace) -> tuple[Path, ArtemisModel]:
+    """The model ``--model`` names, with the ``--selector`` switched in at inference when one is given."""
+    model_dir = resolve_model_dir(args.model)
+    model = ArtemisModel.from_pretrained(model_dir)
+    if args.selector:
+        model.set_selector(args.selector)
+    return model_dir, model
+
+
 def run_pairs_command(args: argparse.Namespace) -> int:
     """``artemis eval synthref --task pairs``."""
     records = read_pair_records(Path(args.data) / PAIRS_FILE)  # check the data before the (slower) model load
     if args.limit:
         records = records[: args.limit]
     shard = Shard.from_env()
-    model_dir = resolve_model_dir(args.model)
-    model = ArtemisModel.from_pretrained(model_dir)
-    if args.selector:
-        model.set_selector(args.selector)
+    model_dir, model = _selected_model(args)
     metrics = run_pairs(
         model,
         records,
