@@ -57,10 +57,19 @@ from artemis.video import VideoSource
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EpochCallback", "ReferringDataset"]
+__all__ = ["EpochCallback", "ReferringDataset", "weighted_draw"]
 
 
 # --- the dataset -------------------------------------------------------------------------------------
+
+
+def weighted_draw(positions: Sequence[int] | np.ndarray, weight: float, rng: np.random.Generator) -> np.ndarray:
+    """One epoch's items of a file of weight ``weight``: ``round(weight * n)`` of its ``n`` positions, each
+    position ``floor`` of that many times over, then the rest drawn without replacement, in order."""
+    positions = np.asarray(positions, dtype=np.int64)
+    repeats, rest = divmod(round(weight * len(positions)), len(positions))
+    chosen = np.sort(rng.choice(positions, rest, replace=False))
+    return np.concatenate([np.tile(positions, repeats), chosen]).astype(np.int64)
 
 
 class ReferringDataset(Dataset):
@@ -220,12 +229,8 @@ class ReferringDataset(Dataset):
         by_source: dict[int, list[int]] = {}
         for position, entry in enumerate(self.entries):
             by_source.setdefault(entry.source, []).append(position)
-        order: list[int] = []
-        for source, positions in sorted(by_source.items()):
-            count = round(self.weights[source] * len(positions))
-            repeats, rest = divmod(count, len(positions))
-            order += positions * repeats + sorted(rng.choice(positions, rest, replace=False).tolist())
-        return np.asarray(order, dtype=np.int64)
+        parts = [weighted_draw(positions, self.weights[source], rng) for source, positions in sorted(by_source.items())]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self._order)

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from artemis.data.box_output_dataset import BoxOutDataset
-from artemis.data.referring_dataset import ReferringDataset
+from artemis.data.referring_dataset import ReferringDataset, weighted_draw
 from artemis.errors import ConfigError
 from artemis.model.configuration import ArtemisConfig
 
@@ -72,11 +72,8 @@ class TaskMix(Dataset):
     def _draw(self, epoch: int) -> None:
         self._orders: list[np.ndarray] = []
         for part, (dataset, weight) in enumerate(self.box_parts):
-            count = round(weight * len(dataset))
-            repeats, rest = divmod(count, len(dataset))
             rng = np.random.default_rng([self.seed, epoch, 0x626F78, part])
-            chosen = np.sort(rng.choice(len(dataset), rest, replace=False)) if rest else np.zeros(0, np.int64)
-            self._orders.append(np.concatenate([np.tile(np.arange(len(dataset)), repeats), chosen]).astype(np.int64))
+            self._orders.append(weighted_draw(np.arange(len(dataset)), weight, rng))
         sizes = [len(self.referring) if self.referring is not None else 0] + [len(o) for o in self._orders]
         self._ends = np.cumsum(sizes).tolist()  # item i belongs to the first part whose end exceeds i
 
