@@ -4,7 +4,9 @@ What is cached, per video (one safetensors file for all the records of that vide
 
 * per referring record ``boxes.<slot>`` (N, 4) float64 and ``visible.<slot>`` (N,) bool — the target on
   every frame: the annotation, plus :func:`artemis.track.track_video` from the key box on frames the
-  record does not annotate (when a tracker is set).
+  record does not annotate (when a tracker is set). A record about several regions (SynthRef's
+  ``videoref45k_pairs.json``) stores region 1 there and region ``r`` (0-based) under
+  ``boxes.<slot>.<r>`` / ``visible.<slot>.<r>``; its manifest line lists one key frame per region.
 * a **frames cache** (the default): ``frames`` (U, S, S, 3) uint8 — the frames after
   :class:`~artemis.model.processing.VideoProcessor`'s pad-to-square and resize, before normalisation: the
   exact uint8 image the processor normalises, so feeding it back through the processor gives bit-identical
@@ -31,9 +33,8 @@ Layout of the cache directory::
 A video's file is renamed into place before its manifest line is appended and flushed, so a killed run
 leaves either a finished video or nothing; a rerun skips every video a manifest lists and redoes the rest.
 
-Records about several regions (``videoref45k_pairs.json``) are not cached: a cache holds one track per
-record. :func:`build_cache`, :meth:`FeatureCache.video` and a dataset given a cache refuse them with
-:func:`check_single_region`'s error; train on such files without ``data.cache_dir``.
+The frames a record about several regions may show (every region's key frame and visible frames) join the
+video's cached frames like a one-region record's, so a dataset reads pair records from the cache too.
 """
 
 from __future__ import annotations
@@ -77,7 +78,6 @@ __all__ = [
     "CachedVideo",
     "FeatureCache",
     "build_cache",
-    "check_single_region",
     "open_media",
     "precomputed_video_features",
     "record_track",
@@ -184,7 +184,8 @@ class CachedVideo:
     :meth:`region_hidden_states` instead, read from the file only for the frames asked for.
 
     Attributes:
-        track: ``(boxes (N, 4), visible (N,), key_frame)`` of the record it was opened for, or None.
+        tracks: per region, ``(boxes (N, 4), visible (N,), key_frame)`` of the record it was opened for
+            (one entry for a one-region record), or None.
         video_features: (num_frames + P, C_v) pooled video features (features cache), else None.
     """
 
@@ -196,7 +197,7 @@ class CachedVideo:
         num_frames: int,
         width: int,
         height: int,
-        track: tuple[np.ndarray, np.ndarray, int] | None = None,
+        tracks: list[tuple[np.ndarray, np.ndarray, int]] | None = None,
         video_features: torch.Tensor | None = None,
         num_levels: int = 0,
     ) -> None:
@@ -204,7 +205,7 @@ class CachedVideo:
         self.num_frames, self.width, self.height = num_frames, width, height
         self._frames = frames  # (U, S, S, 3), or None in a features cache
         self._rows = {int(frame): row for row, frame in enumerate(frame_ids)}  # frame -> row of the file
-        self.track = track
+        self.tracks = tracks
         self.video_features = video_features
         self.num_levels = num_levels
 
@@ -216,6 +217,11 @@ class CachedVideo:
                 "settings or data, rebuild it with `artemis data cache`"
             )
         return [self._rows[int(i)] for i in indices]
+
+    @property
+    def track(self) -> tuple[np.ndarray, np.ndarray, int] | None:
+        """The first region's track (the only one of a one-region record), or None."""
+        return None if self.tracks is None else self.tracks[0]
 
     def close(self) -> None:
         """Nothing to release (the tensors are in memory); here so a reader of either kind is closed alike."""
@@ -241,7 +247,7 @@ class _CachedRecord:
     file: str
     fingerprint: str
     slot: int | None
-    key_frame: int | None
+    key_frame: int | list[int] | None  # one per region for a record about several regions
     num_frames: int
     width: int
     height: int
@@ -294,8 +300,7 @@ class FeatureCache:
         return key in self._records
 
     def video(self, entry: RecordEntry) -> CachedVideo:
-        """The cached frames (and track) of ``entry``'s video."""
-        check_single_region([entry])
+        """The cached frames (and tracks) of ``entry``'s video."""
         versions = self._records.get(entry.key)
         if versions is None:
             raise entry.error(None, f"not in the cache {self.root}; run `artemis data cache` over this file first")
@@ -304,25 +309,26 @@ class FeatureCache:
             raise entry.error(None, f"changed since the cache {self.root} was built; rebuild the cache")
         path = self.root / record.file
         size = (record.num_frames, record.width, record.height)
+        keys = [] if record.slot is None else _as_list(record.key_frame)
+        track_names = [_track_names(record.slot, region) for region in range(len(keys))]
         if self.settings.features:  # the region levels are read per item, only the frames it draws
-            names = ["video_features", "region_frame_ids"]
-            if record.slot is not None:
-                names += [f"boxes.{record.slot}", f"visible.{record.slot}"]
+            names = ["video_features", "region_frame_ids", *(name for pair in track_names for name in pair)]
             with safe_open(str(path), framework="pt") as handle:
                 tensors = {name: handle.get_tensor(name) for name in names}
         else:
             tensors = load_file(path)
-        track = None
-        if record.slot is not None:
-            boxes = tensors[f"boxes.{record.slot}"].numpy()
-            visible = tensors[f"visible.{record.slot}"].numpy()
-            track = (boxes, visible, int(record.key_frame))
+        tracks = None
+        if keys:
+            tracks = [
+                (tensors[boxes].numpy(), tensors[visible].numpy(), int(key))
+                for (boxes, visible), key in zip(track_names, keys, strict=True)
+            ]
         if self.settings.features:
             levels = len(self.settings.region_feature_layers or [])
             return CachedVideo(
-                path, None, tensors["region_frame_ids"].numpy(), *size, track, tensors["video_features"], levels
+                path, None, tensors["region_frame_ids"].numpy(), *size, tracks, tensors["video_features"], levels
             )
-        return CachedVideo(path, tensors["frames"].numpy(), tensors["frame_ids"].numpy(), *size, track)
+        return CachedVideo(path, tensors["frames"].numpy(), tensors["frame_ids"].numpy(), *size, tracks)
 
 
 # --- writing -----------------------------------------------------------------------------------------
@@ -410,12 +416,16 @@ def _cache_group(
         for slot, entry in enumerate(members):
             record = {"key": entry.key, "fingerprint": entry.fingerprint, "slot": None, "key_frame": None}
             if entry.kind == "referring":
-                boxes, visible, key_frame = record_track(entry, reader, settings.tracker)
-                candidates = region_candidates(visible, key_frame, settings.max_region_candidates)
-                region_needed |= {key_frame, *np.flatnonzero(candidates).tolist()}
-                tensors[f"boxes.{slot}"] = torch.from_numpy(boxes)  # (N, 4) float64
-                tensors[f"visible.{slot}"] = torch.from_numpy(visible)  # (N,) bool
-                record.update(slot=slot, key_frame=int(key_frame))
+                keys = []
+                for region, view in enumerate(entry.regions()):
+                    boxes, visible, key_frame = record_track(view, reader, settings.tracker)
+                    candidates = region_candidates(visible, key_frame, settings.max_region_candidates)
+                    region_needed |= {key_frame, *np.flatnonzero(candidates).tolist()}
+                    boxes_name, visible_name = _track_names(slot, region)
+                    tensors[boxes_name] = torch.from_numpy(boxes)  # (N, 4) float64
+                    tensors[visible_name] = torch.from_numpy(visible)  # (N,) bool
+                    keys.append(int(key_frame))
+                record.update(slot=slot, key_frame=keys[0] if len(keys) == 1 else keys)
             records.append(record)
         region_ids = np.array(sorted(region_needed), dtype=np.int64)  # (U_r,)
         frame_ids = np.union1d(video_ids, region_ids).astype(np.int64)  # (U,)
@@ -487,20 +497,14 @@ def _check_extractor(settings: CacheSettings, extractor: VisionFeatureExtractor 
         settings.check_matches(own)
 
 
-def check_single_region(entries: Sequence[RecordEntry]) -> None:
-    """Refuse records about several regions, which a cache (one track per record) cannot hold.
+def _track_names(slot: int, region: int) -> tuple[str, str]:
+    """The tensor names of region ``region``'s track in record ``slot`` (region 0 keeps the one-region names)."""
+    suffix = "" if region == 0 else f".{region}"
+    return f"boxes.{slot}{suffix}", f"visible.{slot}{suffix}"
 
-    Raises:
-        ConfigError: naming the first such record and the fix.
-    """
-    for entry in entries:
-        if entry.sample.num_regions > 1:
-            raise ConfigError(
-                f"{entry.path}: record {entry.where} is about {entry.sample.num_regions} regions, and a features or "
-                "frames cache holds one track per record; leave files with several regions per record (SynthRef's "
-                "videoref45k_pairs.json) out of `artemis data cache`, and train on them without data.cache_dir "
-                "(their frames are then read from the videos)"
-            )
+
+def _as_list(key_frame: int | list[int] | None) -> list[int]:
+    return list(key_frame) if isinstance(key_frame, list) else [int(key_frame)]
 
 
 def build_cache(
@@ -526,10 +530,9 @@ def build_cache(
 
     Raises:
         ConfigError: ``out_dir`` holds a cache built with other settings (another model's vision tower
-            included), the extractor does not fit ``settings``, or a record is about several regions.
+            included), or the extractor does not fit ``settings``.
     """
     started = time.perf_counter()
-    check_single_region(entries)
     root = Path(out_dir)
     shard_index, num_shards = _shard_from_env(shard_index, num_shards)
     _check_extractor(settings, extractor)

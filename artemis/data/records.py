@@ -303,6 +303,13 @@ class RecordEntry:
             media = Path(path)
         return "/".join(media.parts[-2:])
 
+    def regions(self) -> list[RecordEntry]:
+        """One single-target entry per region of the record, in order (just this one for one target)."""
+        if not self.sample.other_regions:
+            return [self]
+        sample = self.sample
+        return [replace(self, sample=sample.region(i), _fingerprint=None) for i in range(sample.num_regions)]
+
     @property
     def fingerprint(self) -> str:
         """Hash of everything that decides the record's pixels and track (stale-cache detection)."""

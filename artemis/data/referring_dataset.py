@@ -39,7 +39,7 @@ import torch
 from torch.utils.data import Dataset
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from artemis.data.cache import CachedVideo, CacheSettings, FeatureCache, check_single_region
+from artemis.data.cache import CachedVideo, CacheSettings, FeatureCache
 from artemis.data.entries import conversation_turns, load_entries
 from artemis.data.media import (
     jittered_key_frame,
@@ -135,8 +135,6 @@ class ReferringDataset(Dataset):
         self.weights = [1.0] * sources if weights is None else [float(w) for w in weights]
         if len(self.weights) < sources or any(w < 0 for w in self.weights):
             raise ConfigError(f"weights={list(self.weights)}: expected one weight >= 0 per file ({sources} files)")
-        if cache_dir is not None:
-            check_single_region(entries)
         self.cache = None if cache_dir is None else FeatureCache(cache_dir)
         self.features = self.cache is not None and self.cache.settings.features
         if self.cache is not None:
@@ -261,57 +259,37 @@ class ReferringDataset(Dataset):
             return self.cache.video(entry)
         return open_media(entry)
 
-    def _track(self, entry: RecordEntry, reader: VideoSource | CachedVideo) -> tuple[np.ndarray, np.ndarray, int]:
-        if isinstance(reader, CachedVideo):
-            return reader.track  # stored with the frames
-        return record_track(entry, reader, self.tracker)
-
     def _referring(self, entry: RecordEntry, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """A referring record, built as ``ask`` builds its prompt, about one region or several.
+
+        Each region is laid on every frame (the annotation, the tracker filling frames the record does not
+        annotate from that region's own key box; a cache stores those tracks), its key frame jittered with
+        ``key_frame_jitter``, and the regions' key frames go to the processor as ``ask`` passes them: one
+        frame when all are the same, else one per region (the key slot is then a frame showing every region).
+        """
         sample = entry.sample
         # The paraphrase is drawn before the frames so both use the rng in a fixed order.
         question = sample.question
         if question is None:
             question = DESCRIBE_QUESTIONS[int(rng.integers(len(DESCRIBE_QUESTIONS)))]
         answer = sample.answer if sample.answer is not None else sample.caption
-        if sample.num_regions > 1:
-            return self._regions(entry, question, answer, rng)
-        with closing(self._open(entry)) as reader:
-            boxes, visible, key_frame = self._track(entry, reader)
-            candidates = region_candidates(visible, key_frame, self.max_region_candidates)
-            if self.key_frame_jitter > 0.0 and rng.random() < self.key_frame_jitter:
-                key_frame = jittered_key_frame(candidates, key_frame, rng)
-            item, plan = self.processor.referring_visuals(
-                reader, [(boxes, candidates)], key_frame, rng=rng, read_pixels=not self.features
-            )
-            if self.features:
-                item["video_features"] = reader.video_features  # (N_v, C_v)
-                item["region_hidden_states"] = reader.region_hidden_states(plan.region_frames)  # L x (K, P, C_v)
-        item.update(self._text(entry, self.processor.referring_text(question, 1, answer)))
-        return item
-
-    def _regions(
-        self, entry: RecordEntry, question: str, answer: str | None, rng: np.random.Generator
-    ) -> dict[str, torch.Tensor]:
-        """A record about several regions, built as ``ask`` builds one (read from the videos; never cached).
-
-        Each region is laid on every frame as a one-region record is (the tracker filling frames the record
-        does not annotate, from that region's own key box), jittered the same way, and the regions' key
-        frames go to the processor as ``ask`` passes them: one frame when all are the same, else one per
-        region (the key slot is then a frame showing every region).
-        """
-        sample = entry.sample
         regions, keys = [], []
-        with closing(open_media(entry)) as reader:
-            for index in range(sample.num_regions):
-                view = RecordEntry(sample.region(index), entry.path, entry.index, entry.fmt, entry.kind, entry.source)
-                boxes, visible, key_frame = record_track(view, reader, self.tracker)  # (N, 4), (N,)
+        with closing(self._open(entry)) as reader:
+            if isinstance(reader, CachedVideo):
+                tracks = reader.tracks  # stored with the frames
+            else:
+                tracks = [record_track(view, reader, self.tracker) for view in entry.regions()]
+            for boxes, visible, key_frame in tracks:  # (N, 4), (N,)
                 candidates = region_candidates(visible, key_frame, self.max_region_candidates)
                 if self.key_frame_jitter > 0.0 and rng.random() < self.key_frame_jitter:
                     key_frame = jittered_key_frame(candidates, key_frame, rng)
                 regions.append((boxes, candidates))
                 keys.append(int(key_frame))
             key: int | list[int] = keys[0] if len(set(keys)) == 1 else keys
-            item, _ = self.processor.referring_visuals(reader, regions, key, rng=rng)
+            item, plan = self.processor.referring_visuals(reader, regions, key, rng=rng, read_pixels=not self.features)
+            if self.features:
+                item["video_features"] = reader.video_features  # (N_v, C_v)
+                item["region_hidden_states"] = reader.region_hidden_states(plan.region_frames)  # L x (K, P, C_v)
         item.update(self._text(entry, self.processor.referring_text(question, len(regions), answer)))
         return item
 

@@ -23,8 +23,9 @@ from artemis.data.formats import videoref45k
 from artemis.data.referring_dataset import ReferringDataset
 from artemis.data.synthref import SynthRefConfig
 from artemis.data.synthref_writer import PAIRS_FILE, generate_split, read_pair_records
-from artemis.errors import AnnotationError, ConfigError
+from artemis.errors import AnnotationError
 from artemis.model import build_tiny_model
+from artemis.model.features import VisionFeatureExtractor
 from artemis.model.processing import IGNORE_INDEX
 from artemis.tasks.referring import prepare
 from artemis.track import Track
@@ -164,16 +165,32 @@ def test_collator_pads_one_and_two_region_items(split: Path, tiny) -> None:
     assert torch.isfinite(loss)
 
 
-def test_a_cache_refuses_pair_records_naming_the_fix(split: Path, tiny, tmp_path: Path) -> None:
+@pytest.mark.parametrize("features", [False, True], ids=["frames", "features"])
+def test_a_cache_serves_pair_records_as_the_videos_do(split: Path, tiny, tmp_path: Path, features: bool) -> None:
+    """Pairs cached alone (no one-region record of the same videos to lend them frames) give the items
+    and logits the videos give, every region's track and jittered frames included."""
     model, processor = tiny
-    entries, _ = load_entries([("videoref45k", split / PAIRS_FILE)])
-    settings = ReferringDataset(entries[:1], processor, model.config).cache_settings()
-    with pytest.raises(ConfigError, match=r"2 regions.*without data\.cache_dir"):
-        build_cache(entries, tmp_path / "cache", settings)
-    single, _ = load_entries([("videoref45k", split / "videoref45k.json")])
-    build_cache(single, tmp_path / "cache", settings)
-    with pytest.raises(ConfigError, match=r"videoref45k_pairs\.json.*data\.cache_dir"):
-        ReferringDataset(single + entries, processor, model.config, cache_dir=tmp_path / "cache")
+    files = [("videoref45k", split / PAIRS_FILE)]
+    entries, _ = load_entries(files)
+    raw = ReferringDataset.from_files(files, processor, model.config, seed=4, key_frame_jitter=0.5)
+    settings = raw.cache_settings()
+    extractor = None
+    if features:
+        extractor = VisionFeatureExtractor(model)
+        settings = settings.with_features(extractor.config, extractor.fingerprint)
+    build_cache(entries, tmp_path / "cache", settings, extractor=extractor)
+    cached = ReferringDataset.from_files(
+        files, processor, model.config, seed=4, key_frame_jitter=0.5, cache_dir=tmp_path / "cache", model=model
+    )
+    collate = ArtemisCollator(processor, model.config)
+    for index in range(len(raw)):
+        x, y = raw[index], cached[index]
+        for name in ("input_ids", "labels", "region_boxes", "region_visible", "region_times"):
+            assert torch.equal(x[name].nan_to_num(-9.0), y[name].nan_to_num(-9.0)), (index, name)
+        assert x["region_boxes"].shape[0] == 2
+        with torch.no_grad():
+            expected, actual = model(**collate([x])), model(**collate([y]))
+        torch.testing.assert_close(actual.logits, expected.logits, rtol=0, atol=1e-5)
 
 
 def test_one_region_consumers_refuse_pair_records(split: Path, tmp_path: Path) -> None:
