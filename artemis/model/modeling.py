@@ -571,7 +571,11 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             **kwargs,
         )
 
-    def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, **kwargs):
+    def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, cache=None, **kwargs):
+        # ``cache`` is named here so that ``generate`` accepts a cache to continue from (transformers >= 5.24
+        # checks a given cache's name against this signature); older versions pass ``past_key_values``.
+        if cache is not None:
+            kwargs["cache"] = cache
         inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
         if not is_first_iteration and kwargs.get("use_cache", True):
             for name in VISUAL_INPUTS:

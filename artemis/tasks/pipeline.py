@@ -19,6 +19,7 @@ import numpy as np
 from artemis.boxes import BoxFormat, validate_box
 from artemis.errors import VideoError
 from artemis.model.configuration import ArtemisConfig
+from artemis.model.generation import ConversationCache
 from artemis.model.loading import ModelCard
 from artemis.model.modeling import ArtemisForConditionalGeneration
 from artemis.model.processing import ArtemisProcessor
@@ -123,6 +124,7 @@ class VideoPipeline:
         self.track_stride = track_stride
         self.track_max_side = track_max_side
         self.video_backend = video_backend
+        self.chat_cache = ConversationCache(capacity=1)  # chat's last conversation (docs/regions.md)
 
     @property
     def config(self) -> ArtemisConfig:
@@ -247,14 +249,20 @@ class VideoPipeline:
         ``messages`` alternate ``{"role": "user", "content": ...}`` and ``{"role": "assistant", ...}``,
         ending with the user's new question. The first user message names the regions with ``<region>``
         (one per region, in order); later messages name them in words (region1, region2, ...). The
-        video and the region tokens are encoded once per call, in the first turn; the result's
-        ``messages`` is the conversation with the answer appended, ready for the next question.
+        video and the region tokens stand once, in the first turn; the result's ``messages`` is the
+        conversation with the answer appended, ready for the next question.
+
+        When ``messages`` continue the conversation of the previous ``chat`` call (same video, regions and
+        tracks; earlier turns and answers unchanged), generation starts from that call's KV cache
+        (:attr:`chat_cache`, one conversation kept) and only the new turn is prefilled.
         """
         with opened(video, backend=self.video_backend) as source:
             box_list, frames = self._resolve_regions(source, regions, box_format)
             tracks = self._region_tracks(source, box_list, frames, "xyxy", tracks, progress)
             key: int | list[int] = frames[0] if len(set(frames)) == 1 else frames
-            return chat(self.model, self.processor, source, tracks, messages, key, **generation)
+            return chat(
+                self.model, self.processor, source, tracks, messages, key, conversation=self.chat_cache, **generation
+            )
 
     @staticmethod
     def _resolve_regions(

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from artemis.errors import VideoError
-from artemis.model.generation import generate, stream
+from artemis.model.generation import ConversationCache, generate, stream
 from artemis.model.modeling import ArtemisForConditionalGeneration
 from artemis.model.processing import ArtemisProcessor
 from artemis.track import Track
@@ -224,13 +224,21 @@ def chat(
     tracks: Sequence[Track],
     messages: Sequence[Any],
     frame_index: KeyFrames,
+    *,
+    conversation: ConversationCache | None = None,
     **generation: Any,
 ) -> Description:
     """Answer the last user message of a conversation about the targets of ``tracks``, earlier turns kept.
 
     The video and every region's tokens stand once, in the first user turn (which names the regions with
-    ``<region>``); the whole conversation is encoded and generated in one call (no KV cache is kept between
-    calls). The returned description's ``messages`` is the conversation with the answer appended.
+    ``<region>``). The returned description's ``messages`` is the conversation with the answer appended.
+
+    Args:
+        conversation: a :class:`~artemis.model.generation.ConversationCache`: when this call continues the
+            conversation it last generated (same frames, tracks and model; the earlier turns and answer
+            unchanged), generation starts from its KV cache and the language model prefills only the new
+            turn; otherwise the whole conversation is encoded. None encodes it every call.
+        generation: ``generate`` keyword arguments (``max_new_tokens``, ``do_sample``, ...).
     """
     turns = conversation_turns(messages)
     check_tracks(tracks, frame_index)
@@ -244,7 +252,8 @@ def chat(
         region_frames=plan.region_frames.tolist(),
         region_visible=plan.region_visible.tolist(),
     )
-    description = answer_batch(model, processor, [(item, description)], **generation)[0]
+    batch = processor.collate([item], side="left")
+    description.text = generate(model, processor, batch, conversation=conversation, **generation)[0]
     description.messages = [
         {"role": "user" if i % 2 == 0 else "assistant", "content": text}
         for i, text in enumerate(text for turn in turns for text in turn if text is not None)
