@@ -5,8 +5,9 @@ own frame (``docs/regions.md``). A mask is turned into its tight box here, since
 region encoder start from a box.
 
 Masks (``Region(mask=..., frame=...)``) are a boolean ``(H, W)`` array, a PNG path (non-zero pixels are
-the mask) or a COCO RLE dict (``{"size": [H, W], "counts": ...}``, needs ``pycocotools``, which the
-``eval`` extra installs).
+the mask) or a COCO RLE dict (``{"size": [H, W], "counts": ...}``: uncompressed counts (a list) are read
+here, compressed ones (a string) need ``pycocotools``). :func:`mask_to_rle` writes the uncompressed form
+(SynthRef's ``key_frame_mask``).
 Bad masks are refused with a :class:`~artemis.errors.BoxError`: an empty mask, a mask whose size is not
 the video's, and a mask with several sizeable parts far apart (the user meant several objects: give one
 region per object). Small specks are kept in the tight box.
@@ -24,7 +25,7 @@ import numpy as np
 
 from artemis.errors import BoxError
 
-__all__ = ["MaskInput", "Region", "load_mask", "mask_box", "parse_region_arg"]
+__all__ = ["MaskInput", "Region", "load_mask", "mask_box", "mask_to_rle", "parse_region_arg"]
 
 MaskInput = np.ndarray | str | Path | Mapping[str, Any]
 
@@ -74,6 +75,8 @@ def load_mask(mask: MaskInput) -> np.ndarray:
         with Image.open(path) as image:
             array = np.asarray(image.convert("L"))
         return array > 0
+    if isinstance(mask, Mapping) and isinstance(mask.get("counts"), list):
+        return _decode_uncompressed_rle(mask)
     if isinstance(mask, Mapping):
         try:
             from pycocotools import mask as coco_mask
@@ -82,16 +85,42 @@ def load_mask(mask: MaskInput) -> np.ndarray:
                 "a COCO RLE mask needs pycocotools: pip install pycocotools (the eval extra brings it: pip "
                 "install 'artemis-video[eval]'), or pass the mask as a boolean array or a PNG"
             ) from None
-        rle = dict(mask)
-        if isinstance(rle.get("counts"), list):  # uncompressed RLE
-            rle = coco_mask.frPyObjects(rle, *rle["size"])
-        return np.asarray(coco_mask.decode(rle), dtype=bool)
+        return np.asarray(coco_mask.decode(dict(mask)), dtype=bool)
     array = np.asarray(mask)
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.ndim != 2:
         raise BoxError(f"a mask is a (H, W) array; got shape {array.shape}")
     return array.astype(bool)
+
+
+# COCO's uncompressed RLE is a list of run lengths over the mask in column-major order, starting with a
+# run of zeros. Reading and writing it is a few lines of numpy, so SynthRef and the readers of its masks
+# need no pycocotools (which only the compressed, string form needs).
+
+
+def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
+    """A (H, W) bool mask as an uncompressed COCO RLE dict ``{"size": [H, W], "counts": [...]}``."""
+    mask = np.asarray(mask, dtype=bool)
+    flat = mask.flatten(order="F").astype(np.int8)  # (H*W,) column-major
+    changes = np.flatnonzero(np.diff(np.concatenate([[0], flat, [1 - flat[-1] if flat.size else 0]])))
+    counts = np.diff(np.concatenate([[0], changes])).tolist()
+    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": [int(c) for c in counts]}
+
+
+def _decode_uncompressed_rle(rle: Mapping[str, Any]) -> np.ndarray:
+    size, counts = rle.get("size"), rle["counts"]
+    if not (isinstance(size, Sequence) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+        raise BoxError(f"RLE mask size {size!r} is not [height, width] of positive integers")
+    height, width = size
+    if not all(isinstance(c, int) and c >= 0 for c in counts) or sum(counts) != height * width:
+        raise BoxError(
+            f"RLE mask counts sum to {sum(c for c in counts if isinstance(c, int))} for a {height}x{width} mask; "
+            "an uncompressed COCO RLE has non-negative integer run lengths summing to height * width"
+        )
+    values = np.arange(len(counts)) % 2 == 1  # runs alternate 0, 1, 0, ...
+    flat = np.repeat(values, counts)  # (H*W,)
+    return flat.reshape((height, width), order="F")
 
 
 def mask_box(mask: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -53,6 +53,7 @@ from artemis.errors import AnnotationError, ArtemisError, BoxError, ConfigError,
 from artemis.model.configuration import ArtemisConfig
 from artemis.model.processing import ArtemisProcessor, EncodedText
 from artemis.prompts import DESCRIBE_QUESTIONS
+from artemis.regions import load_mask
 from artemis.video import VideoSource
 
 logger = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ class ReferringDataset(Dataset):
         tracker: str | None = None,
         max_region_candidates: int | None = None,
         key_frame_jitter: float = 0.0,
+        mask_prompts: float = 0.0,
         max_length: int | None = None,
         media_counts_as_one: bool = False,
         cache_dir: str | Path | None = None,
@@ -127,6 +129,12 @@ class ReferringDataset(Dataset):
         self.tracker = tracker
         self.max_region_candidates = max_region_candidates
         self.key_frame_jitter = float(key_frame_jitter)
+        if not 0.0 <= float(mask_prompts) <= 1.0:
+            raise ConfigError(
+                f"mask_prompts={mask_prompts!r}: it is a probability; use a value from 0 (always the box) to 1 "
+                "(the record's key-frame mask whenever it has one)"
+            )
+        self.mask_prompts = float(mask_prompts)
         self.max_length = max_length
         self.media_counts_as_one = bool(media_counts_as_one)
         self.skipped = list(skipped or [])
@@ -173,7 +181,7 @@ class ReferringDataset(Dataset):
                 split does not depend on where the data set is stored); None keeps all.
             bad_records: ``"raise"`` on a malformed record, or ``"skip"`` it (counted in ``skipped``).
             seed: base of every random choice.
-            options: ``tracker``, ``max_region_candidates``, ``key_frame_jitter``, ``max_length``,
+            options: ``tracker``, ``max_region_candidates``, ``key_frame_jitter``, ``mask_prompts``, ``max_length``,
                 ``media_counts_as_one``,
                 ``cache_dir``, ``model`` (see :class:`ReferringDataset`).
         """
@@ -273,25 +281,41 @@ class ReferringDataset(Dataset):
         if question is None:
             question = DESCRIBE_QUESTIONS[int(rng.integers(len(DESCRIBE_QUESTIONS)))]
         answer = sample.answer if sample.answer is not None else sample.caption
-        regions, keys = [], []
+        regions, keys, masks = [], [], []
+        views = entry.regions()
         with closing(self._open(entry)) as reader:
             if isinstance(reader, CachedVideo):
                 tracks = reader.tracks  # stored with the frames
             else:
-                tracks = [record_track(view, reader, self.tracker) for view in entry.regions()]
-            for boxes, visible, key_frame in tracks:  # (N, 4), (N,)
+                tracks = [record_track(view, reader, self.tracker) for view in views]
+            for view, (boxes, visible, key_frame) in zip(views, tracks, strict=True):  # (N, 4), (N,)
                 candidates = region_candidates(visible, key_frame, self.max_region_candidates)
+                own_key = key_frame
                 if self.key_frame_jitter > 0.0 and rng.random() < self.key_frame_jitter:
                     key_frame = jittered_key_frame(candidates, key_frame, rng)
+                masks.append(self._key_mask(view, key_frame == own_key, rng))
                 regions.append((boxes, candidates))
                 keys.append(int(key_frame))
             key: int | list[int] = keys[0] if len(set(keys)) == 1 else keys
-            item, plan = self.processor.referring_visuals(reader, regions, key, rng=rng, read_pixels=not self.features)
+            item, plan = self.processor.referring_visuals(
+                reader, regions, key, rng=rng, read_pixels=not self.features, key_masks=masks
+            )
             if self.features:
                 item["video_features"] = reader.video_features  # (N_v, C_v)
                 item["region_hidden_states"] = reader.region_hidden_states(plan.region_frames)  # L x (K, P, C_v)
         item.update(self._text(entry, self.processor.referring_text(question, len(regions), answer)))
         return item
+
+    def _key_mask(self, view: RecordEntry, on_own_key_frame: bool, rng: np.random.Generator) -> np.ndarray | None:
+        """The region's key-frame mask when this item gives it as a mask (``mask_prompts``), else None.
+
+        Drawn only for a record with a ``key_frame_mask`` whose key frame was kept, so the draws of every
+        other record (and of a dataset without ``mask_prompts``) are unchanged.
+        """
+        rle = view.sample.metadata.get("key_frame_mask")
+        if self.mask_prompts <= 0.0 or rle is None or not on_own_key_frame:
+            return None
+        return load_mask(rle) if rng.random() < self.mask_prompts else None
 
     def _conversation(self, entry: RecordEntry) -> dict[str, torch.Tensor]:
         image = entry.kind == "image" and self.config.image_tokens == "patches"  # the image's patch tokens

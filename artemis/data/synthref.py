@@ -330,6 +330,14 @@ def mask_box(mask: np.ndarray) -> Box | None:
     return (float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1))
 
 
+def visible_mask(scene: Scene, index: int, t: int) -> np.ndarray:
+    """Object ``index``'s pixels that show on frame ``t``: its mask minus the objects drawn over it. (H, W) bool"""
+    mask = draw_mask(scene.objects[index], t, scene.width, scene.height)
+    for above in scene.objects[index + 1 :]:  # later objects are drawn on top
+        mask &= ~draw_mask(above, t, scene.width, scene.height)
+    return mask
+
+
 def compute_tracks(scene: Scene) -> list[ObjectTrack]:
     """Per-object boxes, visibility and key frame, from masks drawn from the scene (not the video)."""
     n, t_count = len(scene.objects), scene.num_frames

@@ -5,7 +5,8 @@ Layout of ``OUT/<split>/``::
     videos/<split>_00000.mp4        mp4v, RGB frames written as BGR by OpenCV
     frames/<split>_00000/000000.png lossless frames (only with ``frame_folders``)
     manifest.json                   every video, every object's labels, boxes, visibility, key frame
-    videoref45k.json                one Artemis record per object (caption = its description)
+    videoref45k.json                one Artemis record per object (caption = its description), with the
+                                    object's visible pixels on its key frame (key_frame_mask, COCO RLE)
     videoref45k_attributes.json     three Artemis records per object: one short question and answer
     videoref45k_pairs.json          Artemis records about two objects (two regions per record): same
                                     colour/shape/direction? which is further left/up at the end, faster?
@@ -47,6 +48,7 @@ from artemis.data.synthref import (
     generate_scene,
     render_frames,
     seed_sequence,
+    visible_mask,
 )
 from artemis.data.synthref_text import (
     QUALIFIERS,
@@ -59,6 +61,7 @@ from artemis.data.synthref_text import (
 )
 from artemis.errors import VideoError
 from artemis.io import atomic_path, write_json_atomic
+from artemis.regions import mask_to_rle
 
 logger = logging.getLogger(__name__)
 
@@ -199,7 +202,11 @@ def generate_split(
                     question=question,
                     object_class=obj.shape,
                     base_dir=split_dir,
-                    metadata={"video_name": f"{scene.name}.mp4", "vid": scene.name},
+                    metadata={
+                        "video_name": f"{scene.name}.mp4",
+                        "vid": scene.name,
+                        "key_frame_mask": mask_to_rle(visible_mask(scene, k, track.key_frame_id)),
+                    },
                 )
             )
         # Its own stream too, so the attribute questions leave every other file unchanged.

@@ -63,7 +63,8 @@ def collate(
         ``input_ids``, ``attention_mask``, ``labels`` (B, L); when any item has a video,
         ``pixel_values`` (B, T_max, 3, S, S) and ``frame_mask`` (B, T_max); when any has regions,
         ``region_pixel_values`` (B, K, 3, S, S), ``region_boxes`` (B, R_max, K, 4), ``region_visible``
-        (B, R_max, K) and ``region_times`` (B, K). From a features cache ``video_features`` (B, N_v, C_v)
+        (B, R_max, K) and ``region_times`` (B, K); when any region is given as a mask, ``region_masks``
+        (B, R_max, S, S), NaN for the regions given as boxes. From a features cache ``video_features`` (B, N_v, C_v)
         and ``video_feature_mask`` (B,) replace the pixels and frame mask, and ``region_hidden_states`` (a
         tuple of (B, K, P, C_v), one per region level) replaces ``region_pixel_values``. When any item is
         an SOT clip, ``query_boxes`` (B, 4): its frame-1 box, NaN rows for the others. When any item is an
@@ -154,4 +155,12 @@ def _regions(items: Sequence[Item], count: int, shape: tuple[int, ...]) -> dict:
         visible[row, :own] = item["region_visible"]
         times[row] = item["region_times"]
     frames = {"region_hidden_states": tuple(levels)} if with_features else {"region_pixel_values": pixels}
-    return {**frames, "region_boxes": boxes, "region_visible": visible, "region_times": times}
+    out = {**frames, "region_boxes": boxes, "region_visible": visible, "region_times": times}
+    with_masks = [item for item in items if "region_masks" in item]
+    if with_masks:
+        masks = torch.full((batch, regions, *with_masks[0]["region_masks"].shape[1:]), float("nan"))  # (B, R, S, S)
+        for row, item in enumerate(items):
+            if "region_masks" in item:
+                masks[row, : len(item["region_masks"])] = item["region_masks"]
+        out["region_masks"] = masks
+    return out

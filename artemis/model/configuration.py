@@ -95,6 +95,11 @@ class ArtemisConfig(PreTrainedConfig):
             constant vector that carried no colour or shape. The tiny recipe uses ``"batch"``
             (docs/design.md).
         region_norm_groups: GroupNorm groups in the fuse module (64).
+        region_key_mask: a region given as a mask (``region_masks``) is encoded on the key frame from the
+            vision features inside its mask only: the key frame's patch features outside the mask are
+            zeroed before the fuse module and RoIAlign (not in the original, which takes boxes only; no
+            parameters). ``False`` (the default) encodes every region from its box; a mask then only gives
+            its tight box.
         roi_output_size / roi_sampling_ratio: RoIAlign settings (14, 2).
         roi_backend: ``"torchvision"`` (default, CPU and CUDA) or ``"mmcv"`` (when installed).
         box_embedding: ``"absolute"`` embeds the normalised box only (the original Artemis, needed to load
@@ -149,6 +154,7 @@ class ArtemisConfig(PreTrainedConfig):
     region_num_fuse: int = 5
     region_content_norm: bool | Literal["layer", "batch"] = False
     region_norm_groups: int = 64
+    region_key_mask: bool = False
     roi_output_size: int = 14
     roi_sampling_ratio: int = 2
     roi_backend: Literal["torchvision", "mmcv"] = "torchvision"

@@ -35,6 +35,7 @@ VISUAL_INPUTS = (
     "region_boxes",
     "region_visible",
     "region_times",
+    "region_masks",
 )
 
 
@@ -259,6 +260,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         boxes: torch.Tensor,
         visible: torch.Tensor | None,
         times: torch.Tensor | None,
+        masks: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """RoI tokens of every region frame, then the selector.
 
@@ -267,12 +269,13 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             boxes: (B, R, K, 4) normalised xyxy on the square input, key frame first.
             visible: (B, R, K) bool, or None for all visible.
             times: (B, K) normalised times of the region frames.
+            masks: (B, R, S, S) key-frame masks (NaN: the region is a box), or None.
 
         Returns:
             (B, R, 1 + k, D) tokens for each ``<region>``.
         """
         batch, regions, frames, _ = boxes.shape
-        tokens = self.region_encoder(hidden_states, boxes, times)  # (B, R, K, D)
+        tokens = self.region_encoder(hidden_states, boxes, times, masks)  # (B, R, K, D)
         flat_visible = None if visible is None else visible.reshape(batch * regions, frames)
         selected, _ = self.selector(tokens.reshape(batch * regions, frames, -1), flat_visible)
         return selected.reshape(batch, regions, selected.shape[1], -1)
@@ -290,6 +293,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         region_hidden_states: Sequence[torch.Tensor] | None = None,
         query_boxes: torch.Tensor | None = None,
         image_mask: torch.Tensor | None = None,
+        region_masks: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Video and region tokens of a batch, in placeholder order.
 
@@ -370,7 +374,8 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             if vis is not None:
                 vis = vis & torch.isfinite(boxes).all(-1)
             times = None if region_times is None else region_times[has_regions]
-            tokens = self.region_tokens(levels, safe_boxes.to(dtype), vis, times)  # (n, R, 1+k, D)
+            masks = None if region_masks is None else region_masks[has_regions]
+            tokens = self.region_tokens(levels, safe_boxes.to(dtype), vis, times, masks)  # (n, R, 1+k, D)
             region = tokens[region_ok].flatten(0, 1)
         return video, region
 
@@ -515,6 +520,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         region_hidden_states: Sequence[torch.Tensor] | None = None,
         query_boxes: torch.Tensor | None = None,
         image_mask: torch.Tensor | None = None,
+        region_masks: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
@@ -540,6 +546,8 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
                 which a selector with ``frame_select_query`` scores each frame's tokens against.
             image_mask: (B,) True for the samples whose media is one image, given as its patch tokens
                 (``config.image_tokens="patches"``; the prompt expands its ``<video>`` to ``num_image_tokens``).
+            region_masks: (B, R, S, S) each region's mask on its key frame, in [0, 1] on the square input,
+                NaN for a region given by its box; used with ``config.region_key_mask``.
             labels: (B, L) with -100 on positions that carry no loss.
         """
         if (input_ids is None) == (inputs_embeds is None):
@@ -555,7 +563,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         if input_ids is not None and not decoding:
             video, region = self.get_multimodal_features(
                 pixel_values, frame_mask, region_pixel_values, region_boxes, region_visible, region_times,
-                video_features, video_feature_mask, region_hidden_states, query_boxes, image_mask,
+                video_features, video_feature_mask, region_hidden_states, query_boxes, image_mask, region_masks,
             )  # fmt: skip
             inputs_embeds = self._scatter(input_ids, inputs_embeds, video, self.config.video_token_id, "<video>")
             inputs_embeds = self._scatter(input_ids, inputs_embeds, region, self.config.region_token_id, "<region>")

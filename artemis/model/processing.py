@@ -316,6 +316,7 @@ class ArtemisProcessor(ProcessorMixin):
         *,
         rng: np.random.Generator | None = None,
         read_pixels: bool = True,
+        key_masks: Sequence[np.ndarray | None] | None = None,
     ) -> tuple[dict[str, torch.Tensor], FramePlan]:
         """The visual tensors of one referring sample (no batch dimension) and its frame plan.
 
@@ -326,11 +327,27 @@ class ArtemisProcessor(ProcessorMixin):
                 frames of their own share one key slot frame: :func:`shared_key_frame`).
             rng: training-time jitter of the tracked frames.
             read_pixels: False reads no frame (for a caller with cached vision features).
+            key_masks: per region, its (H, W) bool mask on its own key frame, or None for a region given by
+                its box; adds ``region_masks`` (R, S, S), NaN rows for the boxes (used by a model with
+                ``region_key_mask``). A region whose own frame is not the shared key slot is given by its box.
         """
+        if key_masks is not None and len(key_masks) != len(regions):
+            raise ValueError(f"{len(key_masks)} key masks for {len(regions)} regions; give one or None per region")
         if not isinstance(key_frame, (int, np.integer)):
+            own_frames = [int(frame) for frame in key_frame]
             key_frame = shared_key_frame(regions, key_frame)
+            if key_masks is not None:
+                key_masks = [mask if f == key_frame else None for mask, f in zip(key_masks, own_frames, strict=True)]
         plan = self.plan(source.num_frames, source.width, source.height, key_frame, regions, rng)
         tensors = plan.tensors()
+        if key_masks is not None and any(mask is not None for mask in key_masks):
+            size = self.video_processor.image_size
+            tensors["region_masks"] = torch.stack(
+                [
+                    torch.full((size, size), float("nan")) if mask is None else self.video_processor.mask(mask)
+                    for mask in key_masks
+                ]
+            )  # (R, S, S)
         if read_pixels:
             tensors.update(read_plan_pixels(source, plan, self.video_processor))
         return tensors, plan
@@ -345,6 +362,7 @@ class ArtemisProcessor(ProcessorMixin):
         answer: str | None = None,
         rng: np.random.Generator | None = None,
         read_pixels: bool = True,
+        key_masks: Sequence[np.ndarray | None] | None = None,
     ) -> tuple[dict[str, torch.Tensor], FramePlan]:
         """One referring sample (Artemis layout) without a batch dimension, and its frame plan.
 
@@ -352,7 +370,9 @@ class ArtemisProcessor(ProcessorMixin):
         region and none, the question is asked about it as it is); ``answer`` is the training target (None
         leaves the prompt open for generation). See :meth:`referring_visuals` for the other arguments.
         """
-        item, plan = self.referring_visuals(source, regions, key_frame, rng=rng, read_pixels=read_pixels)
+        item, plan = self.referring_visuals(
+            source, regions, key_frame, rng=rng, read_pixels=read_pixels, key_masks=key_masks
+        )
         item.update(self._text_tensors(self.referring_text(question, len(regions), answer)))
         return item, plan
 

@@ -9,6 +9,11 @@ Steps, for F frames and B boxes per frame:
 3. RoIAlign each box on each level (``output_size``, ``sampling_ratio``, ``aligned=True``), a 3x3 conv per
    level, sum over levels, ReLU, flatten, Linear to ``region_hidden_size``;
 4. add a box position embedding (an MLP on the box), then a Linear to the LLM width.
+
+With ``config.region_key_mask`` a region given as a mask is encoded on its key frame from the features
+inside the mask: the key frame's patch maps are multiplied by the mask (its area-weighted coverage of each
+cell) before step 2, so neither the fuse module nor RoIAlign sees what lies outside it, such as another
+object inside the box.
 """
 
 from __future__ import annotations
@@ -167,23 +172,68 @@ class RegionEncoder(nn.Module):
         self.content_norm = _content_norm(config.region_content_norm, config.region_hidden_size)
         self.box_embedding = BoxEmbedding(config.box_embedding, config.region_hidden_size)
         self.out_proj = nn.Linear(config.region_hidden_size, config.text_config.hidden_size)
+        self.key_mask = bool(config.region_key_mask)
 
-    def feature_maps(self, hidden_states: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Patch tokens of each level (F, P, C) -> fused maps, finest (largest) first. L x (F, C, h_i, w_i)"""
+    def _masked_key_rois(
+        self,
+        hidden_states: list[torch.Tensor],
+        rois: torch.Tensor,
+        pooled: torch.Tensor,
+        masks: torch.Tensor,
+        frames: int,
+    ) -> torch.Tensor:
+        """``pooled`` with each masked region's key-frame RoI pooled from its own masked maps instead.
+
+        Each masked region gets its own copy of its key frame's maps (the maps are shared by the regions of
+        a frame, the masks are not). rois/pooled rows are frame-major: row ``(b * K + k) * R + r``.
+        """
+        regions = masks.shape[1]
+        has_mask = torch.isfinite(masks).flatten(2).all(-1)  # (B, R)
+        if not bool(has_mask.any()):
+            return pooled
+        sample, region = has_mask.nonzero(as_tuple=True)  # (n,), (n,)
+        key_frames = sample * frames  # row of each key frame among the B*K region frames
+        maps = self.feature_maps([level[key_frames] for level in hidden_states], masks[sample, region])
+        rows = key_frames * regions + region  # (n,) rows of those key-frame RoIs
+        own = torch.cat([torch.arange(len(rows), device=rois.device)[:, None].to(rois.dtype), rois[rows, 1:]], 1)
+        return pooled.index_copy(0, rows, self._pool(maps, own))
+
+    def feature_maps(self, hidden_states: list[torch.Tensor], masks: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Patch tokens of each level (F, P, C) -> fused maps, finest (largest) first. L x (F, C, h_i, w_i)
+
+        ``masks`` (F, S, S) in [0, 1] on the square model input, one per frame: each level's map is
+        multiplied by the mask's coverage of its cells before the fuse module.
+        """
         frames, patches, channels = hidden_states[0].shape
         side = round(patches**0.5)
         maps = []
         for level, tokens in enumerate(hidden_states):
             grid = tokens.transpose(1, 2).reshape(frames, channels, side, side)  # (F, C, side, side)
             scale = 2 ** (self.num_levels - 1 - level)
-            maps.append(F.interpolate(grid, size=(side * scale, side * scale), mode="bilinear", align_corners=True))
+            size = (side * scale, side * scale)
+            grid = F.interpolate(grid, size=size, mode="bilinear", align_corners=True)  # (F, C, h, w)
+            if masks is not None:
+                coverage = F.interpolate(masks[:, None].to(grid.dtype), size=size, mode="area")  # (F, 1, h, w)
+                grid = grid * coverage
+            maps.append(grid)
         return self.fuse(maps)
+
+    def _pool(self, maps: list[torch.Tensor], rois: torch.Tensor) -> torch.Tensor:
+        """RoIAlign ``rois`` (N, 5: map index, pixel xyxy) on every level, a conv per level, summed. (N, C, o, o)"""
+        roi_align = _roi_align_op(self.roi_backend)
+        pooled = 0
+        for conv, feature in zip(self.level_convs, maps, strict=True):
+            scale = feature.shape[-1] / self.image_size  # feature cells per input pixel
+            level = roi_align(feature, rois, self.output_size, scale, self.sampling_ratio, True)  # (N, C, o, o)
+            pooled = pooled + conv(level)
+        return pooled
 
     def forward(
         self,
         hidden_states: list[torch.Tensor],
         boxes: torch.Tensor,
         times: torch.Tensor | None = None,
+        masks: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Encode R boxes on each of the K region frames of B samples.
 
@@ -193,6 +243,8 @@ class RegionEncoder(nn.Module):
             boxes: (B, R, K, 4) normalised ``xyxy`` on the model's square input; frame 0 of K is the
                 key frame.
             times: (B, K) normalised time of each region frame (used by the relative box embedding).
+            masks: (B, R, S, S) each region's mask on the key frame, in [0, 1] on the square model input;
+                NaN for a region given by its box. Used only with ``config.region_key_mask``.
 
         Returns:
             (B, R, K, D) one LLM-width token per box.
@@ -202,12 +254,9 @@ class RegionEncoder(nn.Module):
         per_frame = boxes.permute(0, 2, 1, 3).reshape(-1, 4)  # (B*K*R, 4), frame-major
         frame_ids = torch.arange(batch * frames, device=boxes.device).repeat_interleave(regions)  # (B*K*R,)
         rois = torch.cat([frame_ids[:, None].to(maps[0].dtype), per_frame.to(maps[0].dtype) * self.image_size], 1)
-        roi_align = _roi_align_op(self.roi_backend)
-        pooled = 0
-        for conv, feature in zip(self.level_convs, maps, strict=True):
-            scale = feature.shape[-1] / self.image_size  # feature cells per input pixel
-            level = roi_align(feature, rois, self.output_size, scale, self.sampling_ratio, True)  # (N, C, o, o)
-            pooled = pooled + conv(level)
+        pooled = self._pool(maps, rois)  # (B*K*R, C, o, o)
+        if masks is not None and self.key_mask:
+            pooled = self._masked_key_rois(hidden_states, rois, pooled, masks, frames)
         tokens = self.content_norm(self.flatten_linear(F.relu(pooled).flatten(1)))  # (B*K*R, H_r)
         tokens = tokens.reshape(batch, frames, regions, -1).transpose(1, 2)  # (B, R, K, H_r)
         if times is not None:

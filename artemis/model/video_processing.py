@@ -58,6 +58,17 @@ class VideoProcessor:
         std = torch.tensor(self.image_std)[None, :, None, None]
         return (pixels - mean) / std
 
+    def mask(self, mask: np.ndarray) -> torch.Tensor:
+        """A (H, W) bool mask on a frame -> (S, S) float32 on the model input: padded and resized as the frame
+        is (the padding is outside the mask), each pixel the share of it the mask covers (area resize)."""
+        mask = np.asarray(mask, dtype=bool)
+        height, width = mask.shape
+        transform = self.transform_for(width, height)
+        canvas = np.zeros((transform.side, transform.side), dtype=np.float32)
+        canvas[transform.pad_y : transform.pad_y + height, transform.pad_x : transform.pad_x + width] = mask
+        size = self.image_size
+        return torch.from_numpy(cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA))
+
 
 def track_frame_indices(
     visible: np.ndarray,

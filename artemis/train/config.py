@@ -150,6 +150,9 @@ class DataSection:
         max_region_candidates / cache_dir / bad_records: passed to the dataset.
         key_frame_jitter: probability that a referring item's box is given on another frame where the
             target is visible instead of the record's key frame (0 to 1; 0 keeps the key frame).
+        mask_prompts: probability that a referring item whose record has a ``key_frame_mask`` gives the
+            target as that mask instead of its box (0 to 1; 0, the default, always the box). The mask reaches
+            the region encoder of a model with ``region_key_mask``; only on the record's own key frame.
         sot_box_jitter: largest move of each edge of the box an SOT prompt gives, as a fraction of the
             box's size (0 to 0.5; 0, the default, gives the exact first-frame box).
         seed: seed of the dataset's random draws (jitter, paraphrases, mixing).
@@ -166,6 +169,7 @@ class DataSection:
     tracker: str | None = None
     max_region_candidates: int | None = None
     key_frame_jitter: float = 0.0
+    mask_prompts: float = 0.0
     sot_box_jitter: float = 0.0
     cache_dir: str | None = None
     bad_records: str = "raise"
@@ -296,12 +300,13 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError("nothing trains: enable at least one of train.projector, llm, region_encoder, vision_tower")
     if not config.data.files:
         raise ConfigError("data.files is empty: list the annotation files to train on")
-    jitter = config.data.key_frame_jitter
-    if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not 0 <= jitter <= 1:
-        raise ConfigError(
-            f"data.key_frame_jitter={jitter!r}: it is a probability; use a number from 0 "
-            "(always the record's key frame) to 1 (always another visible frame)"
-        )
+    for name, meaning in (
+        ("key_frame_jitter", "(always the record's key frame) to 1 (always another visible frame)"),
+        ("mask_prompts", "(always the box) to 1 (the key-frame mask whenever the record has one)"),
+    ):
+        value = getattr(config.data, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ConfigError(f"data.{name}={value!r}: it is a probability; use a number from 0 {meaning}")
     for name, files in (("files", config.data.files), ("eval_files", config.data.eval_files)):
         for i, entry in enumerate(files):
             if entry.task is not None and entry.task not in DATA_TASKS:

@@ -262,6 +262,7 @@ def _datasets(config: TrainConfig, processor: Any, model: Any) -> tuple[Any, Any
         "tracker": data.tracker,
         "max_region_candidates": data.max_region_candidates,
         "key_frame_jitter": data.key_frame_jitter,
+        "mask_prompts": data.mask_prompts,
         "max_length": data.max_length,
         "media_counts_as_one": data.media_counts_as_one,
         "cache_dir": data.cache_dir,

@@ -31,6 +31,18 @@ The question names the regions with one ``<region>`` each. Such a record reads i
 and ``objects`` (SynthRef's pair kind and object indices) are kept in the metadata and written back. A
 record whose ``key_frame_id`` is not a list is read exactly as before.
 
+**Conversations** (artemis' own optional field; SynthRef's ``videoref45k_chat.json``): ``conversations``,
+LLaVA-style turns ``[{"from": "human", "value": ...}, {"from": "gpt", "value": ...}, ...]`` about the
+record's regions, human first and each human turn answered. The first human turn names the regions with
+``<region>`` and later ones name them in words (no ``<region>`` or ``<video>``); ``question`` and
+``caption``, when given, must be the first turn, so a reader that knows only them trains on that turn. Read
+into ``RefSample.conversations`` and written back (``docs/regions.md``, "Conversations").
+
+**Key-frame masks** (artemis' own optional field, which SynthRef writes): ``key_frame_mask``, the target's
+visible pixels on the key frame as a COCO RLE dict (``{"size": [H, W], "counts": [...]}``); kept in the
+metadata (checked: the frame's size, not empty) and written back. ``data.mask_prompts`` trains with it
+(``docs/regions.md``).
+
 VideoRef45K has no visibility field: a frame is written with its box exactly when the target is visible,
 so a fully hidden target (SynthRef occlusion) is written as ``[]``. Pixel values are written as they are
 (integers without ``.0``), so ``internal -> videoref45k -> internal`` is exact for visible frames.
@@ -51,7 +63,9 @@ from artemis.data.formats._common import (
     require,
 )
 from artemis.data.records import RefSample, RegionTrack, record_error
+from artemis.errors import BoxError
 from artemis.io import write_json_atomic
+from artemis.regions import load_mask
 
 NAME = "videoref45k"
 HAS_BOXES = True
@@ -87,6 +101,8 @@ def parse_record(record: dict[str, Any], path: Path, index: int) -> RefSample:
     for name in ("clip_path", "id"):
         if name in record:
             metadata[name] = record[name]
+    if "key_frame_mask" in record:
+        metadata["key_frame_mask"] = _key_frame_mask(record["key_frame_mask"], width, height, path, index)
     if names and isinstance(key_frame_id, int):
         raise record_error(
             path, index, "key_frame_id", "expected str: frame_id holds file names, so the key frame is one"
@@ -125,6 +141,7 @@ def parse_record(record: dict[str, Any], path: Path, index: int) -> RefSample:
         question=question,
         base_dir=path.parent,
         metadata=metadata,
+        conversations=_conversations(record, question, caption, path, index),
     )
     sample.check(path, index)
     return sample
@@ -200,9 +217,57 @@ def _parse_regions(record: dict[str, Any], path: Path, index: int) -> RefSample:
         base_dir=path.parent,
         metadata=metadata,
         other_regions=regions[1:],
+        conversations=_conversations(record, question, caption, path, index),
     )
     sample.check(path, index)
     return sample
+
+
+def _key_frame_mask(value: Any, width: int | None, height: int | None, path: Path, index: int) -> dict[str, Any]:
+    """The optional ``key_frame_mask`` (artemis' own field): the target's pixels on the key frame, as a COCO
+    RLE dict of the frame's size. Checked here (decoded once), kept as given."""
+    try:
+        mask = load_mask(value) if isinstance(value, dict) else None
+    except BoxError as error:
+        raise record_error(path, index, "key_frame_mask", str(error)) from None
+    if mask is None:
+        raise record_error(path, index, "key_frame_mask", f"{type(value).__name__}; expected a COCO RLE dict")
+    if width is not None and mask.shape != (height, width):
+        raise record_error(
+            path, index, "key_frame_mask", f"size {list(mask.shape)} (HxW) is not the frame's {[height, width]}"
+        )
+    if not mask.any():
+        raise record_error(path, index, "key_frame_mask", "the mask is empty; drop the field or mark the target")
+    return value
+
+
+def _conversations(
+    record: dict[str, Any], question: str | None, caption: str, path: Path, index: int
+) -> list[dict[str, str]] | None:
+    """The optional ``conversations`` of a multi-turn record, checked (see the module docstring)."""
+    turns = optional(record, "conversations", list, path, index)
+    if turns is None:
+        return None
+    if not turns or len(turns) % 2:
+        raise record_error(
+            path, index, "conversations", f"{len(turns)} turns; expected human and gpt turns in pairs, at least one"
+        )
+    for position, turn in enumerate(turns):
+        role = "human" if position % 2 == 0 else "gpt"
+        if not isinstance(turn, dict) or turn.get("from") != role or not isinstance(turn.get("value"), str):
+            raise record_error(
+                path, index, f"conversations[{position}]", f"{turn!r}; expected {{'from': '{role}', 'value': str}}"
+            )
+        if position > 1 and role == "human" and ("<region>" in turn["value"] or "<video>" in turn["value"]):
+            raise record_error(
+                path, index, f"conversations[{position}]", "only the first human turn names the regions with "
+                "<region> (and holds no <video>); later turns name them in words (it, region1, region2, ...)",
+            )  # fmt: skip
+    if (question is not None and question != turns[0]["value"]) or caption != turns[1]["value"]:
+        raise record_error(
+            path, index, "conversations", "the first turn differs from question/caption; they must be the first turn"
+        )
+    return [{"from": turn["from"], "value": turn["value"]} for turn in turns]
 
 
 def _frame_size(record: dict[str, Any], path: Path, index: int) -> tuple[int | None, int | None]:
@@ -287,6 +352,8 @@ def to_record(sample: RefSample, out_dir: Path) -> dict[str, Any]:
     }
     if sample.question is not None:
         record["question"] = sample.question
+    if sample.conversations:
+        record["conversations"] = sample.conversations
     if sample.other_regions:
         return _regions_record(sample, record, track, video, out_dir)
     key_index = sample.key_index
@@ -303,6 +370,8 @@ def to_record(sample: RefSample, out_dir: Path) -> dict[str, Any]:
     )
     if "clip_path" in sample.metadata:
         record["clip_path"] = sample.metadata["clip_path"]
+    if "key_frame_mask" in sample.metadata:
+        record["key_frame_mask"] = sample.metadata["key_frame_mask"]
     if sample.width is not None and sample.height is not None:
         record["frame_size"] = [sample.width, sample.height]
     return record
