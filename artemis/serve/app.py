@@ -30,6 +30,7 @@ from artemis.errors import ArtemisError
 from artemis.serve.chat import ChatRequest, completion, completion_chunk, new_id, read_question
 from artemis.serve.errors import ServeError, error_body, from_artemis, install_handlers
 from artemis.serve.limits import Admission, BodyLimit, Job, limit_malloc_arenas
+from artemis.serve.regions import MASK_FIELD, RegionSpec, read_regions
 from artemis.serve.service import LockedStream, ModelService
 from artemis.serve.settings import ServeSettings
 from artemis.serve.uploads import Form, RequestFolder, read_form, save_data_url
@@ -49,6 +50,13 @@ def _form_schema(properties: dict[str, dict[str, Any]], required: list[str]) -> 
 VIDEO = {"type": "string", "format": "binary", "description": "the video file"}
 BOX = {"type": "string", "example": "100,60,220,200", "description": "x1,y1,x2,y2 in pixels of `frame`"}
 FRAME = {"type": "integer", "default": 0, "description": "0-based frame the box is on"}
+REGIONS = {
+    "type": "string",
+    "example": '[{"box": [100, 60, 220, 200], "frame": 5}, {"mask": "mask1", "frame": 20}]',
+    "description": "JSON list, one region per <region> of the question, in order: {'box': [x1, y1, x2, y2], "
+    "'frame': N} or {'mask': <a mask file field's name, or a COCO RLE {'size': [H, W], 'counts': ...}>, 'frame': N}",
+}
+MASK = {"type": "string", "format": "binary", "description": "a mask PNG (non-zero pixels) of the video's size"}
 
 
 class Server:
@@ -74,6 +82,10 @@ class Server:
                     raise from_artemis(error, folder.renames()) from None
         finally:
             ticket.release()
+
+    def regions_result(self, description: Description) -> dict[str, Any]:
+        """``/v1/ask``'s answer: the description with every region's track."""
+        return {**description.to_dict(), "model": self.service.name}
 
     def result(self, description: Description) -> dict[str, Any]:
         return {
@@ -257,6 +269,35 @@ def create_app(settings: ServeSettings | None = None, service: ModelService | No
         )
 
     @app.post(
+        "/v1/ask",
+        summary="Answer a question about several regions, each a box or a mask on a frame of its own",
+        openapi_extra=_form_schema(
+            {
+                "video": VIDEO,
+                "regions": REGIONS,
+                "question": {"type": "string", "example": "Is <region> left of <region>?"},
+                "mask1": MASK,
+                "max_new_tokens": {"type": "integer", "minimum": 1, "maximum": 1024},
+                "stream": {"type": "boolean", "default": False},
+            },
+            ["video", "regions", "question"],
+        ),
+    )
+    async def ask(request: Request) -> Any:
+        async with server.request() as (job, folder):
+            form = await read_form(request, folder, {"video"}, MASK_FIELD)
+            video, regions = form.file("video"), read_regions(form.text("regions"), form.files)
+            args = (video.path, regions, form.text("question"), form.integer("max_new_tokens", None, low=1, high=1024))
+            job.start()
+            if not form.flag("stream"):
+                description = await job.run(service.ask, *args)
+                return JSONResponse(server.regions_result(description))
+            stream = await job.run(lambda: service.ask(*args, stream=True), discard=LockedStream.close)
+        return stream_response(
+            job, stream, lambda text: {"text": text}, lambda description: [server.regions_result(description)]
+        )
+
+    @app.post(
         "/v1/ground",
         summary="Find and track the target an expression names (models trained to write boxes)",
         openapi_extra=_form_schema(
@@ -272,7 +313,10 @@ def create_app(settings: ServeSettings | None = None, service: ModelService | No
             result = await job.run(service.ground, video.path, expression)
         return JSONResponse(result.to_json())
 
-    @app.post("/v1/chat/completions", summary="OpenAI chat completions: a video_url part, box parts, <region> text")
+    @app.post(
+        "/v1/chat/completions",
+        summary="OpenAI chat completions: a video_url part, box and mask parts, <region> text; conversations",
+    )
     async def chat(body: ChatRequest) -> Any:
         if body.model != service.name:
             raise ServeError(
@@ -283,8 +327,19 @@ def create_app(settings: ServeSettings | None = None, service: ModelService | No
         completion_id = new_id()
         async with server.request() as (job, folder):
             video = save_data_url(question.video_url, folder, f"content part {question.video_part} (video_url)")
-            args = (video.path, question.boxes, question.text, question.frame, max_new_tokens)
+
+            def mask_file(spec: RegionSpec, url: str) -> Path:
+                return save_data_url(url, folder, spec.where, kind="mask").path
+
+            regions = [spec.region(mask_file) for spec in question.regions]
             job.start()
+            if len(question.messages) > 1:  # a conversation: answered whole (chat does not stream)
+                args = (video.path, regions, question.messages, max_new_tokens)
+                description = await job.run(service.chat, *args)
+                if not body.stream:
+                    return JSONResponse(completion(completion_id, service.name, description.text))
+                return _chunks_response(completion_id, service.name, description.text)
+            args = (video.path, regions, question.text, max_new_tokens)
             if not body.stream:
                 description = await job.run(service.ask, *args)
                 return JSONResponse(completion(completion_id, service.name, description.text))
@@ -321,6 +376,14 @@ def _describe_args(form: Form) -> tuple[Any, ...]:
     video, box, frame = form.file("video"), form.text("box"), form.integer("frame", 0)
     question = form.optional("question")
     return video.path, box, frame, question, form.integer("max_new_tokens", None, low=1, high=1024)
+
+
+def _chunks_response(completion_id: str, model: str, text: str) -> StreamingResponse:
+    """A whole answer as the chunks of a stream: the role, the text, the stop, ``[DONE]``."""
+    deltas = [({"role": "assistant", "content": ""}, None), ({"content": text}, None), ({}, "stop")]
+    events = [_sse(completion_chunk(completion_id, model, delta, finish)) for delta, finish in deltas]
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(iter([*events, _sse("[DONE]")]), media_type="text/event-stream", headers=headers)
 
 
 async def _prepend(first: str, rest: AsyncIterator[str]) -> AsyncIterator[str]:

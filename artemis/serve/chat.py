@@ -1,14 +1,17 @@
-"""The OpenAI chat-completions format: requests read into one referring question, answers written back.
+"""The OpenAI chat-completions format: requests read into a referring question or conversation, answers
+written back.
 
-The last ``user`` message carries the request: ``text`` parts (joined) with one ``<region>`` per box,
-one ``video_url`` part with a ``data:`` URL, and ``box`` parts ``{"type": "box", "box": [x1, y1, x2, y2],
-"frame": N}`` in the order of the ``<region>`` placeholders. Earlier turns are not used (the model answers
-one question at a time).
+The last ``user`` message with a ``video_url`` part carries the video and the regions: ``text`` parts
+(joined) naming the regions with one ``<region>`` each, one ``video_url`` part with a ``data:`` URL, and
+``box`` parts ``{"type": "box", "box": [x1, y1, x2, y2], "frame": N}`` and ``mask`` parts
+``{"type": "mask", "mask": <COCO RLE> | "data:image/png;base64,...", "frame": N}`` in the order of the
+``<region>`` placeholders, each on a frame of its own. The messages after it (assistant answers and user
+questions, text only, naming the regions in words: region1, region2, ...) continue the conversation;
+messages before it and ``system`` messages are not used.
 """
 
 from __future__ import annotations
 
-import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -18,10 +21,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from artemis.prompts import REGION_TOKEN
 from artemis.serve.errors import ServeError
+from artemis.serve.regions import MAX_REGIONS, RegionSpec, parse_region
 
 __all__ = ["ChatQuestion", "ChatRequest", "completion", "completion_chunk", "read_question"]
 
-PART_TYPES = ("text", "video_url", "box")
+PART_TYPES = ("text", "video_url", "box", "mask")
+IGNORED_ROLES = ("system", "developer")
 
 
 class ChatRequest(BaseModel):
@@ -30,7 +35,9 @@ class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     model: str = Field(description="the served model's id (GET /v1/models)")
-    messages: list[dict[str, Any]] = Field(description="chat messages; the last user message holds the request")
+    messages: list[dict[str, Any]] = Field(
+        description="chat messages; the last user message with a video_url part holds the video and the regions"
+    )
     stream: bool = False
     max_tokens: int | None = Field(default=None, ge=1, le=1024, description="maps to max_new_tokens")
     max_completion_tokens: int | None = Field(default=None, ge=1, le=1024, description="same as max_tokens")
@@ -39,47 +46,51 @@ class ChatRequest(BaseModel):
 
 @dataclass
 class ChatQuestion:
-    """What a chat request asks: the text, the video's data URL and the boxes, on one frame."""
+    """What a chat request asks: the video's data URL, the regions, and the conversation from the message
+    that carries them on (``messages``: user and assistant turns as text, the user's new question last;
+    ``text`` is the first one's text, which names the regions)."""
 
     text: str
     video_url: str
     video_part: int
-    boxes: list[list[float]] = field(default_factory=list)
-    frame: int = 0
+    regions: list[RegionSpec] = field(default_factory=list)
+    messages: list[dict[str, str]] = field(default_factory=list)
 
 
 def _part_error(index: int, kind: str, problem: str) -> ServeError:
     return ServeError(400, f"content part {index} ({kind}): {problem}")
 
 
-def _read_box(index: int, part: dict[str, Any]) -> tuple[list[float], int]:
-    box = part.get("box")
-    if (
-        not isinstance(box, list)
-        or len(box) != 4
-        or not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in box)
-    ):
-        raise _part_error(index, "box", f"'box' must be 4 numbers [x1, y1, x2, y2] in pixels, got {box!r}"[:200])
-    frame = part.get("frame", 0)
-    if not isinstance(frame, int) or isinstance(frame, bool) or frame < 0:
-        raise _part_error(index, "box", f"'frame' must be a frame index (an integer >= 0), got {frame!r}"[:200])
-    return [float(v) for v in box], frame
+def _has_video(message: Any) -> bool:
+    content = message.get("content") if isinstance(message, dict) else None
+    return isinstance(content, list) and any(isinstance(p, dict) and p.get("type") == "video_url" for p in content)
 
 
-def read_question(request: ChatRequest) -> ChatQuestion:
-    """The question of the last user message; 400 naming the part for anything malformed or unknown."""
-    users = [message for message in request.messages if isinstance(message, dict) and message.get("role") == "user"]
-    if not users:
-        raise ServeError(400, "messages has no user message; send the video, the box and the question as one")
-    content = users[-1].get("content")
-    if isinstance(content, str) or not isinstance(content, list):
-        raise ServeError(
-            400,
-            "the last user message must be a list of content parts: text, video_url (a data: URL) and box parts",
-        )
+def _text_of(message: dict[str, Any], number: int) -> str:
+    """A later message's text: a string, or text parts only (the video and regions stand once)."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content.strip()
+    if isinstance(content, list):
+        texts = []
+        for index, part in enumerate(content):
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise ServeError(
+                    400,
+                    f"message {number}, content part {index} ({str(kind)[:40]}): after the message with the video "
+                    "only text is taken; the video and the regions go in one user message",
+                )
+            texts.append(part["text"].strip())
+        return " ".join(text for text in texts if text)
+    raise ServeError(400, f"message {number} has no text content; give a string or text parts")
+
+
+def _read_parts(content: list[Any]) -> tuple[str, tuple[int, str], list[RegionSpec]]:
+    """The text, the video part and the region parts of the message that carries the video."""
     texts: list[str] = []
     video: tuple[int, str] | None = None
-    boxes: list[tuple[list[float], int]] = []
+    regions: list[RegionSpec] = []
     for index, part in enumerate(content):
         if not isinstance(part, dict) or not isinstance(part.get("type"), str):
             raise ServeError(400, f"content part {index} is not an object with a 'type'")
@@ -96,29 +107,58 @@ def read_question(request: ChatRequest) -> ChatQuestion:
             if video is not None:
                 raise _part_error(index, kind, f"a second video (part {video[0]} is one); send one video")
             video = (index, url)
-        elif kind == "box":
-            boxes.append(_read_box(index, part))
+        elif kind in ("box", "mask"):
+            if kind not in part:
+                wanted = "[x1, y1, x2, y2] in pixels" if kind == "box" else "a COCO RLE or a data:image/png URL"
+                raise _part_error(index, kind, f"a {kind} part needs {kind!r}: {wanted}")
+            regions.append(parse_region(part, f"content part {index} ({kind})", ignore=("type",)))
         else:
             shown = kind[:40]
             raise ServeError(
                 400, f"content part {index} has unknown type {shown!r}; expected one of {', '.join(PART_TYPES)}"
             )
-    if video is None:
-        raise ServeError(400, "the last user message has no video_url part; add the video as a data: URL")
-    if not boxes:
-        raise ServeError(400, "the last user message has no box part; add {'type': 'box', 'box': [...], 'frame': N}")
-    text = " ".join(part.strip() for part in texts if part.strip())
-    if not text:
-        raise ServeError(400, "the last user message has no text; ask a question naming the target <region>")
-    regions = text.count(REGION_TOKEN)
-    if regions != len(boxes) and not (regions == 0 and len(boxes) == 1):
+    assert video is not None
+    return " ".join(part.strip() for part in texts if part.strip()), video, regions
+
+
+def read_question(request: ChatRequest) -> ChatQuestion:
+    """The video, the regions and the conversation; 400 naming the part for anything malformed or unknown."""
+    messages = [m for m in request.messages if not (isinstance(m, dict) and m.get("role") in IGNORED_ROLES)]
+    users = [message for message in messages if isinstance(message, dict) and message.get("role") == "user"]
+    if not users:
+        raise ServeError(400, "messages has no user message; send the video, the regions and the question as one")
+    anchors = [i for i, message in enumerate(messages) if _has_video(message) and message.get("role") == "user"]
+    if not anchors:
+        if isinstance(users[-1].get("content"), list):
+            raise ServeError(400, "no user message has a video_url part; add the video as a data: URL")
         raise ServeError(
-            400, f"the text has {regions} {REGION_TOKEN} placeholders for {len(boxes)} box parts; give one box each"
+            400,
+            "the user message must be a list of content parts: text, video_url (a data: URL) and box or mask parts",
         )
-    frames = sorted({frame for _, frame in boxes})
-    if len(frames) > 1:
-        raise ServeError(400, f"the boxes are on frames {frames}; all boxes must be on one frame for now")
-    return ChatQuestion(text, video[1], video[0], [box for box, _ in boxes], frames[0])
+    anchor = anchors[-1]
+    text, video, regions = _read_parts(messages[anchor]["content"])
+    if not regions:
+        raise ServeError(
+            400, "the message with the video has no box or mask part; add {'type': 'box', 'box': [...], 'frame': N}"
+        )
+    if len(regions) > MAX_REGIONS:
+        raise ServeError(400, f"{len(regions)} box and mask parts; this server takes at most {MAX_REGIONS} regions")
+    if not text:
+        raise ServeError(400, "the message with the video has no text; ask a question naming the target <region>")
+    count = text.count(REGION_TOKEN)
+    if count != len(regions) and not (count == 0 and len(regions) == 1):
+        raise ServeError(
+            400,
+            f"the text has {count} {REGION_TOKEN} placeholders for {len(regions)} box and mask parts; give one "
+            "region part per placeholder, in order",
+        )
+    conversation = [{"role": "user", "content": text}]
+    for number, message in enumerate(messages[anchor + 1 :], anchor + 1):
+        role = message.get("role") if isinstance(message, dict) else None
+        if role not in ("user", "assistant"):
+            raise ServeError(400, f"message {number} has role {str(role)[:20]!r}; expected user or assistant")
+        conversation.append({"role": role, "content": _text_of(message, number)})
+    return ChatQuestion(text, video[1], video[0], regions, conversation)
 
 
 def _envelope(kind: str, completion_id: str, model: str) -> dict[str, Any]:

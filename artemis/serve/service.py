@@ -15,15 +15,19 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
+
 from artemis.api import ArtemisModel
-from artemis.boxes import parse_box_arg
-from artemis.errors import ArtemisError
+from artemis.boxes import parse_box_arg, validate_box
+from artemis.errors import ArtemisError, BoxError, VideoError
 from artemis.model.loading import DEFAULT_MODEL, ModelCard
+from artemis.prompts import DESCRIBE_QUESTIONS, REGION_TOKEN
+from artemis.regions import MaskInput, Region, load_mask, mask_box
 from artemis.tasks.box_output import require_task
 from artemis.tasks.referring import Description, DescriptionStream
 from artemis.track import Track
@@ -31,7 +35,16 @@ from artemis.video import opened
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BoxLike", "LimitError", "LockedStream", "ModelService", "ModelThread"]
+__all__ = [
+    "BoxLike",
+    "LimitError",
+    "LockedStream",
+    "ModelService",
+    "ModelThread",
+    "QuestionError",
+    "check_question",
+    "read_mask",
+]
 
 BoxLike = str | Sequence[float]
 T = TypeVar("T")
@@ -39,6 +52,10 @@ T = TypeVar("T")
 
 class LimitError(ArtemisError, ValueError):
     """An input is larger than the server accepts (too many frames, too large an upload)."""
+
+
+class QuestionError(ArtemisError, ValueError):
+    """A question that does not name its regions: one ``<region>`` per region, in the order given."""
 
 
 class LockedStream:
@@ -123,6 +140,58 @@ def as_box(box: BoxLike) -> tuple[float, float, float, float]:
     return values  # type: ignore[return-value]
 
 
+def check_question(question: str | None, num_regions: int) -> str:
+    """The question to ask about ``num_regions`` regions: one ``<region>`` each, or none for one region
+    (asked about it as it is); no question about one region asks for a description.
+
+    Raises:
+        QuestionError: the placeholders do not match the regions, or several regions have no question.
+    """
+    if question is None or not question.strip():
+        if num_regions == 1:
+            return DESCRIBE_QUESTIONS[0]
+        raise QuestionError(
+            f"no question about the {num_regions} regions; ask one that names each with {REGION_TOKEN}, in "
+            f"order, e.g. 'Is {REGION_TOKEN} left of {REGION_TOKEN}?'"
+        )
+    count = question.count(REGION_TOKEN)
+    if count != num_regions and not (count == 0 and num_regions == 1):
+        raise QuestionError(
+            f"the question names {count} {REGION_TOKEN} placeholder{'s' * (count != 1)} for {num_regions} "
+            f"region{'s' * (num_regions != 1)}; name each region once with {REGION_TOKEN}, in the order given"
+        )
+    return question.strip()
+
+
+def read_mask(mask: MaskInput, width: int, height: int) -> np.ndarray:
+    """A region's mask as a boolean ``(height, width)`` array; a file's or a RLE's size is checked before
+    it is decoded, so a huge or non-image upload costs nothing.
+
+    Raises:
+        BoxError: not an image, not the video's frame size, empty, or several objects far apart.
+    """
+    if isinstance(mask, (str, Path)):
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(mask) as image:
+                size = image.size
+        except (UnidentifiedImageError, OSError):
+            raise BoxError(f"mask {mask} is not an image; send a PNG whose non-zero pixels mark the target") from None
+    elif isinstance(mask, Mapping):
+        size = tuple(reversed(mask.get("size", ())))
+    else:
+        size = tuple(reversed(np.shape(mask)[:2]))
+    if size != (width, height):
+        shown = "x".join(str(v) for v in size)
+        raise BoxError(
+            f"the mask is {shown} (WxH) but the video is {width}x{height}; give a mask of the video's frame size"
+        )
+    array = load_mask(mask)
+    mask_box(array, width, height)  # empty, or several objects far apart
+    return array
+
+
 class ModelService:
     """One model behind a lock, with the verbs the server and the demo use.
 
@@ -190,7 +259,7 @@ class ModelService:
         max_new_tokens: int | None = None,
     ) -> Description:
         """Describe the target in ``box`` (or answer ``question`` about it, naming it ``<region>``)."""
-        return self.ask(video_path, [box], question, frame, max_new_tokens)  # type: ignore[return-value]
+        return self.ask(video_path, [Region(box=as_box(box), frame=frame)], question, max_new_tokens)  # type: ignore[return-value]
 
     def describe_stream(
         self,
@@ -204,32 +273,64 @@ class ModelService:
 
         The returned stream holds the model until its last piece is read or it is closed.
         """
-        return self.ask(video_path, [box], question, frame, max_new_tokens, stream=True)  # type: ignore[return-value]
+        region = Region(box=as_box(box), frame=frame)
+        return self.ask(video_path, [region], question, max_new_tokens, stream=True)  # type: ignore[return-value]
+
+    def check_regions(self, video_path: str | Path, regions: Sequence[Region]) -> list[Region]:
+        """``regions`` checked against the video before the model is taken: each frame within the video,
+        each box on its frame, each mask of the frame's size, not empty, one object (masks are read here,
+        once, and handed on as arrays). Messages name the region (``region 2 (mask on frame 30): ...``)
+        when there are several, or it is a mask.
+
+        Raises:
+            VideoError / LimitError: the video (:meth:`check_video`) or a frame past its end.
+            BoxError: a bad box or mask.
+        """
+        num_frames, _, width, height = self.check_video(video_path)
+        if not regions:
+            raise BoxError("no region given; give at least one box or mask, each on its frame")
+        checked = []
+        for number, region in enumerate(regions, 1):
+            try:
+                if not 0 <= region.frame < num_frames:
+                    raise VideoError(
+                        f"frame {region.frame} is past the end of {video_path} ({num_frames} frames); give a "
+                        f"frame in 0..{num_frames - 1}"
+                    )
+                if region.mask is None:
+                    validate_box(region.box, width, height, frame_index=int(region.frame))  # type: ignore[arg-type]
+                    checked.append(region)
+                else:
+                    checked.append(Region(mask=read_mask(region.mask, width, height), frame=region.frame))
+            except ArtemisError as error:
+                if len(regions) == 1 and region.mask is None:
+                    raise
+                name = "box" if region.mask is None else "mask"
+                raise type(error)(f"region {number} ({name} on frame {region.frame}): {error}") from None
+        return checked
 
     def ask(
         self,
         video_path: str | Path,
-        boxes: Sequence[BoxLike],
-        question: str | None,
-        frame: int = 0,
+        regions: Sequence[Region],
+        question: str | None = None,
         max_new_tokens: int | None = None,
         *,
         stream: bool = False,
     ) -> Description | LockedStream:
-        """Answer ``question`` about several targets, all given on ``frame``, one ``<region>`` per box."""
-        self.check_video(video_path)
-        box_list = [as_box(box) for box in boxes]
+        """Answer ``question`` about ``regions`` (boxes or masks, each on a frame of its own), one
+        ``<region>`` per region in order; no question about one region asks for a description.
+
+        With ``stream=True`` the result is a :class:`LockedStream`, which holds the model until read.
+        """
+        checked = self.check_regions(video_path, regions)
+        question = check_question(question, len(checked))
         generation: dict[str, Any] = {} if max_new_tokens is None else {"max_new_tokens": max_new_tokens}
         self._lock.acquire()
         try:
-            if len(box_list) == 1:
-                result = self._thread.run(
-                    self.model.describe, video_path, box_list[0], frame, question, stream=stream, **generation
-                )
-            else:
-                result = self._thread.run(
-                    self.model.ask, video_path, box_list, question or "", frame, stream=stream, **generation
-                )
+            result = self._thread.run(
+                self.model.ask, video_path, regions=checked, question=question, stream=stream, **generation
+            )
         except BaseException:
             self._lock.release()
             raise
@@ -237,6 +338,23 @@ class ModelService:
             return LockedStream(result, self._lock)  # type: ignore[arg-type]
         self._lock.release()
         return result  # type: ignore[return-value]
+
+    def chat(
+        self,
+        video_path: str | Path,
+        regions: Sequence[Region],
+        messages: Sequence[dict[str, str]],
+        max_new_tokens: int | None = None,
+    ) -> Description:
+        """Answer the last of ``messages`` (user and assistant turns, alternating) about ``regions``; the
+        first user message names the regions with ``<region>``, later ones in words (region1, ...)."""
+        checked = self.check_regions(video_path, regions)
+        first = next((m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "user"), None)
+        if isinstance(first, str):
+            check_question(first, len(checked))
+        generation: dict[str, Any] = {} if max_new_tokens is None else {"max_new_tokens": max_new_tokens}
+        with self._lock:
+            return self._thread.run(self.model.chat, video_path, checked, messages, **generation)
 
     def track_by_model(self, video_path: str | Path, box: BoxLike, frame: int = 0) -> Track:
         """The model writes the target's box on every frame (needs a model trained to write boxes)."""

@@ -124,9 +124,10 @@ class Form:
 class _FormReader:
     """python-multipart callbacks: text parts into memory, file parts into the request folder."""
 
-    def __init__(self, folder: RequestFolder, file_fields: set[str]) -> None:
+    def __init__(self, folder: RequestFolder, file_fields: set[str], file_pattern: re.Pattern[str] | None) -> None:
         self.folder = folder
         self.file_fields = file_fields
+        self.file_pattern = file_pattern
         self.form = Form()
         self._header_name = b""
         self._header_value = b""
@@ -155,11 +156,12 @@ class _FormReader:
         if not self._name:
             raise ServeError(400, "a multipart part has no name; name every form field")
         if b"filename" in options:
-            if self._name not in self.file_fields:
-                allowed = sorted(self.file_fields)
+            pattern = self.file_pattern
+            if self._name not in self.file_fields and not (pattern and pattern.fullmatch(self._name)):
+                allowed = f"{sorted(self.file_fields)}{f' and {pattern.pattern}' if pattern else ''}"
                 raise ServeError(400, f"form field {self._name!r} is a file; only {allowed} take files")
             if self._name in self.form.files:
-                raise ServeError(400, f"form field {self._name!r} was sent twice; send one video")
+                raise ServeError(400, f"form field {self._name!r} was sent twice; send one file per field")
             upload = self.folder.new_file(options[b"filename"].decode("utf-8", "replace"))
             self.form.files[self._name] = upload
             self._file = upload.path.open("wb")
@@ -188,8 +190,13 @@ class _FormReader:
             self._file.close()
 
 
-async def read_form(request: Request, folder: RequestFolder, file_fields: set[str]) -> Form:
-    """Read a ``multipart/form-data`` body as it arrives, files straight to disk in ``folder``."""
+async def read_form(
+    request: Request, folder: RequestFolder, file_fields: set[str], file_pattern: re.Pattern[str] | None = None
+) -> Form:
+    """Read a ``multipart/form-data`` body as it arrives, files straight to disk in ``folder``.
+
+    Files are taken in the fields ``file_fields`` and in those whose names match ``file_pattern``.
+    """
     content_type, options = parse_options_header(request.headers.get("content-type"))
     if content_type != b"multipart/form-data" or b"boundary" not in options:
         raise ServeError(
@@ -197,7 +204,7 @@ async def read_form(request: Request, folder: RequestFolder, file_fields: set[st
             f"send multipart/form-data (got {content_type.decode('latin-1') or 'no content type'}); "
             "e.g. curl -F video=@clip.mp4 -F box=10,20,110,220",
         )
-    reader = _FormReader(folder, file_fields)
+    reader = _FormReader(folder, file_fields, file_pattern)
     callbacks = {
         name: getattr(reader, name)
         for name in (
@@ -222,21 +229,23 @@ async def read_form(request: Request, folder: RequestFolder, file_fields: set[st
     return reader.form
 
 
-def save_data_url(url: str, folder: RequestFolder, where: str) -> Upload:
-    """Decode a ``data:video/...;base64,...`` URL into the request folder; ``where`` names the part."""
+def save_data_url(url: str, folder: RequestFolder, where: str, kind: str = "video") -> Upload:
+    """Decode a ``data:video/...;base64,...`` URL (``kind="mask"``: ``data:image/png;base64,...``) into the
+    request folder; ``where`` names the part."""
+    example = "image/png" if kind == "mask" else "video/..."
     match = re.fullmatch(r"data:([\w.+-]+/[\w.+-]+)?((?:;[\w.+-]+=[\w.+-]+)*);base64,(.*)", url, flags=re.DOTALL)
     if match is None:
         scheme = url.split(":", 1)[0][:20] if ":" in url else "no scheme"
         raise ServeError(
             400,
-            f"{where}: only data:video/...;base64,... URLs are accepted (got {scheme}); the server fetches nothing",
+            f"{where}: only data:{example};base64,... URLs are accepted (got {scheme}); the server fetches nothing",
         )
-    media_type = match.group(1) or "video/mp4"
+    media_type = match.group(1) or ("image/png" if kind == "mask" else "video/mp4")
     try:
         data = base64.b64decode(match.group(3), validate=True)
     except (binascii.Error, ValueError):
         raise ServeError(400, f"{where}: the data URL is not valid base64") from None
     extension = media_type.split("/", 1)[1].split("+")[0]
-    upload = folder.new_file(f"video.{extension}")
+    upload = folder.new_file(f"{kind}.{extension}")
     upload.path.write_bytes(data)
     return upload

@@ -157,9 +157,8 @@ def test_chat_errors_name_the_part(server, video):
     assert_error(chat([content[0], {"type": "video_url", "video_url": "x"}, content[2]]), 400, "part 1 (video_url)")
     remote = {"type": "video_url", "video_url": {"url": "file:///etc/passwd"}}
     assert_error(chat([content[0], remote, content[2]]), 400, "part 1 (video_url)", "data:")
-    two_frames = [{"type": "text", "text": "Is <region> near <region>?"}, content[1], content[2]]
-    two_frames.append({"type": "box", "box": [10, 10, 50, 50], "frame": 7})
-    assert_error(chat(two_frames), 400, "one frame")
+    one_region_too_many = [{"type": "text", "text": "Is <region> near <region>?"}, content[1], content[2]]
+    assert_error(chat(one_region_too_many), 400, "2 <region> placeholders for 1 box and mask parts")
     assert_error(chat([content[0], content[1]]), 400, "box")
     assert_error(chat(content, model="gpt-4o"), 404, "'gpt-4o'")
     assert_error(chat(chat_content(video, box=(220, 60, 100, 200))), 400, "x2 < x1")
