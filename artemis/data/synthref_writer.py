@@ -11,6 +11,8 @@ Layout of ``OUT/<split>/``::
     videoref45k_pairs.json          Artemis records about two objects (two regions per record): same
                                     colour/shape/direction? which is further left/up at the end, faster?
                                     each about its colour, shape and motion
+    videoref45k_chat.json           one two-turn conversation per object: its description, then its colour,
+                                    shape or motion (artemis.data.synthref_chat)
     elysium.json                    one ElysiumTrack-1M record per object, described (Video-REG)
     elysium_track.json              one ElysiumTrack-1M record per object for SOT and RSOT: the same boxes,
                                     object_description = the shortest phrase naming it alone in its video
@@ -50,6 +52,7 @@ from artemis.data.synthref import (
     seed_sequence,
     visible_mask,
 )
+from artemis.data.synthref_chat import CHAT_FILE, chat_records
 from artemis.data.synthref_text import (
     QUALIFIERS,
     attribute_questions,
@@ -171,6 +174,7 @@ def generate_split(
     stage1: list[RefSample] = []
     stage2: list[RefSample] = []
     pair_records: list[dict[str, Any]] = []
+    chat_refs: list[RefSample] = []
     manifest_videos = []
     for index in range(num_videos):
         scene = generate_scene(seed, split, index, config)
@@ -218,6 +222,7 @@ def generate_split(
                 attribute_refs.append(replace(target, sample_id=sample_id, question=question, caption=answer))
         track_refs += _track_records(scene, refs[len(refs) - len(scene.objects) :], seed, split, index)
         pair_records += _pair_records(scene, tracks, source_rel, seed, split, index)
+        chat_refs += chat_records(scene, refs[len(refs) - len(scene.objects) :], seed, split, index)
         scene_question = templates.SYNTHREF_SCENE_QUESTIONS[
             int(text_rng.integers(len(templates.SYNTHREF_SCENE_QUESTIONS)))
         ]
@@ -257,6 +262,7 @@ def generate_split(
     llava.write(stage1, split_dir / "llava_stage1.json")
     llava.write(stage2, split_dir / "llava_stage2.json")
     write_json_atomic(split_dir / PAIRS_FILE, pair_records, indent=1)
+    videoref45k.write(chat_refs, split_dir / CHAT_FILE)
     seconds = time.perf_counter() - started
     logger.info("wrote %d SynthRef videos (%d objects) to %s in %.1f s", num_videos, len(refs), split_dir, seconds)
     return SynthRefSummary(split_dir=split_dir, num_videos=num_videos, num_objects=len(refs), seconds=seconds)
