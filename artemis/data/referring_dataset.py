@@ -303,7 +303,15 @@ class ReferringDataset(Dataset):
             if self.features:
                 item["video_features"] = reader.video_features  # (N_v, C_v)
                 item["region_hidden_states"] = reader.region_hidden_states(plan.region_frames)  # L x (K, P, C_v)
-        item.update(self._text(entry, self.processor.referring_text(question, len(regions), answer)))
+        if sample.conversations:  # several turns (SynthRef's videoref45k_chat.json): a loss on every answer
+            turns = [
+                (user["value"], reply["value"])
+                for user, reply in zip(sample.conversations[::2], sample.conversations[1::2], strict=True)
+            ]
+            text = self.processor.referring_conversation_text(turns, len(regions))  # as chat builds its prompt
+        else:
+            text = self.processor.referring_text(question, len(regions), answer)
+        item.update(self._text(entry, text))
         return item
 
     def _key_mask(self, view: RecordEntry, on_own_key_frame: bool, rng: np.random.Generator) -> np.ndarray | None:
