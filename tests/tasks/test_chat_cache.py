@@ -94,6 +94,11 @@ def tiny(small_split: Path) -> ArtemisModel:
     return pipeline
 
 
+def _turns(messages: list[dict[str, str]]) -> list[tuple[str, str | None]]:
+    contents = [m["content"] for m in messages] + [None]
+    return list(zip(contents[::2], contents[1::2], strict=True))
+
+
 def _prompt_length(pipeline: ArtemisModel, turns: list[tuple[str, str | None]]) -> int:
     return len(pipeline.processor.referring_conversation_text(turns, 1).input_ids)
 
@@ -153,8 +158,13 @@ def test_another_region_or_an_edited_answer_is_not_taken_from_the_cache(tiny: Ar
     tiny.chat(video, [region], messages[:1], tracks=[track], max_new_tokens=6)
     cropped = tiny.chat(video, [region], edited, tracks=[track], max_new_tokens=6)
     assert tiny.chat_cache.reused_tokens == _prompt_length(tiny, [(QUESTION, None)])
+    # the same conversation asked again reuses all of it but the last id, which must be prefilled
+    again = tiny.chat(video, [region], edited, tracks=[track], max_new_tokens=6)
+    assert tiny.chat_cache.reused_tokens == _prompt_length(tiny, edited_turns := _turns(edited)) - 1
     tiny.chat_cache.clear()
-    assert tiny.chat(video, [region], edited, tracks=[track], max_new_tokens=6).text == cropped.text
+    fresh = tiny.chat(video, [region], edited, tracks=[track], max_new_tokens=6)
+    assert fresh.text == cropped.text == again.text
+    assert tiny.chat_cache.reused_tokens == 0 and len(edited_turns) == 2
 
 
 def test_a_cache_that_cannot_be_cropped_falls_back_to_full_encoding(
