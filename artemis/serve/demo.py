@@ -1,4 +1,5 @@
-"""The web demo ``artemis serve`` mounts at ``/``: upload a video, draw a box on any frame, track and describe.
+"""The web demo ``artemis serve`` mounts at ``/``: upload a video, draw a box on any frame, track and describe;
+or gather several regions (boxes on frames of their own, mask PNGs) and ask a question about them.
 
 :func:`build_demo` turns a model service into a gradio ``Blocks``. Gradio has no box-drawing input, so the
 frame is shown by a small ``gr.HTML`` component (:func:`frame_canvas`): an image with a transparent overlay
@@ -9,6 +10,11 @@ size the browser shows the frame at. The box also lives in a textbox, where it c
 Results are a text, the video with the track drawn (H.264 MP4, which browsers play; an animated GIF where
 the installed PyAV cannot encode H.264) and the track as JSON to download. Every error the library raises on
 purpose reaches the user as one line (``gr.Error``), never a traceback.
+
+Several regions live in a ``gr.State``, a list of :class:`~artemis.regions.Region` objects: "Add box as
+region" takes the box on the frame shown, "Add mask as region" an uploaded PNG on that frame (read and
+checked at once); "Ask about the regions" asks the question, which names them ``<region>`` in the order
+they were added (:func:`add_box_region`, :func:`add_mask_region`, :func:`ask_about_regions`).
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ import numpy as np
 
 from artemis.boxes import parse_box_arg, validate_box
 from artemis.errors import ArtemisError
+from artemis.regions import Region, mask_box
+from artemis.serve.regions import MAX_REGIONS
 from artemis.track import Track
 from artemis.video import opened
 from artemis.video.draw import draw_track, h264_available, write_video
@@ -38,7 +46,14 @@ from artemis.video.draw import draw_track, h264_available, write_video
 if TYPE_CHECKING:
     from artemis.serve.service import ModelService
 
-__all__ = ["build_demo", "frame_canvas"]
+__all__ = [
+    "add_box_region",
+    "add_mask_region",
+    "ask_about_regions",
+    "build_demo",
+    "frame_canvas",
+    "regions_listing",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -202,13 +217,14 @@ def _fresh_dir(root: Path) -> Path:
 def _results(
     root: Path,
     video_path: str,
-    track: Track,
+    track: Track | list[Track],
     result: dict[str, Any],
     caption: str | None,
-    label: str,
+    label: str | list[str],
     progress: gr.Progress,
 ) -> tuple[str | None, Any, str]:
-    """Draw ``track`` on the video and write it (MP4, else GIF) and ``result`` (JSON).
+    """Draw ``track`` (or several, one label each) on the video and write it (MP4, else GIF) and ``result``
+    (JSON).
 
     Returns:
         The MP4's path (or ``None``), an update of the GIF fallback (shown only when there is a GIF) and
@@ -228,6 +244,86 @@ def _results(
         logger.warning("PyAV cannot encode H.264 here; showing the track as a GIF")
         gif = write_video(out / "track.gif", frames, fps)
         return None, gr.update(value=str(gif), visible=True), str(json_path)
+
+
+# --- several regions ---------------------------------------------------------------------------------------
+
+_NO_REGIONS = "No regions yet: draw a box and *Add box as region*, or upload a mask PNG and *Add mask as region*."
+
+
+def _region_box(region: Region) -> list[int]:
+    if region.mask is None:
+        return [round(float(v)) for v in region.box]  # type: ignore[union-attr]
+    height, width = region.mask.shape  # type: ignore[union-attr]  (masks are arrays once added)
+    return [int(v) for v in mask_box(region.mask, width, height)]  # type: ignore[arg-type]
+
+
+def regions_listing(regions: list[Region]) -> str:
+    """The regions as a Markdown list, in the order the question names them."""
+    if not regions:
+        return _NO_REGIONS
+    lines = []
+    for number, region in enumerate(regions, 1):
+        box = ",".join(str(v) for v in _region_box(region))
+        what = f"box {box}" if region.mask is None else f"mask (its box {box})"
+        lines.append(f"{number}. **region{number}**: {what} on frame {region.frame}")
+    return "\n".join(lines)
+
+
+def _add_region(service: ModelService, regions: list[Region], video_path: str | None, region: Region) -> list[Region]:
+    if not video_path:
+        raise gr.Error("no video yet; upload one first")
+    if len(regions) >= MAX_REGIONS:
+        raise gr.Error(f"{len(regions)} regions already; ask about at most {MAX_REGIONS} at once")
+    return service.check_regions(video_path, [*regions, region])  # masks come back read, as arrays
+
+
+def add_box_region(
+    service: ModelService, regions: list[Region], video_path: str | None, frame: float, box_text: str | None
+) -> list[Region]:
+    """``regions`` with the box of the box field on ``frame`` added (checked against the video).
+
+    Raises:
+        gr.Error: no video or no box yet; ArtemisError: a bad box (the library's message).
+    """
+    box = _parse_box(box_text)
+    if box is None:
+        raise gr.Error("no box yet; drag on the frame to draw one, or type x1,y1,x2,y2")
+    return _add_region(service, regions, video_path, Region(box=box, frame=int(frame)))
+
+
+def add_mask_region(
+    service: ModelService, regions: list[Region], video_path: str | None, frame: float, mask_path: str | None
+) -> list[Region]:
+    """``regions`` with the mask PNG at ``mask_path`` on ``frame`` added, read and checked at once (the
+    video's size, not empty, one object); messages name the file, not its server path."""
+    if not mask_path:
+        raise gr.Error("no mask yet; upload a PNG of the video's size whose non-zero pixels mark the target")
+    try:
+        return _add_region(service, regions, video_path, Region(mask=mask_path, frame=int(frame)))
+    except ArtemisError as error:
+        raise type(error)(str(error).replace(str(mask_path), Path(mask_path).name)) from None
+
+
+def ask_about_regions(
+    service: ModelService,
+    root: Path,
+    video_path: str | None,
+    regions: list[Region],
+    question: str | None,
+    progress: gr.Progress,
+) -> tuple[str, str | None, Any, str]:
+    """Ask ``question`` (naming the regions ``<region>``, in order) and write the results: the answer, the
+    video with every region's track drawn (``region1``, ``region2``...) and the JSON."""
+    if not video_path:
+        raise gr.Error("no video yet; upload one first")
+    if not regions:
+        raise gr.Error("no regions yet; add the box on this frame with 'Add box as region', or a mask PNG")
+    progress(0.05, desc="tracking the regions and answering")
+    description = service.ask(video_path, regions, question)
+    labels = [f"region{number}" for number in range(1, len(regions) + 1)]
+    files = _results(root, video_path, description.tracks, description.to_dict(), description.text, labels, progress)
+    return description.text, *files
 
 
 # --- the app ----------------------------------------------------------------------------------------------
@@ -270,12 +366,12 @@ def build_demo(service: ModelService) -> gr.Blocks:
         return tuple(validate_box(box, width, height, frame_index=frame).tolist())
 
     @checked
-    def on_video(video_path: str | None) -> tuple[Any, Any, str]:
-        if not video_path:
-            return gr.update(value=0, maximum=1, interactive=False), None, ""
+    def on_video(video_path: str | None) -> tuple[Any, Any, str, list[Region], str]:
+        if not video_path:  # a new video (or none) starts with no regions
+            return gr.update(value=0, maximum=1, interactive=False), None, "", [], _NO_REGIONS
         num_frames, _, _, _ = service.check_video(video_path)
         slider = gr.update(value=0, minimum=0, maximum=max(num_frames - 1, 1), interactive=num_frames > 1)
-        return slider, _canvas_value(video_path, 0, None), ""
+        return slider, _canvas_value(video_path, 0, None), "", [], _NO_REGIONS
 
     @checked
     def on_frame(video_path: str | None, frame: float, box_text: str) -> Any:
@@ -328,6 +424,23 @@ def build_demo(service: ModelService) -> gr.Blocks:
         files = _results(root, video_path, track, track.to_json(), None, expression.strip(), progress)
         return f"Found {expression.strip()!r}: {_visible_summary(track)}.", *files
 
+    @checked
+    def on_add_box(regions, video_path, frame, box_text):
+        regions = add_box_region(service, regions, video_path, frame, box_text)
+        return regions, regions_listing(regions)
+
+    @checked
+    def on_add_mask(regions, video_path, frame, mask_path):
+        regions = add_mask_region(service, regions, video_path, frame, mask_path)
+        return regions, regions_listing(regions), None
+
+    def on_clear_regions():
+        return [], _NO_REGIONS
+
+    @checked
+    def on_ask_regions(video_path, regions, question, progress=gr.Progress()):  # noqa: B008
+        return ask_about_regions(service, root, video_path, regions, question, progress)
+
     with gr.Blocks(title="artemis", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(f"## artemis\n**Model:** {service.card.describe()}", elem_id="artemis-model-card")
         with gr.Row():
@@ -350,6 +463,25 @@ def build_demo(service: ModelService) -> gr.Blocks:
                         label="Question", placeholder="What is the <region> doing?", scale=3, elem_id="artemis-question"
                     )
                     ask_button = gr.Button("Ask", scale=1, elem_id="artemis-ask")
+                with gr.Accordion("Several regions (boxes on frames of their own, masks)", open=True):
+                    gr.Markdown(
+                        "Add the box above as a region on the frame shown, or upload a mask PNG (non-zero pixels, "
+                        "the video's size) for this frame; repeat on other frames. Then ask a question naming "
+                        "them `<region>`, in the order added, e.g. *Is &lt;region&gt; left of &lt;region&gt;?*"
+                    )
+                    with gr.Row():
+                        add_box_button = gr.Button("Add box as region", elem_id="artemis-add-box")
+                        clear_button = gr.Button("Clear regions", elem_id="artemis-clear-regions")
+                    with gr.Row():
+                        mask_file = gr.File(
+                            label="Mask PNG", file_types=[".png"], type="filepath", height=120, elem_id="artemis-mask"
+                        )
+                        add_mask_button = gr.Button("Add mask as region", elem_id="artemis-add-mask")
+                    region_list = gr.Markdown(_NO_REGIONS, elem_id="artemis-regions")
+                    ask_regions_button = gr.Button(
+                        "Ask about the regions", variant="primary", elem_id="artemis-ask-regions"
+                    )
+                regions = gr.State([])
                 if service.can_write_boxes:
                     with gr.Row():
                         by_model_button = gr.Button("Track by model", elem_id="artemis-track-by-model")
@@ -365,7 +497,7 @@ def build_demo(service: ModelService) -> gr.Blocks:
                 track_json = gr.File(label="Track JSON", interactive=False, elem_id="artemis-track-json")
 
         outputs = [text, track_video, track_gif, track_json]
-        video.change(on_video, video, [slider, canvas, box])
+        video.change(on_video, video, [slider, canvas, box, regions, region_list])
         slider.change(on_frame, [video, slider, box], canvas, trigger_mode="always_last", show_progress="hidden")
         canvas.input(None, canvas, box, js=_BOX_TO_TEXT_JS)
         box.submit(None, [canvas, box], canvas, js=_TEXT_TO_BOX_JS)
@@ -374,6 +506,10 @@ def build_demo(service: ModelService) -> gr.Blocks:
         describe_button.click(on_describe, [video, slider, box], outputs)
         ask_button.click(on_ask, [video, slider, box, question], outputs)
         question.submit(on_ask, [video, slider, box, question], outputs)
+        add_box_button.click(on_add_box, [regions, video, slider, box], [regions, region_list])
+        add_mask_button.click(on_add_mask, [regions, video, slider, mask_file], [regions, region_list, mask_file])
+        clear_button.click(on_clear_regions, None, [regions, region_list])
+        ask_regions_button.click(on_ask_regions, [video, regions, question], outputs)
         if service.can_write_boxes:
             by_model_button.click(on_track_by_model, [video, slider, box], outputs)
             ground_button.click(on_ground, [video, expression], outputs)

@@ -86,10 +86,18 @@ def server_url(chromium: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
 @pytest.mark.slow
 @pytest.mark.reference
 @pytest.mark.timeout(150)
-def test_describe_a_drawn_box_in_the_browser(chromium: str, server_url: str, reference_dir: Path) -> None:
+def test_describe_a_drawn_box_in_the_browser(
+    chromium: str, server_url: str, reference_dir: Path, tmp_path: Path
+) -> None:
+    import numpy as np
+    from PIL import Image
     from playwright.sync_api import expect, sync_playwright
 
     video = reference_dir / "videos" / "realshort.mp4"
+    mask = np.zeros((240, 320), dtype=np.uint8)  # realshort.mp4 is 320x240
+    mask[10:90, 10:90] = 255
+    mask_png = tmp_path / "mask.png"
+    Image.fromarray(mask).save(mask_png)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, headless=True)
         try:
@@ -141,6 +149,31 @@ def test_describe_a_drawn_box_in_the_browser(chromium: str, server_url: str, ref
             result = page.request.get(download.get_attribute("href")).json()
             assert result["text"] == answer.input_value()
             assert result["tracks"][0]["key_frame"] == 5
+
+            # Several regions: the drawn box on frame 5, then a mask PNG on frame 20; a question about both.
+            page.locator("#artemis-add-box").click()
+            regions = page.locator("#artemis-regions")
+            drawn = ",".join(str(round(v)) for v in (x1, y1, x2, y2))
+            expect(regions).to_contain_text(f"region1: box {drawn} on frame 5")
+            frame_number.fill("20")
+            frame_number.press("Enter")
+            expect(page.locator("#artemis-canvas .artemis-hint")).to_contain_text("frame 20 of 0..")
+            page.locator("#artemis-mask input[type=file]").set_input_files(mask_png)
+            page.locator("#artemis-add-mask").click()
+            expect(regions).to_contain_text("region2: mask (its box 10,10,90,90) on frame 20")
+            page.locator("#artemis-question textarea").fill("Is <region> left of <region>?")
+            page.locator("#artemis-ask-regions").click()
+            page.wait_for_function(
+                "href => { const a = document.querySelector(\"#artemis-track-json a[href*='track.json']\");"
+                " return a && a.getAttribute('href') !== href; }",
+                arg=download.get_attribute("href"),
+                timeout=60_000,
+            )
+            href = page.locator("#artemis-track-json a[href*='track.json']").first.get_attribute("href")
+            result = page.request.get(href).json()
+            assert [track["key_frame"] for track in result["tracks"]] == [5, 20]
+            assert result["question"] == "Is <region> left of <region>?"
+            expect(answer).to_have_value(result["text"])
 
             ARTIFACTS.mkdir(exist_ok=True)
             screenshot = ARTIFACTS / "serve-demo.png"

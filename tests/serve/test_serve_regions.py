@@ -47,6 +47,18 @@ def expected(model, bikes):
     return model.ask(bikes, regions=regions, question=QUESTION, max_new_tokens=TOKENS)
 
 
+@pytest.fixture(scope="module")
+def mask_png(tmp_path_factory) -> Path:
+    return write_png(tmp_path_factory.mktemp("masks") / "cyclist.png", second_mask())
+
+
+@pytest.fixture(scope="module")
+def expected_with_mask(model, bikes, mask_png):
+    """What the library answers when the second region is the mask PNG."""
+    regions = [Region(box=FIRST[0], frame=FIRST[1]), Region(mask=mask_png, frame=SECOND[1])]
+    return model.ask(bikes, regions=regions, question=QUESTION, max_new_tokens=TOKENS)
+
+
 def second_mask(width: int = WIDTH, height: int = HEIGHT) -> np.ndarray:
     """A mask whose tight box is SECOND's box: a filled ellipse touching the box's four edges."""
     x1, y1, x2, y2 = SECOND[0]
@@ -97,29 +109,19 @@ def test_two_boxes_on_their_own_frames(server, bikes, expected):
     assert result["tracks"] == json.loads(json.dumps([track.to_json() for track in expected.tracks]))
 
 
-def test_a_mask_png_and_a_rle_mask(server, bikes, expected, model, tmp_path):
-    mask = second_mask()
-    png = write_png(tmp_path / "cyclist.png", mask)
-    # The library reads the PNG as the server does: the mask's tight box is SECOND's box.
-    with_mask = model.ask(
-        bikes,
-        regions=[Region(box=FIRST[0], frame=FIRST[1]), Region(mask=png, frame=SECOND[1])],
-        question=QUESTION,
-        max_new_tokens=TOKENS,
-    )
-    assert with_mask.text == expected.text
-
-    by_png = post_ask(
-        server, bikes, [box_region(*FIRST), {"mask": "mask1", "frame": SECOND[1]}], masks={"mask1": png}
-    )
+def test_a_mask_png_and_a_rle_mask(server, bikes, mask_png, expected_with_mask):
+    with_mask = expected_with_mask
+    regions = [box_region(*FIRST), {"mask": "mask1", "frame": SECOND[1]}]
+    by_png = post_ask(server, bikes, regions, masks={"mask1": mask_png})
     assert by_png.status_code == 200, by_png.text
     result = by_png.json()
     assert result["text"] == with_mask.text
     assert [track["key_frame"] for track in result["tracks"]] == [FIRST[1], SECOND[1]]
+    # The region starts from the mask's tight box, SECOND's box.
     assert result["tracks"][1]["boxes"][SECOND[1]] == pytest.approx(list(SECOND[0]), abs=1.0)
 
     # A COCO RLE (compressed counts, as pycocotools writes them), streamed: same answer, piece by piece.
-    rle_regions = [box_region(*FIRST), {"mask": coco_rle(mask), "frame": SECOND[1]}]
+    rle_regions = [box_region(*FIRST), {"mask": coco_rle(second_mask()), "frame": SECOND[1]}]
     streamed = post_ask(server, bikes, rle_regions, stream="true")
     assert streamed.status_code == 200, streamed.text
     events = sse_data(streamed)
@@ -138,32 +140,32 @@ def chat(server, messages: list, stream: bool = False) -> httpx.Response:
     return httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=120)
 
 
-def test_chat_with_a_box_and_a_mask_on_their_own_frames(server, bikes, model, expected, tmp_path):
-    png = write_png(tmp_path / "cyclist.png", second_mask())
+def test_chat_with_a_box_and_a_mask_on_their_own_frames(server, bikes, model, mask_png, expected_with_mask):
     first = {
         "role": "user",
         "content": [
             {"type": "text", "text": QUESTION},
             {"type": "video_url", "video_url": {"url": data_url(bikes, "video/mp4")}},
             {"type": "box", "box": list(FIRST[0]), "frame": FIRST[1]},
-            {"type": "mask", "mask": data_url(png, "image/png"), "frame": SECOND[1]},
+            {"type": "mask", "mask": data_url(mask_png, "image/png"), "frame": SECOND[1]},
         ],
     }
     response = chat(server, [{"role": "system", "content": "You are helpful."}, first])
     assert response.status_code == 200, response.text
-    assert response.json()["choices"][0]["message"]["content"] == expected.text
+    assert response.json()["choices"][0]["message"]["content"] == expected_with_mask.text
 
     # A conversation: the earlier turn is kept, the new question names the regions in words.
     follow_up = "Which one is faster, region1 or region2?"
-    messages = [first, {"role": "assistant", "content": expected.text}, {"role": "user", "content": follow_up}]
-    regions = [Region(box=FIRST[0], frame=FIRST[1]), Region(box=SECOND[0], frame=SECOND[1])]
+    messages = [
+        first,
+        {"role": "assistant", "content": expected_with_mask.text},
+        {"role": "user", "content": follow_up},
+    ]
+    regions = [Region(box=FIRST[0], frame=FIRST[1]), Region(mask=mask_png, frame=SECOND[1])]
     conversation = [{"role": "user", "content": QUESTION}, *messages[1:]]
     reply = model.chat(bikes, regions, conversation, max_new_tokens=TOKENS)
-    response = chat(server, messages)
-    assert response.status_code == 200, response.text
-    assert response.json()["choices"][0]["message"]["content"] == reply.text
-
-    streamed = chat(server, messages, stream=True)
+    streamed = chat(server, messages, stream=True)  # a conversation's answer arrives as one chunk
+    assert streamed.status_code == 200, streamed.text
     events = sse_data(streamed)
     assert events[-1] == "[DONE]"
     chunks = [json.loads(event) for event in events[:-1]]
@@ -214,7 +216,7 @@ def test_bad_regions_are_refused_naming_the_value_and_the_fix(server, bikes, tmp
     assert_error(chat(server, [{"role": "user", "content": content}]), 400, "region 2", "100x50")
     content[3] = {"type": "mask", "mask": "file:///etc/passwd", "frame": 30}
     assert_error(chat(server, [{"role": "user", "content": content}]), 400, "content part 3 (mask)", "data:image/png")
-    later = [{"role": "user", "content": content[:3] + [content[2]]}, {"role": "assistant", "content": "x"}]
+    later = [{"role": "user", "content": [*content[:3], content[2]]}, {"role": "assistant", "content": "x"}]
     later.append({"role": "user", "content": [{"type": "box", "box": [1, 2, 3, 4]}]})
     assert_error(chat(server, later), 400, "message 2", "only text")
     assert server.upload_files() == []
@@ -226,3 +228,53 @@ def test_region_uploads_stay_within_the_body_limit(limited_server, video, tmp_pa
     big.write_bytes(np.random.default_rng(0).bytes(2 * 1024 * 1024))
     response = post_ask(limited_server, video, [{"mask": "mask1", "frame": 0}], "<region>?", masks={"mask1": big})
     assert_error(response, 413)
+
+
+def test_demo_gathers_regions_on_their_frames_and_asks_about_them(model, bikes, mask_png, expected_with_mask, tmp_path):
+    gr = pytest.importorskip("gradio", reason="the web demo needs gradio (pip install -e .[serve])")
+    from artemis.errors import BoxError
+    from artemis.serve import demo
+    from artemis.serve.service import ModelService
+
+    service = ModelService(model)
+    regions = demo.add_box_region(service, [], str(bikes), FIRST[1], ",".join(str(v) for v in FIRST[0]))
+    regions = demo.add_mask_region(service, regions, str(bikes), SECOND[1], str(mask_png))
+    listing = demo.regions_listing(regions)
+    assert "**region1**: box 280,100,360,170 on frame 10" in listing
+    assert "**region2**: mask (its box 20,20,120,120) on frame 200" in listing
+
+    # A bad third region is refused (the message names it and the uploaded file, not a server path); the
+    # two regions stay as they were.
+    small = write_png(tmp_path / "small.png", np.ones((50, 100), dtype=bool))
+    with pytest.raises(BoxError, match=r"region 3 \(mask on frame 30\): the mask is 100x50 .* 640x272"):
+        demo.add_mask_region(service, regions, str(bikes), 30, str(small))
+    (tmp_path / "notes.png").write_text("not an image")
+    with pytest.raises(BoxError, match=r"region 3 \(mask on frame 30\): mask notes.png is not an image") as error:
+        demo.add_mask_region(service, regions, str(bikes), 30, str(tmp_path / "notes.png"))
+    assert str(tmp_path) not in str(error.value)
+    with pytest.raises(BoxError, match=r"region 3 .* lies outside"):
+        demo.add_box_region(service, regions, str(bikes), 30, "700,300,760,340")
+    with pytest.raises(gr.Error, match="no box yet"):
+        demo.add_box_region(service, regions, str(bikes), 30, "")
+    with pytest.raises(gr.Error, match="no regions yet"):
+        demo.ask_about_regions(service, tmp_path, str(bikes), [], QUESTION, gr.Progress())
+
+    text, mp4, gif, json_path = demo.ask_about_regions(service, tmp_path, str(bikes), regions, QUESTION, gr.Progress())
+    assert text == expected_with_mask.text
+    result = json.loads(Path(json_path).read_text())
+    assert result["text"] == text
+    assert [track["key_frame"] for track in result["tracks"]] == [FIRST[1], SECOND[1]]
+    drawn = Path(mp4 or gif["value"])
+    assert drawn.stat().st_size > 0
+
+
+def test_the_demo_has_the_region_buttons():
+    pytest.importorskip("gradio", reason="the web demo needs gradio (pip install -e .[serve])")
+    from types import SimpleNamespace
+
+    from artemis.model.loading import ModelCard
+    from artemis.serve.demo import build_demo
+
+    demo = build_demo(SimpleNamespace(card=ModelCard(name="stub"), can_write_boxes=False))
+    buttons = {block.value for block in demo.blocks.values() if type(block).__name__ == "Button"}
+    assert {"Track", "Describe", "Ask", "Add box as region", "Add mask as region", "Ask about the regions"} <= buttons
