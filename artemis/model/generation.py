@@ -47,6 +47,7 @@ MODEL_INPUTS = (
     "region_boxes",
     "region_visible",
     "region_times",
+    "region_masks",
     "video_features",
     "video_feature_mask",
     "region_hidden_states",

@@ -29,6 +29,8 @@ def build_tiny_model(
             answers, so the model can be trained for box output (pass ``tasks=["describe", "boxes"]``).
     """
     prompts = [referring_prompt(question) for question in DESCRIBE_QUESTIONS]
+    # The prompt about several regions has words of its own ("These are the regions' ... lists", region3).
+    prompts += [referring_prompt(" and ".join(["<region>"] * n), num_regions=n) for n in (2, 3, 4)]
     if config_overrides.get("video_layout") == "frames":
         prompts += box_output_vocabulary()  # box-output prompts and answers: frame labels, numbers 0..100
     tokenizer = build_word_tokenizer([*texts, *prompts])

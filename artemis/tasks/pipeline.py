@@ -24,7 +24,7 @@ from artemis.model.loading import ModelCard
 from artemis.model.modeling import ArtemisForConditionalGeneration
 from artemis.model.processing import ArtemisProcessor
 from artemis.prompts import DESCRIBE_QUESTIONS
-from artemis.regions import Region
+from artemis.regions import Region, load_mask
 from artemis.tasks.box_output import BoxOutTrack, ground, track_with_llm
 from artemis.tasks.referring import (
     Description,
@@ -222,16 +222,18 @@ class VideoPipeline:
         if (boxes is None) == (regions is None):
             raise ValueError("ask takes boxes (all on frame_index) or regions=[Region(...), ...], exactly one of them")
         with opened(video, backend=self.video_backend) as source:
+            masks = None
             if regions is None:
                 box_list = as_box_list(boxes)
                 frames = [frame_index] * len(box_list)
             else:
                 box_list, frames = self._resolve_regions(source, regions, box_format)
+                masks = [None if region.mask is None else load_mask(region.mask) for region in regions]
                 box_format = "xyxy"
             tracks = self._region_tracks(source, box_list, frames, box_format, tracks, progress)
             key: int | list[int] = frames[0] if len(set(frames)) == 1 else frames
             run = answer_stream if stream else answer
-            return run(self.model, self.processor, source, tracks, question, key, **generation)
+            return run(self.model, self.processor, source, tracks, question, key, masks=masks, **generation)
 
     def chat(
         self,

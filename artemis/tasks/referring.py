@@ -91,17 +91,24 @@ def check_tracks(tracks: Sequence[Track], frame_index: KeyFrames) -> None:
 
 
 def prepare(
-    processor: ArtemisProcessor, source: VideoSource, tracks: Sequence[Track], question: str, frame_index: KeyFrames
+    processor: ArtemisProcessor,
+    source: VideoSource,
+    tracks: Sequence[Track],
+    question: str,
+    frame_index: KeyFrames,
+    masks: Sequence[np.ndarray | None] | None = None,
 ) -> tuple[dict, Description]:
     """The model inputs of one referring request (an item without a batch dimension, frames read here, once)
     and its description without text; :func:`answer_batch` answers several of them in one call.
 
     ``frame_index`` is the frame every region was given on, or one frame per region (the prompt's key slot
-    is then a frame showing all regions: :func:`artemis.model.processing.shared_key_frame`).
+    is then a frame showing all regions: :func:`artemis.model.processing.shared_key_frame`). ``masks``: per
+    region, its (H, W) bool mask on its frame, or None (a box); a model with ``region_key_mask`` encodes
+    the key slot from the features inside the mask.
     """
     check_tracks(tracks, frame_index)
     keys = frame_index if isinstance(frame_index, (int, np.integer)) else key_frame_list(frame_index, len(tracks))
-    item, plan = processor.referring_item(source, question, tracks, keys)
+    item, plan = processor.referring_item(source, question, tracks, keys, key_masks=masks)
     description = Description(
         text="",
         question=question,
@@ -120,6 +127,8 @@ def answer(
     tracks: Sequence[Track],
     question: str,
     frame_index: KeyFrames,
+    *,
+    masks: Sequence[np.ndarray | None] | None = None,
     **generation: Any,
 ) -> Description:
     """Answer ``question`` about the targets of ``tracks`` (given on ``frame_index``).
@@ -127,9 +136,11 @@ def answer(
     Args:
         question: names the targets with ``<region>`` placeholders, one per track in order; with one
             track and no placeholder the question is asked as it is, about that target.
+        masks: per region, its mask on its frame or None (see :func:`prepare`).
         generation: ``generate`` keyword arguments (``max_new_tokens``, ``do_sample``, ...).
     """
-    return answer_batch(model, processor, [prepare(processor, source, tracks, question, frame_index)], **generation)[0]
+    prepared = prepare(processor, source, tracks, question, frame_index, masks)
+    return answer_batch(model, processor, [prepared], **generation)[0]
 
 
 def answer_batch(
@@ -181,13 +192,15 @@ def answer_stream(
     tracks: Sequence[Track],
     question: str,
     frame_index: KeyFrames,
+    *,
+    masks: Sequence[np.ndarray | None] | None = None,
     **generation: Any,
 ) -> DescriptionStream:
     """:func:`answer`, with the text streamed as it is generated (:func:`artemis.model.generation.stream`).
 
     The video is read before this returns, so the source may be closed while the stream is consumed.
     """
-    item, description = prepare(processor, source, tracks, question, frame_index)
+    item, description = prepare(processor, source, tracks, question, frame_index, masks)
     batch = processor.collate([item], side="left")
     return DescriptionStream(description, stream(model, processor, batch, **generation))
 

@@ -91,6 +91,7 @@ class RegionWordsObjective(nn.Module):
             region_visible=batch.get("region_visible"),
             region_times=batch.get("region_times"),
             region_hidden_states=batch.get("region_hidden_states"),
+            region_masks=batch.get("region_masks"),
         )
         present = torch.isfinite(boxes).all(-1).any(-1)  # (B, R)
         per_region = self.artemis_model.config.num_region_tokens
