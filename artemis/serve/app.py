@@ -188,7 +188,7 @@ def create_app(settings: ServeSettings | None = None, service: ModelService | No
     app = FastAPI(
         title="artemis",
         version="1",
-        summary="Track a target from one box in a video and describe it.",
+        summary="Track targets in a video from a box or a mask, describe them and answer questions about them.",
         description=f"Model: {service.card.describe()}. See docs/serve.md.",
         lifespan=lifespan,
     )
@@ -333,16 +333,15 @@ def create_app(settings: ServeSettings | None = None, service: ModelService | No
 
             regions = [spec.region(mask_file) for spec in question.regions]
             job.start()
-            if len(question.messages) > 1:  # a conversation: answered whole (chat does not stream)
+            # Answered by chat (which keeps the model's KV cache for the next turn), but for a first turn
+            # streamed as it is generated (ask; a one-message chat is the same answer).
+            if not body.stream or len(question.messages) > 1:
                 args = (video.path, regions, question.messages, max_new_tokens)
                 description = await job.run(service.chat, *args)
                 if not body.stream:
                     return JSONResponse(completion(completion_id, service.name, description.text))
-                return _chunks_response(completion_id, service.name, description.text)
+                return _chunks_response(completion_id, service.name, description.text)  # chat does not stream
             args = (video.path, regions, question.text, max_new_tokens)
-            if not body.stream:
-                description = await job.run(service.ask, *args)
-                return JSONResponse(completion(completion_id, service.name, description.text))
             stream = await job.run(lambda: service.ask(*args, stream=True), discard=LockedStream.close)
 
         def end(description: Description) -> list[Any]:

@@ -278,3 +278,21 @@ def test_the_demo_has_the_region_buttons():
     demo = build_demo(SimpleNamespace(card=ModelCard(name="stub"), can_write_boxes=False))
     buttons = {block.value for block in demo.blocks.values() if type(block).__name__ == "Button"}
     assert {"Track", "Describe", "Ask", "Add box as region", "Add mask as region", "Ask about the regions"} <= buttons
+
+
+def test_a_conversation_continued_with_a_new_upload_reuses_the_models_cache(model, video, tmp_path):
+    # Each chat request uploads the video again (another file); the model's KV cache of the last conversation
+    # is keyed by the pixels and the regions, so the follow-up prefills only its new turn.
+    from artemis.serve.service import ModelService
+
+    service = ModelService(model)
+    regions = [Region(box=(100, 60, 220, 200), frame=5), Region(box=(10, 10, 90, 90), frame=20)]
+    first, second = tmp_path / "upload-0.mp4", tmp_path / "upload-1.mp4"
+    first.write_bytes(video.read_bytes())
+    second.write_bytes(video.read_bytes())
+    turn = service.chat(first, regions, [{"role": "user", "content": QUESTION}], TOKENS)
+    follow_up = [*turn.messages, {"role": "user", "content": "Which one is faster, region1 or region2?"}]
+    reply = service.chat(second, regions, follow_up, TOKENS)
+    assert model.chat_cache.reused_tokens > 0
+    model.chat_cache.clear()
+    assert reply.text == model.chat(video, regions, follow_up, max_new_tokens=TOKENS).text
