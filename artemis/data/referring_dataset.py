@@ -252,7 +252,8 @@ class ReferringDataset(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
         try:
             if entry.kind == "referring":
-                return self._referring(entry, rng)
+                # The mask-or-box draws have their own stream, so mask_prompts changes no other draw.
+                return self._referring(entry, rng, np.random.default_rng([self.seed, self.epoch, int(index), 1]))
             return self._conversation(entry)
         except AnnotationError:
             raise
@@ -267,7 +268,9 @@ class ReferringDataset(Dataset):
             return self.cache.video(entry)
         return open_media(entry)
 
-    def _referring(self, entry: RecordEntry, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    def _referring(
+        self, entry: RecordEntry, rng: np.random.Generator, mask_rng: np.random.Generator
+    ) -> dict[str, torch.Tensor]:
         """A referring record, built as ``ask`` builds its prompt, about one region or several.
 
         Each region is laid on every frame (the annotation, the tracker filling frames the record does not
@@ -293,7 +296,7 @@ class ReferringDataset(Dataset):
                 own_key = key_frame
                 if self.key_frame_jitter > 0.0 and rng.random() < self.key_frame_jitter:
                     key_frame = jittered_key_frame(candidates, key_frame, rng)
-                masks.append(self._key_mask(view, key_frame == own_key, rng))
+                masks.append(self._key_mask(view, key_frame == own_key, mask_rng))
                 regions.append((boxes, candidates))
                 keys.append(int(key_frame))
             key: int | list[int] = keys[0] if len(set(keys)) == 1 else keys
@@ -317,8 +320,8 @@ class ReferringDataset(Dataset):
     def _key_mask(self, view: RecordEntry, on_own_key_frame: bool, rng: np.random.Generator) -> np.ndarray | None:
         """The region's key-frame mask when this item gives it as a mask (``mask_prompts``), else None.
 
-        Drawn only for a record with a ``key_frame_mask`` whose key frame was kept, so the draws of every
-        other record (and of a dataset without ``mask_prompts``) are unchanged.
+        Drawn (from ``rng``, the item's own mask stream) only for a record with a ``key_frame_mask`` whose key
+        frame was kept.
         """
         rle = view.sample.metadata.get("key_frame_mask")
         if self.mask_prompts <= 0.0 or rle is None or not on_own_key_frame:

@@ -201,21 +201,25 @@ class RegionEncoder(nn.Module):
     def feature_maps(self, hidden_states: list[torch.Tensor], masks: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Patch tokens of each level (F, P, C) -> fused maps, finest (largest) first. L x (F, C, h_i, w_i)
 
-        ``masks`` (F, S, S) in [0, 1] on the square model input, one per frame: each level's map is
-        multiplied by the mask's coverage of its cells before the fuse module.
+        ``masks`` (F, S, S) in [0, 1] on the square model input, one per frame: the patch grid is multiplied
+        by the mask's coverage of each patch, and each resized level again by its coverage of each cell (so
+        the resize cannot carry a patch outside the mask into a cell inside it), before the fuse module.
         """
         frames, patches, channels = hidden_states[0].shape
         side = round(patches**0.5)
+
+        def covered(grid: torch.Tensor) -> torch.Tensor:
+            if masks is None:
+                return grid
+            coverage = F.interpolate(masks[:, None].to(grid.dtype), size=grid.shape[-2:], mode="area")  # (F, 1, h, w)
+            return grid * coverage
+
         maps = []
         for level, tokens in enumerate(hidden_states):
-            grid = tokens.transpose(1, 2).reshape(frames, channels, side, side)  # (F, C, side, side)
+            grid = covered(tokens.transpose(1, 2).reshape(frames, channels, side, side))  # (F, C, side, side)
             scale = 2 ** (self.num_levels - 1 - level)
             size = (side * scale, side * scale)
-            grid = F.interpolate(grid, size=size, mode="bilinear", align_corners=True)  # (F, C, h, w)
-            if masks is not None:
-                coverage = F.interpolate(masks[:, None].to(grid.dtype), size=size, mode="area")  # (F, 1, h, w)
-                grid = grid * coverage
-            maps.append(grid)
+            maps.append(covered(F.interpolate(grid, size=size, mode="bilinear", align_corners=True)))  # (F, C, h, w)
         return self.fuse(maps)
 
     def _pool(self, maps: list[torch.Tensor], rois: torch.Tensor) -> torch.Tensor:
