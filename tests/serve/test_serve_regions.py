@@ -107,6 +107,12 @@ def test_two_boxes_on_their_own_frames(server, bikes, expected):
     assert result["region_frames"] == expected.region_frames
     assert result["video_frames"] == expected.video_frames
     assert result["tracks"] == json.loads(json.dumps([track.to_json() for track in expected.tracks]))
+    assert (
+        "regions"
+        in httpx.get(f"{server.url}/openapi.json").json()["paths"]["/v1/ask"]["post"]["requestBody"]["content"][
+            "multipart/form-data"
+        ]["schema"]["required"]
+    )
 
 
 def test_a_mask_png_and_a_rle_mask(server, bikes, mask_png, expected_with_mask):
