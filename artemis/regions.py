@@ -5,9 +5,9 @@ own frame (``docs/regions.md``). A mask is turned into its tight box here, since
 region encoder start from a box.
 
 Masks (``Region(mask=..., frame=...)``) are a boolean ``(H, W)`` array, a PNG path (non-zero pixels are
-the mask) or a COCO RLE dict (``{"size": [H, W], "counts": ...}``: uncompressed counts (a list) are read
-here, compressed ones (a string) need ``pycocotools``). :func:`mask_to_rle` writes the uncompressed form
-(SynthRef's ``key_frame_mask``).
+the mask) or a COCO RLE dict (``{"size": [H, W], "counts": ...}``, compressed (a string, as
+``pycocotools.mask.encode`` writes it) or not (a list of run lengths)). :func:`mask_to_rle` writes the
+uncompressed form (SynthRef's ``key_frame_mask``).
 Bad masks are refused with a :class:`~artemis.errors.BoxError`: an empty mask, a mask whose size is not
 the video's, and a mask with several sizeable parts far apart (the user meant several objects: give one
 region per object). Small specks are kept in the tight box.
@@ -25,7 +25,7 @@ import numpy as np
 
 from artemis.errors import BoxError
 
-__all__ = ["MaskInput", "Region", "load_mask", "mask_box", "mask_to_rle", "parse_region_arg"]
+__all__ = ["MaskInput", "Region", "load_mask", "mask_box", "mask_to_rle", "parse_region_arg", "rle_runs"]
 
 MaskInput = np.ndarray | str | Path | Mapping[str, Any]
 
@@ -72,20 +72,14 @@ def load_mask(mask: MaskInput) -> np.ndarray:
             raise FileNotFoundError(
                 f"mask file {str(path)!r} does not exist; give a PNG whose non-zero pixels mark the target"
             )
-        with Image.open(path) as image:
-            array = np.asarray(image.convert("L"))
-        return array > 0
-    if isinstance(mask, Mapping) and isinstance(mask.get("counts"), list):
-        return _decode_uncompressed_rle(mask)
-    if isinstance(mask, Mapping):
         try:
-            from pycocotools import mask as coco_mask
-        except ImportError:
-            raise BoxError(
-                "a COCO RLE mask needs pycocotools: pip install pycocotools (the eval extra brings it: pip "
-                "install 'artemis-video[eval]'), or pass the mask as a boolean array or a PNG"
-            ) from None
-        return np.asarray(coco_mask.decode(dict(mask)), dtype=bool)
+            with Image.open(path) as image:
+                array = np.asarray(image.convert("L"))
+        except (OSError, ValueError) as error:  # PIL's UnidentifiedImageError is an OSError
+            raise BoxError(f"mask file {str(path)!r} is not an image PIL can read ({error}); give a PNG") from None
+        return array > 0
+    if isinstance(mask, Mapping):
+        return _decode_rle(mask)
     array = np.asarray(mask)
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
@@ -94,9 +88,9 @@ def load_mask(mask: MaskInput) -> np.ndarray:
     return array.astype(bool)
 
 
-# COCO's uncompressed RLE is a list of run lengths over the mask in column-major order, starting with a
-# run of zeros. Reading and writing it is a few lines of numpy, so SynthRef and the readers of its masks
-# need no pycocotools (which only the compressed, string form needs).
+# COCO's RLE is a list of run lengths over the mask in column-major order, starting with a run of zeros
+# (the compressed form packs that list into a string: rle_runs). Reading and writing it is a few lines of
+# numpy, checked run by run, so SynthRef and the readers of masks need no pycocotools.
 
 
 def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
@@ -108,11 +102,19 @@ def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
     return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": [int(c) for c in counts]}
 
 
-def _decode_uncompressed_rle(rle: Mapping[str, Any]) -> np.ndarray:
-    size, counts = rle.get("size"), rle["counts"]
+def _decode_rle(rle: Mapping[str, Any]) -> np.ndarray:
+    size, counts = rle.get("size"), rle.get("counts")
     if not (isinstance(size, Sequence) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
         raise BoxError(f"RLE mask size {size!r} is not [height, width] of positive integers")
     height, width = size
+    if isinstance(counts, bytes):  # pycocotools.mask.encode gives bytes
+        counts = counts.decode("ascii", errors="replace")
+    if isinstance(counts, str):
+        counts = rle_runs(counts)
+        if counts is None:
+            raise BoxError("the RLE mask's counts string is malformed; give pycocotools.mask.encode's output")
+    if not isinstance(counts, list):
+        raise BoxError(f"RLE mask counts {type(counts).__name__}: expected a string or a list of run lengths")
     if not all(isinstance(c, int) and c >= 0 for c in counts) or sum(counts) != height * width:
         raise BoxError(
             f"RLE mask counts sum to {sum(c for c in counts if isinstance(c, int))} for a {height}x{width} mask; "
@@ -121,6 +123,33 @@ def _decode_uncompressed_rle(rle: Mapping[str, Any]) -> np.ndarray:
     values = np.arange(len(counts)) % 2 == 1  # runs alternate 0, 1, 0, ...
     flat = np.repeat(values, counts)  # (H*W,)
     return flat.reshape((height, width), order="F")
+
+
+def rle_runs(counts: str) -> list[int] | None:
+    """The run lengths of COCO's compressed RLE string (5 bits per character, the runs after the first two
+    stored as differences), or ``None`` when it is malformed. Read here rather than by pycocotools, which
+    decodes without checking that the runs cover the mask (it then returns uninitialised memory as mask
+    pixels) and does not expose its reader."""
+    runs: list[int] = []
+    position = 0
+    while position < len(counts):
+        value, shift, more = 0, 0, True
+        while more:
+            if position >= len(counts):
+                return None
+            code = ord(counts[position]) - 48
+            if not 0 <= code < 64:
+                return None
+            value |= (code & 0x1F) << shift
+            more = bool(code & 0x20)
+            position += 1
+            shift += 5
+            if not more and code & 0x10:
+                value |= -1 << shift
+        if len(runs) > 2:
+            value += runs[-2]
+        runs.append(value)
+    return runs
 
 
 def mask_box(mask: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -55,9 +55,19 @@ def test_bad_masks_get_clear_errors(tmp_path, monkeypatch):
         load_mask(tmp_path / "missing.png")
     with pytest.raises(BoxError, match=r"\(H, W\) array"):
         load_mask(np.zeros((2, 3, 4)))
+    not_png = tmp_path / "mask.png"
+    not_png.write_text("not an image")
+    with pytest.raises(BoxError, match=r"mask\.png' is not an image PIL can read"):
+        load_mask(not_png)
+    # COCO RLE is read without pycocotools, run by run: runs that do not cover the mask are refused (pycocotools
+    # itself would return uninitialised memory for them).
     monkeypatch.setitem(sys.modules, "pycocotools", None)
-    with pytest.raises(BoxError, match="needs pycocotools: pip install pycocotools"):
-        load_mask({"size": [2, 2], "counts": "abc"})
+    with pytest.raises(BoxError, match=r"counts sum to 3 for a 2x2 mask"):
+        load_mask({"size": [2, 2], "counts": [1, 2]})
+    with pytest.raises(BoxError, match="counts string is malformed"):
+        load_mask({"size": [2, 2], "counts": "\x7f"})
+    with pytest.raises(BoxError, match="not \\[height, width\\]"):
+        load_mask({"size": [2], "counts": [4]})
     with pytest.raises(BoxError, match="exactly one"):
         Region(box=(1, 2, 3, 4), mask=apart)
 

@@ -47,6 +47,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     synthref.add_argument("--seed", type=int, default=0, help="seed of the controls' box choices")
     synthref.add_argument("--track", action="store_true", help="run the model's tracker instead of exact boxes")
     synthref.add_argument("--no-controls", action="store_true", help="skip the box-swap and box-blind controls")
+    synthref.add_argument(
+        "--prompt",
+        choices=("box", "mask"),
+        default="box",
+        help="give each target by its key-frame box, or by its key-frame mask (the split's key_frame_mask)",
+    )
     synthref.add_argument("--max-new-tokens", type=int, default=64, help="generation length")
     synthref.add_argument(
         "--selector",
@@ -80,7 +86,7 @@ def print_result(args: argparse.Namespace, result: dict[str, Any] | None, keys: 
     """Print the scores (a rank other than 0 of a sharded run has none: rank 0 prints them)."""
     if result is None:
         return 0
-    shown = {k: result[k] for k in keys} if keys else result
+    shown = {k: result[k] for k in keys if k in result} if keys else result
     if args.json:
         print(json.dumps(shown, indent=2))
     else:
@@ -110,6 +116,7 @@ def run_synthref_command(args: argparse.Namespace) -> int:
         seed=args.seed,
         use_tracker=args.track,
         controls=not args.no_controls,
+        prompt=args.prompt,
         max_new_tokens=args.max_new_tokens,
         shard=shard,
     )

@@ -117,9 +117,27 @@ def _box_json(box: tuple[float, ...] | None) -> list[int]:
     return [] if box is None else [int(v) for v in box]
 
 
+def key_frame_overlap(scene: Scene, index: int, key_frame: int, box: tuple[float, ...] | None) -> float:
+    """The largest share of another object's visible pixels that lies inside object ``index``'s box on its key
+    frame: how much of another object a box prompt also covers (0 when none does)."""
+    if box is None:
+        return 0.0
+    x1, y1, x2, y2 = (int(v) for v in box)
+    share = 0.0
+    for other in range(len(scene.objects)):
+        if other == index:
+            continue
+        pixels = visible_mask(scene, other, key_frame)  # (H, W)
+        total = int(pixels.sum())
+        if total:
+            share = max(share, int(pixels[y1:y2, x1:x2].sum()) / total)
+    return share
+
+
 def _video_entry(scene: Scene, video_rel: str, captions: list[str], tracks: list) -> dict[str, Any]:
     objects = []
     for k, (obj, track, caption) in enumerate(zip(scene.objects, tracks, captions, strict=True)):
+        key_box = track.boxes[track.key_frame_id]
         objects.append(
             {
                 "index": k,
@@ -134,6 +152,7 @@ def _video_entry(scene: Scene, video_rel: str, captions: list[str], tracks: list
                 "enters": track.enters,
                 "leaves": track.leaves,
                 "key_frame_id": track.key_frame_id,
+                "key_frame_overlap": round(key_frame_overlap(scene, k, track.key_frame_id, key_box), 4),
                 "boxes": [_box_json(b) for b in track.boxes],
                 "visible": list(track.visible),
             }
@@ -251,6 +270,7 @@ def generate_split(
             "box": "tight pixel xyxy of the object's own mask, x2/y2 exclusive, clipped to the frame; [] when outside",
             "visible": "at least one mask pixel not covered by an object later in draw order",
             "key_frame_id": "frame with the most unoccluded pixels, earliest on ties",
+            "key_frame_overlap": "largest share of another object's visible pixels inside the key-frame box",
         },
         "videos": manifest_videos,
     }

@@ -71,6 +71,10 @@ class SynthRefTarget:
         objects: every object of the video as ``(labels, key_frame_id, boxes)``, index ``k`` included.
         width: frame width.
         height: frame height.
+        overlap: the largest share of another object's visible pixels inside the key-frame box (the
+            manifest's ``key_frame_overlap``; None for a split written before it existed).
+        key_frame_mask: the object's visible pixels on its key frame (COCO RLE, from ``videoref45k.json``),
+            for the mask prompt; None when the split has none.
     """
 
     sample_id: str
@@ -83,6 +87,8 @@ class SynthRefTarget:
     objects: tuple[tuple[dict[str, str], int, tuple[tuple[float, float, float, float] | None, ...]], ...]
     width: int
     height: int
+    overlap: float | None = None
+    key_frame_mask: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def num_frames(self) -> int:
@@ -113,6 +119,7 @@ def load_targets(split_dir: str | Path) -> tuple[list[SynthRefTarget], Vocabular
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         vocabulary = Vocabulary.from_manifest(manifest)
         width, height = int(manifest["config"]["width"]), int(manifest["config"]["height"])
+        masks = _key_frame_masks(split_dir)
         targets = []
         for video in manifest["videos"]:
             objects = tuple(
@@ -124,6 +131,7 @@ def load_targets(split_dir: str | Path) -> tuple[list[SynthRefTarget], Vocabular
                 for obj in video["objects"]
             )
             for k, (labels, key_frame, boxes) in enumerate(objects):
+                overlap = video["objects"][k].get("key_frame_overlap")
                 targets.append(
                     SynthRefTarget(
                         sample_id=f"{video['name']}_obj{k}",
@@ -136,11 +144,28 @@ def load_targets(split_dir: str | Path) -> tuple[list[SynthRefTarget], Vocabular
                         objects=objects,
                         width=width,
                         height=height,
+                        overlap=None if overlap is None else float(overlap),
+                        key_frame_mask=masks.get(f"{video['name']}_obj{k}"),
                     )
                 )
     except (KeyError, TypeError, ValueError) as error:
         raise AnnotationError(f"{manifest_path}: not a SynthRef manifest ({error!r})") from None
     return targets, vocabulary
+
+
+def _key_frame_masks(split_dir: Path) -> dict[str, Mapping[str, Any]]:
+    """Each object's key-frame mask by sample id, from the split's ``videoref45k.json`` (empty without one)."""
+    path = split_dir / "videoref45k.json"
+    if not path.is_file():
+        return {}
+    masks: dict[str, Mapping[str, Any]] = {}
+    seen: dict[str, int] = {}
+    for record in json.loads(path.read_text(encoding="utf-8")):  # one record per object, in manifest order
+        video = Path(str(record.get("video_name", ""))).stem
+        k = seen[video] = seen.get(video, -1) + 1
+        if "key_frame_mask" in record:
+            masks[f"{video}_obj{k}"] = record["key_frame_mask"]
+    return masks
 
 
 def sample_rng(seed: int, sample_id: str) -> np.random.Generator:
@@ -209,6 +234,11 @@ def _accuracy(hits: int, total: int) -> float:
     return hits / total if total else float("nan")
 
 
+OVERLAP_SHARE = 0.3
+"""A target "overlaps" when more than this share of another object's visible pixels lies inside its key-frame
+box: there a box prompt also covers another object, and a mask prompt should help (issue 16)."""
+
+
 def synthref_metrics(records: Iterable[Mapping[str, Any]], vocabulary: Vocabulary | None = None) -> dict[str, Any]:
     """Accuracies from prediction records (the lines of ``predictions.jsonl``).
 
@@ -220,9 +250,13 @@ def synthref_metrics(records: Iterable[Mapping[str, Any]], vocabulary: Vocabular
         ``joint_accuracy``, ``color_accuracy``, ``shape_accuracy``, ``motion_accuracy``,
         ``swap_joint_accuracy``, ``blind_joint_accuracy`` (NaN with no samples) and the counts
         ``num_samples``, ``num_swap``, ``num_blind``, ``num_unparsed`` (descriptions with no attribute
-        read at all).
+        read at all). When the records carry ``overlap`` (splits with ``key_frame_overlap``), also
+        ``overlap_joint_accuracy`` / ``overlap_color_accuracy`` / ``num_overlap`` over the targets whose box
+        holds more than :data:`OVERLAP_SHARE` of another object, and ``rest_joint_accuracy`` /
+        ``rest_color_accuracy`` / ``num_rest`` over the others.
     """
     vocabulary = vocabulary or Vocabulary.default()
+    records = list(records)
     hits = dict.fromkeys(("colour", "shape", "motion", "joint", "swap", "blind"), 0)
     counts = dict.fromkeys(("samples", "swap", "blind", "unparsed"), 0)
     for record in records:
@@ -251,7 +285,25 @@ def synthref_metrics(records: Iterable[Mapping[str, Any]], vocabulary: Vocabular
         "num_swap": counts["swap"],
         "num_blind": counts["blind"],
         "num_unparsed": counts["unparsed"],
+        **_overlap_metrics(records, vocabulary),
     }
+
+
+def _overlap_metrics(records: Sequence[Mapping[str, Any]], vocabulary: Vocabulary) -> dict[str, Any]:
+    """Joint and colour accuracy of the overlapping targets and of the rest (empty without ``overlap``)."""
+    known = [r for r in records if r.get("overlap") is not None]
+    if not known:
+        return {}
+    out: dict[str, Any] = {}
+    for name, subset in (
+        ("overlap", [r for r in known if r["overlap"] > OVERLAP_SHARE]),
+        ("rest", [r for r in known if r["overlap"] <= OVERLAP_SHARE]),
+    ):
+        right = [parse_description(r["description"], vocabulary).matches(r["labels"]) for r in subset]
+        out[f"{name}_joint_accuracy"] = _accuracy(sum(m["joint"] for m in right), len(right))
+        out[f"{name}_color_accuracy"] = _accuracy(sum(m["colour"] for m in right), len(right))
+        out[f"num_{name}"] = len(right)
+    return out
 
 
 def chance_joint_accuracy(vocabulary: Vocabulary) -> float:
@@ -275,6 +327,8 @@ class SynthRefPredictor:
         seed: seed of the controls' choices (with each sample id).
         use_tracker: run the model's tracker instead of giving the exact boxes.
         controls: also run the swap and blind controls.
+        prompt: ``"box"`` gives the target by its key-frame box; ``"mask"`` by its visible pixels on the key
+            frame (the split's ``key_frame_mask``), with the same track. The controls always give boxes.
         generation: keyword arguments for ``generate`` (``max_new_tokens``, ...).
     """
 
@@ -282,7 +336,12 @@ class SynthRefPredictor:
     seed: int = 0
     use_tracker: bool = False
     controls: bool = True
+    prompt: str = "box"
     generation: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.prompt not in ("box", "mask"):
+            raise ValueError(f"prompt={self.prompt!r}; expected 'box' or 'mask'")
 
     def _describe(self, reader: Any, boxes: Sequence[Any], frame: int) -> str:
         from artemis.track import Track
@@ -291,12 +350,33 @@ class SynthRefPredictor:
         track = None if self.use_tracker else Track.from_boxes(list(boxes), key_frame=frame)
         return self.model.describe(reader, box, frame, track=track, **self.generation).text
 
+    def _describe_masked(self, reader: Any, target: SynthRefTarget) -> str:
+        from artemis.prompts import DESCRIBE_QUESTIONS
+        from artemis.regions import Region
+        from artemis.track import Track
+
+        if target.key_frame_mask is None:
+            raise AnnotationError(
+                f"{target.sample_id}: the split has no key_frame_mask for this object (written before masks "
+                "existed); regenerate it with `artemis data synthref`, or use --prompt box"
+            )
+        frame = target.key_frame_id
+        region = Region(mask=dict(target.key_frame_mask), frame=frame)
+        track = None if self.use_tracker else [Track.from_boxes(list(target.boxes), key_frame=frame)]
+        return self.model.ask(
+            reader, regions=[region], question=DESCRIBE_QUESTIONS[0], tracks=track, **self.generation
+        ).text
+
     def __call__(self, target: SynthRefTarget) -> dict[str, Any]:
         """One prediction record (a line of ``predictions.jsonl``)."""
         from artemis.video import VideoReader
 
         rng = sample_rng(self.seed, target.sample_id)
         with VideoReader(target.video, backend=self.model.video_backend) as reader:
+            if self.prompt == "mask":
+                description = self._describe_masked(reader, target)
+            else:
+                description = self._describe(reader, target.boxes, target.key_frame_id)
             record: dict[str, Any] = {
                 "id": target.sample_id,
                 "video": target.video_name,
@@ -304,7 +384,9 @@ class SynthRefPredictor:
                 "key_frame": target.key_frame_id,
                 "box": list(target.boxes[target.key_frame_id] or ()),
                 "labels": target.labels,
-                "description": self._describe(reader, target.boxes, target.key_frame_id),
+                "prompt": self.prompt,
+                "overlap": target.overlap,
+                "description": description,
                 "swap": None,
                 "blind": None,
             }

@@ -34,8 +34,14 @@ SYNTHREF_KEYS = (
     "num_swap",
     "num_blind",
     "num_unparsed",
+    "overlap_joint_accuracy",
+    "overlap_color_accuracy",
+    "num_overlap",
+    "rest_joint_accuracy",
+    "num_rest",
 )
-"""The metrics printed for a SynthRef run (``metrics.json`` also has ``chance_joint_accuracy``)."""
+"""The metrics printed for a SynthRef run (``metrics.json`` also has ``chance_joint_accuracy``); the
+``overlap``/``rest`` ones only for a split whose manifest has ``key_frame_overlap``."""
 
 
 def run_synthref(
@@ -49,6 +55,7 @@ def run_synthref(
     seed: int = 0,
     use_tracker: bool = False,
     controls: bool = True,
+    prompt: str = "box",
     max_new_tokens: int = 64,
     shard: Shard | None = None,
 ) -> dict[str, Any] | None:
@@ -62,6 +69,7 @@ def run_synthref(
         seed: seed of the controls' box choices.
         use_tracker: run the pipeline's tracker from the key-frame box instead of the exact boxes.
         controls: also run the box-swap and box-blind controls.
+        prompt: ``"box"`` or ``"mask"`` (each target by its key-frame mask; the controls stay boxes).
         max_new_tokens: generation length.
         shard: this process of a sharded run (see :mod:`artemis.eval.runner`); rank 0 merges and scores.
 
@@ -73,6 +81,7 @@ def run_synthref(
         seed=seed,
         use_tracker=use_tracker,
         controls=controls,
+        prompt=prompt,
         generation={"max_new_tokens": max_new_tokens},
     )
     settings = {
@@ -82,6 +91,7 @@ def run_synthref(
         "seed": seed,
         "track": use_tracker,
         "controls": controls,
+        "prompt": prompt,
         "max_new_tokens": max_new_tokens,
         "selector": pipeline.config.selector,
     }
@@ -99,7 +109,8 @@ def run_synthref(
             f"the model's tracker ({pipeline.tracker}) from the exact key-frame box."
             if use_tracker
             else "the exact key-frame box, with the exact per-frame boxes as the track (the tracker is not measured)."
-        ),
+        )
+        + (" The target is given by its visible pixels on the key frame (mask prompt)." if prompt == "mask" else ""),
         "A description is parsed into colour/shape/motion (artemis.eval.synthref); an attribute that cannot be "
         "read unambiguously counts as wrong. Joint = all three right.",
         "box-swap: another object's box on the same video; scored against that object's labels.",

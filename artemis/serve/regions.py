@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from artemis.regions import Region
+from artemis.regions import Region, rle_runs
 from artemis.serve.errors import ServeError
 from artemis.serve.uploads import Upload
 
@@ -133,33 +133,6 @@ def read_regions(text: str, files: Mapping[str, Upload]) -> list[Region]:
     return regions
 
 
-def _rle_counts(counts: str) -> list[int] | None:
-    """The run lengths of COCO's compressed RLE string (5 bits per character, the runs after the first two
-    stored as differences), or ``None`` when it is malformed. pycocotools decodes without checking that the
-    runs cover the mask, and then returns uninitialised memory as mask pixels; so the runs are read here
-    first (pycocotools does not expose its reader)."""
-    runs: list[int] = []
-    position = 0
-    while position < len(counts):
-        value, shift, more = 0, 0, True
-        while more:
-            if position >= len(counts):
-                return None
-            code = ord(counts[position]) - 48
-            if not 0 <= code < 64:
-                return None
-            value |= (code & 0x1F) << shift
-            more = bool(code & 0x20)
-            position += 1
-            shift += 5
-            if not more and code & 0x10:
-                value |= -1 << shift
-        if len(runs) > 2:
-            value += runs[-2]
-        runs.append(value)
-    return runs
-
-
 def check_rle(rle: dict[str, Any], where: str) -> dict[str, Any]:
     """A COCO RLE dict whose runs cover its ``size`` exactly, as an uncompressed RLE (``counts`` a list).
 
@@ -173,7 +146,7 @@ def check_rle(rle: dict[str, Any], where: str) -> dict[str, Any]:
     if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
         raise _error(where, f"the RLE mask's 'size' must be [height, width] in pixels, got {json.dumps(size)[:40]}")
     if isinstance(counts, str):
-        runs = _rle_counts(counts)
+        runs = rle_runs(counts)
         if runs is None:
             raise _error(where, "the RLE mask's 'counts' string is malformed; send pycocotools' encode() output")
     elif isinstance(counts, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in counts):

@@ -161,6 +161,9 @@ def test_mask_to_rle_round_trips_and_matches_pycocotools() -> None:
             np.testing.assert_array_equal(load_mask(rle), mask)
             decoded = coco.decode(coco.frPyObjects(rle, *rle["size"])).astype(bool)
             np.testing.assert_array_equal(decoded, mask)
+            compressed = coco.encode(np.asfortranarray(mask.astype(np.uint8)))  # counts: bytes
+            np.testing.assert_array_equal(load_mask(compressed), mask)
+            np.testing.assert_array_equal(load_mask({**compressed, "counts": compressed["counts"].decode()}), mask)
 
 
 def test_mask_prompts_give_masks_on_kept_key_frames_only(split: Path, tiny) -> None:
