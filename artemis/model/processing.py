@@ -407,10 +407,12 @@ class ArtemisProcessor(ProcessorMixin):
         turns: Sequence[tuple[str, str | None]],
         regions: Sequence[Any],
         key_frame: int | Sequence[int],
+        *,
+        key_masks: Sequence[np.ndarray | None] | None = None,
     ) -> tuple[dict[str, torch.Tensor], FramePlan]:
         """:meth:`referring_item` for a conversation of several turns (:meth:`referring_conversation_text`)."""
         text = self.referring_conversation_text(turns, len(regions))  # a bad turn fails before any frame is read
-        item, plan = self.referring_visuals(source, regions, key_frame)
+        item, plan = self.referring_visuals(source, regions, key_frame, key_masks=key_masks)
         item.update(self._text_tensors(text))
         return item, plan
 

@@ -24,7 +24,7 @@ from artemis.model.loading import ModelCard
 from artemis.model.modeling import ArtemisForConditionalGeneration
 from artemis.model.processing import ArtemisProcessor
 from artemis.prompts import DESCRIBE_QUESTIONS
-from artemis.regions import Region, load_mask
+from artemis.regions import Region, load_mask, mask_box
 from artemis.tasks.box_output import BoxOutTrack, ground, track_with_llm
 from artemis.tasks.referring import (
     Description,
@@ -227,8 +227,7 @@ class VideoPipeline:
                 box_list = as_box_list(boxes)
                 frames = [frame_index] * len(box_list)
             else:
-                box_list, frames = self._resolve_regions(source, regions, box_format)
-                masks = [None if region.mask is None else load_mask(region.mask) for region in regions]
+                box_list, frames, masks = self._resolve_regions(source, regions, box_format)
                 box_format = "xyxy"
             tracks = self._region_tracks(source, box_list, frames, box_format, tracks, progress)
             key: int | list[int] = frames[0] if len(set(frames)) == 1 else frames
@@ -259,34 +258,45 @@ class VideoPipeline:
         (:attr:`chat_cache`, one conversation kept) and only the new turn is prefilled.
         """
         with opened(video, backend=self.video_backend) as source:
-            box_list, frames = self._resolve_regions(source, regions, box_format)
+            box_list, frames, masks = self._resolve_regions(source, regions, box_format)
             tracks = self._region_tracks(source, box_list, frames, "xyxy", tracks, progress)
             key: int | list[int] = frames[0] if len(set(frames)) == 1 else frames
             return chat(
-                self.model, self.processor, source, tracks, messages, key, conversation=self.chat_cache, **generation
+                self.model,
+                self.processor,
+                source,
+                tracks,
+                messages,
+                key,
+                masks=masks,
+                conversation=self.chat_cache,
+                **generation,
             )
 
     @staticmethod
     def _resolve_regions(
         source: VideoSource, regions: Sequence[Region], box_format: BoxFormat
-    ) -> tuple[list[np.ndarray], list[int]]:
-        """Each region's pixel ``xyxy`` box (a mask's tight box) and its frame."""
+    ) -> tuple[list[np.ndarray], list[int], list[np.ndarray | None]]:
+        """Each region's pixel ``xyxy`` box (a mask's tight box), its frame and its (H, W) mask or None."""
         if not regions:
             raise ValueError("regions is empty; give at least one Region(box=..., frame=...)")
-        box_list, frames = [], []
+        box_list, frames, masks = [], [], []
         for region in regions:
             if not isinstance(region, Region):
                 raise TypeError(f"regions holds {region!r}; expected Region(box=..., frame=...) or Region(mask=...)")
             _check_frame(source, int(region.frame))
+            mask = None
             if region.mask is None:
                 box = validate_box(
                     region.box, source.width, source.height, box_format=box_format, frame_index=int(region.frame)
                 )
             else:
-                box = region.resolve(source.width, source.height)
+                mask = load_mask(region.mask)
+                box = mask_box(mask, source.width, source.height)
             box_list.append(np.asarray(box, dtype=np.float64))
             frames.append(int(region.frame))
-        return box_list, frames
+            masks.append(mask)
+        return box_list, frames, masks
 
     def describe_batch(
         self,

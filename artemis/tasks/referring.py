@@ -238,6 +238,7 @@ def chat(
     messages: Sequence[Any],
     frame_index: KeyFrames,
     *,
+    masks: Sequence[np.ndarray | None] | None = None,
     conversation: ConversationCache | None = None,
     **generation: Any,
 ) -> Description:
@@ -247,6 +248,7 @@ def chat(
     ``<region>``). The returned description's ``messages`` is the conversation with the answer appended.
 
     Args:
+        masks: per region, its mask on its frame or None (see :func:`prepare`).
         conversation: a :class:`~artemis.model.generation.ConversationCache`: when this call continues the
             conversation it last generated (same frames, tracks and model; the earlier turns and answer
             unchanged), generation starts from its KV cache and the language model prefills only the new
@@ -256,7 +258,7 @@ def chat(
     turns = conversation_turns(messages)
     check_tracks(tracks, frame_index)
     keys = frame_index if isinstance(frame_index, (int, np.integer)) else key_frame_list(frame_index, len(tracks))
-    item, plan = processor.referring_conversation_item(source, turns, tracks, keys)
+    item, plan = processor.referring_conversation_item(source, turns, tracks, keys, key_masks=masks)
     description = Description(
         text="",
         question=turns[-1][0],

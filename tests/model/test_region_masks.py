@@ -219,3 +219,21 @@ def test_ask_with_a_mask_gives_the_model_the_mask(split: Path, tiny, tmp_path: P
     torch.testing.assert_close(first[0, 0], processor.video_processor.mask(mask))
     assert seen[0] is None  # the box prompt sends no mask
     assert by_mask.tracks[0].key_frame == frame
+
+
+def test_chat_with_a_mask_gives_the_model_the_mask(split: Path, tiny) -> None:
+    model, processor = tiny
+    pipeline = ArtemisModel(model, processor)
+    sample = read("videoref45k", split / "videoref45k.json")[1]
+    mask = load_mask(sample.metadata["key_frame_mask"])
+    seen: list[torch.Tensor | None] = []
+    hook = model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs.get("region_masks")), with_kwargs=True
+    )
+    try:
+        regions = [Region(mask=mask, frame=sample.key_frame_id)]
+        messages = [{"role": "user", "content": "What is <region> doing?"}]
+        pipeline.chat(sample.resolve(sample.video), regions, messages, max_new_tokens=2)
+    finally:
+        hook.remove()
+    torch.testing.assert_close(seen[0][0, 0], processor.video_processor.mask(mask))
