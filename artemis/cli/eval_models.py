@@ -51,7 +51,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--prompt",
         choices=("box", "mask"),
         default="box",
-        help="give each target by its key-frame box, or by its key-frame mask (the split's key_frame_mask)",
+        help="give each target by its box, or by its mask (its visible pixels on the same frame)",
+    )
+    synthref.add_argument(
+        "--prompt-frame",
+        choices=("key", "overlap"),
+        default="key",
+        help="give each target on its key frame, or on the frame where its box covers the most of another object",
     )
     synthref.add_argument("--max-new-tokens", type=int, default=64, help="generation length")
     synthref.add_argument(
@@ -117,6 +123,7 @@ def run_synthref_command(args: argparse.Namespace) -> int:
         use_tracker=args.track,
         controls=not args.no_controls,
         prompt=args.prompt,
+        prompt_frame=args.prompt_frame,
         max_new_tokens=args.max_new_tokens,
         shard=shard,
     )

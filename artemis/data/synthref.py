@@ -22,6 +22,7 @@ Layout, text and annotation writing live in :mod:`artemis.data.synthref_writer` 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -336,6 +337,39 @@ def visible_mask(scene: Scene, index: int, t: int) -> np.ndarray:
     for above in scene.objects[index + 1 :]:  # later objects are drawn on top
         mask &= ~draw_mask(above, t, scene.width, scene.height)
     return mask
+
+
+def box_overlap(scene: Scene, index: int, t: int, box: Sequence[float] | None) -> float:
+    """The largest share of another object's visible pixels on frame ``t`` that lies inside ``box`` (object
+    ``index``'s box there): how much of another object a box prompt also covers (0 when none does)."""
+    if box is None:
+        return 0.0
+    x1, y1, x2, y2 = (int(v) for v in box)
+    share = 0.0
+    for other in range(len(scene.objects)):
+        if other == index:
+            continue
+        pixels = visible_mask(scene, other, t)  # (H, W)
+        total = int(pixels.sum())
+        if total:
+            share = max(share, int(pixels[y1:y2, x1:x2].sum()) / total)
+    return share
+
+
+def most_overlapped_frame(scene: Scene, index: int, min_visible: float = 0.5) -> tuple[int, float] | None:
+    """The frame where object ``index``'s box covers the largest share of another object (the earliest on
+    ties), among the frames where at least ``min_visible`` of its own pixels show, and that share; None when
+    no frame qualifies. The hardest fair frame to give the object by its box."""
+    best: tuple[int, float] | None = None
+    for t in range(scene.num_frames):
+        own = draw_mask(scene.objects[index], t, scene.width, scene.height)
+        area = int(own.sum())
+        if area == 0 or visible_mask(scene, index, t).sum() < min_visible * area:
+            continue
+        share = box_overlap(scene, index, t, mask_box(own))
+        if best is None or share > best[1]:
+            best = (t, share)
+    return best
 
 
 def compute_tracks(scene: Scene) -> list[ObjectTrack]:

@@ -46,6 +46,7 @@ from artemis.data.synthref import (
     SIZES,
     Scene,
     SynthRefConfig,
+    box_overlap,
     compute_tracks,
     generate_scene,
     render_frames,
@@ -117,23 +118,6 @@ def _box_json(box: tuple[float, ...] | None) -> list[int]:
     return [] if box is None else [int(v) for v in box]
 
 
-def key_frame_overlap(scene: Scene, index: int, key_frame: int, box: tuple[float, ...] | None) -> float:
-    """The largest share of another object's visible pixels that lies inside object ``index``'s box on its key
-    frame: how much of another object a box prompt also covers (0 when none does)."""
-    if box is None:
-        return 0.0
-    x1, y1, x2, y2 = (int(v) for v in box)
-    share = 0.0
-    for other in range(len(scene.objects)):
-        if other == index:
-            continue
-        pixels = visible_mask(scene, other, key_frame)  # (H, W)
-        total = int(pixels.sum())
-        if total:
-            share = max(share, int(pixels[y1:y2, x1:x2].sum()) / total)
-    return share
-
-
 def _video_entry(scene: Scene, video_rel: str, captions: list[str], tracks: list) -> dict[str, Any]:
     objects = []
     for k, (obj, track, caption) in enumerate(zip(scene.objects, tracks, captions, strict=True)):
@@ -152,7 +136,7 @@ def _video_entry(scene: Scene, video_rel: str, captions: list[str], tracks: list
                 "enters": track.enters,
                 "leaves": track.leaves,
                 "key_frame_id": track.key_frame_id,
-                "key_frame_overlap": round(key_frame_overlap(scene, k, track.key_frame_id, key_box), 4),
+                "key_frame_overlap": round(box_overlap(scene, k, track.key_frame_id, key_box), 4),
                 "boxes": [_box_json(b) for b in track.boxes],
                 "visible": list(track.visible),
             }

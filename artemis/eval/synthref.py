@@ -28,6 +28,15 @@ from typing import Any
 
 import numpy as np
 
+from artemis.data.synthref import (
+    Scene,
+    SynthRefConfig,
+    draw_mask,
+    generate_scene,
+    mask_box,
+    most_overlapped_frame,
+    visible_mask,
+)
 from artemis.data.synthref_text import WHICH_KINDS as _WHICH_KINDS
 from artemis.data.synthref_text import swapped_pair_answer
 from artemis.data.synthref_writer import PairRecord, read_pair_records
@@ -73,8 +82,9 @@ class SynthRefTarget:
         height: frame height.
         overlap: the largest share of another object's visible pixels inside the key-frame box (the
             manifest's ``key_frame_overlap``; None for a split written before it existed).
-        key_frame_mask: the object's visible pixels on its key frame (COCO RLE, from ``videoref45k.json``),
-            for the mask prompt; None when the split has none.
+        scene: the generator's scene of the video (rebuilt from the manifest's seed, split and settings,
+            and checked against its boxes), which gives masks and overlaps on any frame; None when it
+            cannot be rebuilt (a split written by another generator version).
     """
 
     sample_id: str
@@ -88,7 +98,7 @@ class SynthRefTarget:
     width: int
     height: int
     overlap: float | None = None
-    key_frame_mask: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
+    scene: Scene | None = field(default=None, repr=False, compare=False)
 
     @property
     def num_frames(self) -> int:
@@ -119,9 +129,8 @@ def load_targets(split_dir: str | Path) -> tuple[list[SynthRefTarget], Vocabular
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         vocabulary = Vocabulary.from_manifest(manifest)
         width, height = int(manifest["config"]["width"]), int(manifest["config"]["height"])
-        masks = _key_frame_masks(split_dir)
         targets = []
-        for video in manifest["videos"]:
+        for video_index, video in enumerate(manifest["videos"]):
             objects = tuple(
                 (
                     {key: str(obj[key]) for key in ("colour", "shape", "size", "motion")},
@@ -130,6 +139,7 @@ def load_targets(split_dir: str | Path) -> tuple[list[SynthRefTarget], Vocabular
                 )
                 for obj in video["objects"]
             )
+            scene = _scene(manifest, video_index, objects)
             for k, (labels, key_frame, boxes) in enumerate(objects):
                 overlap = video["objects"][k].get("key_frame_overlap")
                 targets.append(
@@ -145,7 +155,7 @@ def load_targets(split_dir: str | Path) -> tuple[list[SynthRefTarget], Vocabular
                         width=width,
                         height=height,
                         overlap=None if overlap is None else float(overlap),
-                        key_frame_mask=masks.get(f"{video['name']}_obj{k}"),
+                        scene=scene,
                     )
                 )
     except (KeyError, TypeError, ValueError) as error:
@@ -153,19 +163,21 @@ def load_targets(split_dir: str | Path) -> tuple[list[SynthRefTarget], Vocabular
     return targets, vocabulary
 
 
-def _key_frame_masks(split_dir: Path) -> dict[str, Mapping[str, Any]]:
-    """Each object's key-frame mask by sample id, from the split's ``videoref45k.json`` (empty without one)."""
-    path = split_dir / "videoref45k.json"
-    if not path.is_file():
-        return {}
-    masks: dict[str, Mapping[str, Any]] = {}
-    seen: dict[str, int] = {}
-    for record in json.loads(path.read_text(encoding="utf-8")):  # one record per object, in manifest order
-        video = Path(str(record.get("video_name", ""))).stem
-        k = seen[video] = seen.get(video, -1) + 1
-        if "key_frame_mask" in record:
-            masks[f"{video}_obj{k}"] = record["key_frame_mask"]
-    return masks
+def _scene(manifest: Mapping[str, Any], index: int, objects: Sequence[Any]) -> Scene | None:
+    """Video ``index``'s scene, rebuilt by the generator from the manifest; None unless its objects' key-frame
+    boxes are the manifest's (another generator version, or settings the manifest does not record)."""
+    try:
+        config = SynthRefConfig(**manifest["config"])
+        scene = generate_scene(int(manifest["seed"]), str(manifest["split"]), index, config)
+    except (KeyError, TypeError, ValueError):
+        return None
+    if len(scene.objects) != len(objects):
+        return None
+    for k, (_, key_frame, boxes) in enumerate(objects):
+        box = mask_box(draw_mask(scene.objects[k], key_frame, scene.width, scene.height))
+        if box != boxes[key_frame]:
+            return None
+    return scene
 
 
 def sample_rng(seed: int, sample_id: str) -> np.random.Generator:
@@ -327,8 +339,12 @@ class SynthRefPredictor:
         seed: seed of the controls' choices (with each sample id).
         use_tracker: run the model's tracker instead of giving the exact boxes.
         controls: also run the swap and blind controls.
-        prompt: ``"box"`` gives the target by its key-frame box; ``"mask"`` by its visible pixels on the key
-            frame (the split's ``key_frame_mask``), with the same track. The controls always give boxes.
+        prompt: ``"box"`` gives the target by its box; ``"mask"`` by its visible pixels on the same frame
+            (from the generator's scene), with the same track. The controls always give boxes.
+        prompt_frame: ``"key"`` gives the target on its key frame (the frame where most of it shows);
+            ``"overlap"`` on the frame where its box covers the largest share of another object, among those
+            where at least half of it shows (:func:`artemis.data.synthref.most_overlapped_frame`): the
+            hardest fair frame for a box prompt. The record's ``overlap`` is that share on that frame.
         generation: keyword arguments for ``generate`` (``max_new_tokens``, ...).
     """
 
@@ -337,11 +353,14 @@ class SynthRefPredictor:
     use_tracker: bool = False
     controls: bool = True
     prompt: str = "box"
+    prompt_frame: str = "key"
     generation: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.prompt not in ("box", "mask"):
             raise ValueError(f"prompt={self.prompt!r}; expected 'box' or 'mask'")
+        if self.prompt_frame not in ("key", "overlap"):
+            raise ValueError(f"prompt_frame={self.prompt_frame!r}; expected 'key' or 'overlap'")
 
     def _describe(self, reader: Any, boxes: Sequence[Any], frame: int) -> str:
         from artemis.track import Track
@@ -350,19 +369,31 @@ class SynthRefPredictor:
         track = None if self.use_tracker else Track.from_boxes(list(boxes), key_frame=frame)
         return self.model.describe(reader, box, frame, track=track, **self.generation).text
 
-    def _describe_masked(self, reader: Any, target: SynthRefTarget) -> str:
+    def _scene(self, target: SynthRefTarget) -> Scene:
+        if target.scene is None:
+            raise AnnotationError(
+                f"{target.sample_id}: its scene cannot be rebuilt from the manifest (written by another generator "
+                "version?), so there is no mask or overlap for it; regenerate the split with `artemis data synthref`"
+            )
+        return target.scene
+
+    def _prompt_frame(self, target: SynthRefTarget) -> tuple[int, float | None]:
+        """The frame the target is given on and the share of another object its box covers there."""
+        if self.prompt_frame == "key":
+            return target.key_frame_id, target.overlap
+        chosen = most_overlapped_frame(self._scene(target), target.object_index)
+        if chosen is None:
+            return target.key_frame_id, target.overlap
+        return chosen
+
+    def _describe_masked(self, reader: Any, target: SynthRefTarget, frame: int) -> str:
         from artemis.prompts import DESCRIBE_QUESTIONS
         from artemis.regions import Region
         from artemis.track import Track
 
-        if target.key_frame_mask is None:
-            raise AnnotationError(
-                f"{target.sample_id}: the split has no key_frame_mask for this object (written before masks "
-                "existed); regenerate it with `artemis data synthref`, or use --prompt box"
-            )
-        frame = target.key_frame_id
-        region = Region(mask=dict(target.key_frame_mask), frame=frame)
+        mask = visible_mask(self._scene(target), target.object_index, frame)
         track = None if self.use_tracker else [Track.from_boxes(list(target.boxes), key_frame=frame)]
+        region = Region(mask=mask, frame=frame)
         return self.model.ask(
             reader, regions=[region], question=DESCRIBE_QUESTIONS[0], tracks=track, **self.generation
         ).text
@@ -373,19 +404,20 @@ class SynthRefPredictor:
 
         rng = sample_rng(self.seed, target.sample_id)
         with VideoReader(target.video, backend=self.model.video_backend) as reader:
+            frame, overlap = self._prompt_frame(target)
             if self.prompt == "mask":
-                description = self._describe_masked(reader, target)
+                description = self._describe_masked(reader, target, frame)
             else:
-                description = self._describe(reader, target.boxes, target.key_frame_id)
+                description = self._describe(reader, target.boxes, frame)
             record: dict[str, Any] = {
                 "id": target.sample_id,
                 "video": target.video_name,
                 "object": target.object_index,
-                "key_frame": target.key_frame_id,
-                "box": list(target.boxes[target.key_frame_id] or ()),
+                "key_frame": frame,
+                "box": list(target.boxes[frame] or ()),
                 "labels": target.labels,
                 "prompt": self.prompt,
-                "overlap": target.overlap,
+                "overlap": overlap,
                 "description": description,
                 "swap": None,
                 "blind": None,

@@ -56,6 +56,7 @@ def run_synthref(
     use_tracker: bool = False,
     controls: bool = True,
     prompt: str = "box",
+    prompt_frame: str = "key",
     max_new_tokens: int = 64,
     shard: Shard | None = None,
 ) -> dict[str, Any] | None:
@@ -69,7 +70,9 @@ def run_synthref(
         seed: seed of the controls' box choices.
         use_tracker: run the pipeline's tracker from the key-frame box instead of the exact boxes.
         controls: also run the box-swap and box-blind controls.
-        prompt: ``"box"`` or ``"mask"`` (each target by its key-frame mask; the controls stay boxes).
+        prompt: ``"box"`` or ``"mask"`` (each target by its visible pixels; the controls stay boxes).
+        prompt_frame: ``"key"`` or ``"overlap"`` (the frame where the target's box covers the most of
+            another object; see :class:`~artemis.eval.synthref.SynthRefPredictor`).
         max_new_tokens: generation length.
         shard: this process of a sharded run (see :mod:`artemis.eval.runner`); rank 0 merges and scores.
 
@@ -82,6 +85,7 @@ def run_synthref(
         use_tracker=use_tracker,
         controls=controls,
         prompt=prompt,
+        prompt_frame=prompt_frame,
         generation={"max_new_tokens": max_new_tokens},
     )
     settings = {
@@ -92,6 +96,7 @@ def run_synthref(
         "track": use_tracker,
         "controls": controls,
         "prompt": prompt,
+        "prompt_frame": prompt_frame,
         "max_new_tokens": max_new_tokens,
         "selector": pipeline.config.selector,
     }
@@ -110,7 +115,12 @@ def run_synthref(
             if use_tracker
             else "the exact key-frame box, with the exact per-frame boxes as the track (the tracker is not measured)."
         )
-        + (" The target is given by its visible pixels on the key frame (mask prompt)." if prompt == "mask" else ""),
+        + (" The target is given by its visible pixels (mask prompt)." if prompt == "mask" else "")
+        + (
+            " Each target is given on the frame where its box covers the most of another object."
+            if prompt_frame == "overlap"
+            else ""
+        ),
         "A description is parsed into colour/shape/motion (artemis.eval.synthref); an attribute that cannot be "
         "read unambiguously counts as wrong. Joint = all three right.",
         "box-swap: another object's box on the same video; scored against that object's labels.",

@@ -1,5 +1,6 @@
-"""``artemis eval synthref --prompt mask``: each target given by its key-frame mask, scored overall and on the
-targets whose box also covers another object (the manifest's ``key_frame_overlap``)."""
+"""``artemis eval synthref --prompt mask [--prompt-frame overlap]``: each target given by its visible pixels
+(on its key frame, or on the frame where its box covers the most of another object), scored overall and on
+the targets whose box also covers more than 30% of another object."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 from artemis import ArtemisModel
 from artemis.cli import main
-from artemis.data.synthref import SynthRefConfig, generate_scene, visible_mask
+from artemis.data.synthref import SynthRefConfig, draw_mask, generate_scene, most_overlapped_frame, visible_mask
 from artemis.data.synthref_writer import generate_split
 from artemis.eval.synthref import OVERLAP_SHARE, load_targets, synthref_metrics
 from artemis.model import build_tiny_model
@@ -42,8 +43,32 @@ def test_key_frame_overlap_is_the_share_of_another_object_inside_the_box(split: 
             shares.append(expected)
     assert min(shares) == 0.0 and max(shares) > 0.0  # both kinds of target occur
     targets, _ = load_targets(split)
-    assert all(t.key_frame_mask is not None for t in targets)
+    assert all(t.scene is not None and t.scene.name == t.video_name for t in targets)
     assert [t.overlap for t in targets] == [o["key_frame_overlap"] for v in manifest["videos"] for o in v["objects"]]
+
+
+def test_the_overlap_frame_is_the_hardest_frame_where_half_the_target_shows(split: Path) -> None:
+    targets, _ = load_targets(split)
+    found = 0
+    for target in targets:
+        scene, k = target.scene, target.object_index
+        chosen = most_overlapped_frame(scene, k)
+        shares = {}
+        for t in range(scene.num_frames):
+            own = draw_mask(scene.objects[k], t, scene.width, scene.height)
+            if own.any() and visible_mask(scene, k, t).sum() >= 0.5 * own.sum():
+                ys, xs = np.nonzero(own)
+                inside = np.zeros_like(own)
+                inside[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1] = True
+                others = [visible_mask(scene, j, t) for j in range(len(scene.objects)) if j != k]
+                shares[t] = max([(m & inside).sum() / m.sum() for m in others if m.any()], default=0.0)
+        if not shares:
+            assert chosen is None
+            continue
+        best = max(shares.values())
+        assert chosen == (min(t for t, v in shares.items() if v == best), pytest.approx(best))
+        found += best > OVERLAP_SHARE
+    assert found > 0
 
 
 def test_overlap_metrics_split_the_targets_at_the_threshold() -> None:
@@ -75,13 +100,19 @@ def test_eval_with_mask_prompts_gives_the_model_masks(split: Path, tmp_path: Pat
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(ArtemisModel, "ask", ask)
-    argv = ["eval", "synthref", "--model", str(model_dir), "--data", str(split), "--limit", "3", "--no-controls"]
+    argv = ["eval", "synthref", "--model", str(model_dir), "--data", str(split), "--limit", "4", "--no-controls"]
     argv += ["--max-new-tokens", "4", "--json"]
-    assert main([*argv, "--out", str(tmp_path / "mask"), "--prompt", "mask"]) == 0
+    assert main([*argv, "--out", str(tmp_path / "mask"), "--prompt", "mask", "--prompt-frame", "overlap"]) == 0
     metrics = json.loads((tmp_path / "mask" / "metrics.json").read_text())
-    assert metrics["num_samples"] == 3 and metrics["num_overlap"] + metrics["num_rest"] == 3
+    assert metrics["num_samples"] == 4 and metrics["num_overlap"] + metrics["num_rest"] == 4
     records = [json.loads(line) for line in (tmp_path / "mask" / "predictions.jsonl").read_text().splitlines()]
-    assert [r["prompt"] for r in records] == ["mask"] * 3 and calls[:3] == [True] * 3
+    assert [r["prompt"] for r in records] == ["mask"] * 4 and calls[:4] == [True] * 4
+    targets, _ = load_targets(split)
+    for record, target in zip(records, targets, strict=False):
+        chosen = most_overlapped_frame(target.scene, target.object_index)
+        assert (record["key_frame"], record["overlap"]) == (chosen or (target.key_frame_id, target.overlap))
     calls.clear()
     assert main([*argv, "--out", str(tmp_path / "box")]) == 0
     assert not any(calls)  # the box prompt goes through describe, without a mask
+    records = [json.loads(line) for line in (tmp_path / "box" / "predictions.jsonl").read_text().splitlines()]
+    assert [r["key_frame"] for r in records] == [t.key_frame_id for t in targets[:4]]
