@@ -21,7 +21,7 @@ artemis train --config configs/synthref_tiny/stage1_pretrain.yaml "$@"
 # read its features from the cache.
 data=()
 for file in llava:llava_stage1.json llava:llava_stage2.json videoref45k:videoref45k.json \
-    videoref45k:videoref45k_attributes.json videoref45k:videoref45k_pairs.json videoref45k:videoref45k_chat.json; do
+    videoref45k:videoref45k_attributes.json; do
     data+=(--data "${file%%:*}:$SYNTHREF/train/${file#*:}")
 done
 artemis data cache "${data[@]}" --model "$OUT/stage1/base" --out "$OUT/cache" --tracker none --features
