@@ -358,13 +358,23 @@ def box_overlap(scene: Scene, index: int, t: int, box: Sequence[float] | None) -
 
 def most_overlapped_frame(scene: Scene, index: int, min_visible: float = 0.5) -> tuple[int, float] | None:
     """The frame where object ``index``'s box covers the largest share of another object (the earliest on
-    ties), among the frames where at least ``min_visible`` of its own pixels show, and that share; None when
-    no frame qualifies. The hardest fair frame to give the object by its box."""
+    ties), among the frames where at least ``min_visible`` of its own pixels show and those pixels make a
+    mask a user could give (:func:`artemis.regions.mask_box` accepts it: not split into parts far apart by
+    an object in front), and that share; None when no frame qualifies. The hardest fair frame to give the
+    object by its box."""
+    from artemis.errors import BoxError
+    from artemis.regions import mask_box as checked_mask_box
+
     best: tuple[int, float] | None = None
     for t in range(scene.num_frames):
         own = draw_mask(scene.objects[index], t, scene.width, scene.height)
         area = int(own.sum())
-        if area == 0 or visible_mask(scene, index, t).sum() < min_visible * area:
+        seen = visible_mask(scene, index, t)
+        if area == 0 or seen.sum() < min_visible * area:
+            continue
+        try:
+            checked_mask_box(seen, scene.width, scene.height)
+        except BoxError:
             continue
         share = box_overlap(scene, index, t, mask_box(own))
         if best is None or share > best[1]:

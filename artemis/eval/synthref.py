@@ -40,7 +40,7 @@ from artemis.data.synthref import (
 from artemis.data.synthref_text import WHICH_KINDS as _WHICH_KINDS
 from artemis.data.synthref_text import swapped_pair_answer
 from artemis.data.synthref_writer import PairRecord, read_pair_records
-from artemis.errors import AnnotationError
+from artemis.errors import AnnotationError, BoxError
 from artemis.eval.synthref_parse import ParsedDescription, Vocabulary, parse_description
 from artemis.tasks.pipeline import VideoPipeline
 
@@ -262,7 +262,8 @@ def synthref_metrics(records: Iterable[Mapping[str, Any]], vocabulary: Vocabular
         ``joint_accuracy``, ``color_accuracy``, ``shape_accuracy``, ``motion_accuracy``,
         ``swap_joint_accuracy``, ``blind_joint_accuracy`` (NaN with no samples) and the counts
         ``num_samples``, ``num_swap``, ``num_blind``, ``num_unparsed`` (descriptions with no attribute
-        read at all). When the records carry ``overlap`` (splits with ``key_frame_overlap``), also
+        read at all), ``num_errors`` (samples whose prompt was refused, e.g. a mask cut into parts far apart;
+        scored as wrong). When the records carry ``overlap`` (splits with ``key_frame_overlap``), also
         ``overlap_joint_accuracy`` / ``overlap_color_accuracy`` / ``num_overlap`` over the targets whose box
         holds more than :data:`OVERLAP_SHARE` of another object, and ``rest_joint_accuracy`` /
         ``rest_color_accuracy`` / ``num_rest`` over the others.
@@ -297,6 +298,7 @@ def synthref_metrics(records: Iterable[Mapping[str, Any]], vocabulary: Vocabular
         "num_swap": counts["swap"],
         "num_blind": counts["blind"],
         "num_unparsed": counts["unparsed"],
+        "num_errors": sum(1 for record in records if record.get("error")),
         **_overlap_metrics(records, vocabulary),
     }
 
@@ -405,8 +407,12 @@ class SynthRefPredictor:
         rng = sample_rng(self.seed, target.sample_id)
         with VideoReader(target.video, backend=self.model.video_backend) as reader:
             frame, overlap = self._prompt_frame(target)
+            error = None
             if self.prompt == "mask":
-                description = self._describe_masked(reader, target, frame)
+                try:
+                    description = self._describe_masked(reader, target, frame)
+                except BoxError as refused:  # e.g. a visible mask cut into parts far apart: recorded, run goes on
+                    description, error = "", str(refused)
             else:
                 description = self._describe(reader, target.boxes, frame)
             record: dict[str, Any] = {
@@ -419,6 +425,7 @@ class SynthRefPredictor:
                 "prompt": self.prompt,
                 "overlap": overlap,
                 "description": description,
+                "error": error,
                 "swap": None,
                 "blind": None,
             }

@@ -34,6 +34,7 @@ SYNTHREF_KEYS = (
     "num_swap",
     "num_blind",
     "num_unparsed",
+    "num_errors",
     "overlap_joint_accuracy",
     "overlap_color_accuracy",
     "num_overlap",

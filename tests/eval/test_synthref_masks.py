@@ -14,8 +14,11 @@ from artemis import ArtemisModel
 from artemis.cli import main
 from artemis.data.synthref import SynthRefConfig, draw_mask, generate_scene, most_overlapped_frame, visible_mask
 from artemis.data.synthref_writer import generate_split
+from artemis.errors import BoxError
+from artemis.eval import synthref as synthref_eval
 from artemis.eval.synthref import OVERLAP_SHARE, load_targets, synthref_metrics
 from artemis.model import build_tiny_model
+from artemis.regions import mask_box
 
 CONFIG = SynthRefConfig(width=64, height=48, num_frames=12, min_objects=3, max_objects=4)
 
@@ -56,7 +59,8 @@ def test_the_overlap_frame_is_the_hardest_frame_where_half_the_target_shows(spli
         shares = {}
         for t in range(scene.num_frames):
             own = draw_mask(scene.objects[k], t, scene.width, scene.height)
-            if own.any() and visible_mask(scene, k, t).sum() >= 0.5 * own.sum():
+            seen = visible_mask(scene, k, t)
+            if own.any() and seen.sum() >= 0.5 * own.sum() and _one_object(seen):
                 ys, xs = np.nonzero(own)
                 inside = np.zeros_like(own)
                 inside[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1] = True
@@ -69,6 +73,14 @@ def test_the_overlap_frame_is_the_hardest_frame_where_half_the_target_shows(spli
         assert chosen == (min(t for t, v in shares.items() if v == best), pytest.approx(best))
         found += best > OVERLAP_SHARE
     assert found > 0
+
+
+def _one_object(mask: np.ndarray) -> bool:
+    try:
+        mask_box(mask, mask.shape[1], mask.shape[0])
+    except BoxError:
+        return False
+    return True
 
 
 def test_overlap_metrics_split_the_targets_at_the_threshold() -> None:
@@ -116,3 +128,25 @@ def test_eval_with_mask_prompts_gives_the_model_masks(split: Path, tmp_path: Pat
     assert not any(calls)  # the box prompt goes through describe, without a mask
     records = [json.loads(line) for line in (tmp_path / "box" / "predictions.jsonl").read_text().splitlines()]
     assert [r["key_frame"] for r in records] == [t.key_frame_id for t in targets[:4]]
+
+
+def test_a_refused_mask_is_recorded_and_the_run_goes_on(split: Path, tmp_path: Path, monkeypatch) -> None:
+    model, processor = build_tiny_model(["the red circle stays still"], seed=0, region_key_mask=True)
+    model_dir = tmp_path / "model"
+    ArtemisModel(model, processor).save_pretrained(model_dir)
+    real = synthref_eval.visible_mask
+
+    def split_in_two(scene, index, t):  # the first target's mask cut into two parts far apart
+        mask = real(scene, index, t)
+        if index == 0:
+            mask = np.zeros_like(mask)
+            mask[0:4, 0:4] = mask[-4:, -4:] = True
+        return mask
+
+    monkeypatch.setattr(synthref_eval, "visible_mask", split_in_two)
+    argv = ["eval", "synthref", "--model", str(model_dir), "--data", str(split), "--limit", "3", "--no-controls"]
+    assert main([*argv, "--max-new-tokens", "2", "--out", str(tmp_path / "run"), "--prompt", "mask"]) == 0
+    records = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    assert "separate parts far apart" in records[0]["error"] and records[0]["description"] == ""
+    assert all(r["error"] is None for r in records[1:]) and len(records) == 3
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["num_errors"] == 1
