@@ -4,6 +4,8 @@ its mask only, and a mask reaches the model from ``ask`` and from training data 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -188,37 +190,38 @@ def test_mask_prompts_give_masks_on_kept_key_frames_only(split: Path, tiny) -> N
         ReferringDataset.from_files(files, processor, model.config, mask_prompts=1.5)
 
 
-def test_ask_with_a_mask_gives_the_model_the_mask(split: Path, tiny, tmp_path: Path) -> None:
-    model, processor = tiny
-    pipeline = ArtemisModel(model, processor)
-    sample = read("videoref45k", split / "videoref45k.json")[0]
-    mask = load_mask(sample.metadata["key_frame_mask"])
+@contextmanager
+def region_masks_seen(model) -> Iterator[list[torch.Tensor | None]]:
+    """The ``region_masks`` of every forward call of ``model`` while the block runs (None: no masks)."""
     seen: list[torch.Tensor | None] = []
     hook = model.register_forward_pre_hook(
         lambda module, args, kwargs: seen.append(kwargs.get("region_masks")), with_kwargs=True
     )
     try:
-        video = sample.resolve(sample.video)
-        frame = sample.key_frame_id
+        yield seen
+    finally:
+        hook.remove()
+
+
+def test_ask_with_a_mask_gives_the_model_the_mask(split: Path, tiny, tmp_path: Path) -> None:
+    model, processor = tiny
+    pipeline = ArtemisModel(model, processor)
+    sample = read("videoref45k", split / "videoref45k.json")[0]
+    mask = load_mask(sample.metadata["key_frame_mask"])
+    video, frame = sample.resolve(sample.video), sample.key_frame_id
+    with region_masks_seen(model) as seen:
         by_mask = pipeline.ask(
             video, regions=[Region(mask=mask, frame=frame)], question="What is it?", max_new_tokens=3
         )
-        first = seen[0]
-        seen.clear()
-        ys, xs = np.nonzero(mask)
-        box = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
-        pipeline.ask(video, regions=[Region(box=box, frame=frame)], question="What is it?", max_new_tokens=3)
-    finally:
-        hook.remove()
-    assert first is not None and first.shape == (
-        1,
-        1,
-        model.config.vision_config.image_size,
-        model.config.vision_config.image_size,
-    )
-    torch.testing.assert_close(first[0, 0], processor.video_processor.mask(mask))
-    assert seen[0] is None  # the box prompt sends no mask
+    size = model.config.vision_config.image_size
+    assert seen[0] is not None and seen[0].shape == (1, 1, size, size)
+    torch.testing.assert_close(seen[0][0, 0], processor.video_processor.mask(mask))
     assert by_mask.tracks[0].key_frame == frame
+    ys, xs = np.nonzero(mask)
+    box = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+    with region_masks_seen(model) as seen:
+        pipeline.ask(video, regions=[Region(box=box, frame=frame)], question="What is it?", max_new_tokens=3)
+    assert seen[0] is None  # the box prompt sends no mask
 
 
 def test_chat_with_a_mask_gives_the_model_the_mask(split: Path, tiny) -> None:
@@ -226,14 +229,8 @@ def test_chat_with_a_mask_gives_the_model_the_mask(split: Path, tiny) -> None:
     pipeline = ArtemisModel(model, processor)
     sample = read("videoref45k", split / "videoref45k.json")[1]
     mask = load_mask(sample.metadata["key_frame_mask"])
-    seen: list[torch.Tensor | None] = []
-    hook = model.register_forward_pre_hook(
-        lambda module, args, kwargs: seen.append(kwargs.get("region_masks")), with_kwargs=True
-    )
-    try:
-        regions = [Region(mask=mask, frame=sample.key_frame_id)]
-        messages = [{"role": "user", "content": "What is <region> doing?"}]
+    regions = [Region(mask=mask, frame=sample.key_frame_id)]
+    messages = [{"role": "user", "content": "What is <region> doing?"}]
+    with region_masks_seen(model) as seen:
         pipeline.chat(sample.resolve(sample.video), regions, messages, max_new_tokens=2)
-    finally:
-        hook.remove()
     torch.testing.assert_close(seen[0][0, 0], processor.video_processor.mask(mask))

@@ -6,40 +6,17 @@ import json
 from pathlib import Path
 
 import torch
-from train_helpers import TINY_VISION, few_steps, write_config
+from train_helpers import mixed_referring_config, write_config
 
 from artemis.cli import main
-
-
-def _config(root: Path, out: Path) -> dict:
-    train = root / "train"
-    single, pairs = str(train / "videoref45k.json"), str(train / "videoref45k_pairs.json")
-    return {
-        "stage": "referring",
-        "model": {
-            "tiny": {
-                "seed": 0,
-                "vocab_from": [f"videoref45k:{single}", f"videoref45k:{pairs}"],
-                "vision_config": TINY_VISION,
-            }
-        },
-        "train": {"projector": True, "llm": "full", "region_encoder": True, "vision_tower": False},
-        "data": {
-            "files": [
-                {"format": "videoref45k", "path": single},
-                {"format": "videoref45k", "path": pairs, "weight": 0.25},
-            ],
-            "max_length": 320,
-            "log_samples": True,
-        },
-        "training": few_steps(out, 3),
-    }
 
 
 def test_artemis_train_runs_on_pair_records_mixed_with_single_ones(synthref_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert (synthref_root / "train" / "videoref45k_pairs.json").is_file()
-    path = write_config(tmp_path / "pairs.yaml", _config(synthref_root, out))
+    path = write_config(
+        tmp_path / "pairs.yaml", mixed_referring_config(synthref_root, out, "videoref45k_pairs.json", (1.0, 0.25))
+    )
     assert main(["train", "--config", str(path)]) == 0
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["global_step"] == 3

@@ -76,6 +76,33 @@ def few_steps(out: Path, steps: int, *, save_steps: int = 100) -> dict[str, Any]
     }
 
 
+def mixed_referring_config(root: Path, out: Path, second: str, weights: tuple[float, float]) -> dict[str, Any]:
+    """A 3-step referring stage of a tiny model on a SynthRef split's one-region records and its file
+    ``second`` (pairs, chats), with those file weights; the vocabulary covers both, each sample logged."""
+    train = root / "train"
+    first, other = str(train / "videoref45k.json"), str(train / second)
+    return {
+        "stage": "referring",
+        "model": {
+            "tiny": {
+                "seed": 0,
+                "vocab_from": [f"videoref45k:{first}", f"videoref45k:{other}"],
+                "vision_config": TINY_VISION,
+            }
+        },
+        "train": {"projector": True, "llm": "full", "region_encoder": True, "vision_tower": False},
+        "data": {
+            "files": [
+                {"format": "videoref45k", "path": first, "weight": weights[0]},
+                {"format": "videoref45k", "path": other, "weight": weights[1]},
+            ],
+            "max_length": 320,
+            "log_samples": True,
+        },
+        "training": few_steps(out, 3),
+    }
+
+
 def write_config(path: Path, config: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
