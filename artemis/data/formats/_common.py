@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from artemis.data.records import RefSample, record_error
-from artemis.errors import VideoError
+from artemis.errors import BoxError, VideoError
+from artemis.regions import load_mask
 from artemis.video import opened
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
@@ -112,6 +113,25 @@ def parse_box_values(value: Any, path: Path, index: int | str, name: str, frame:
     if not all(math.isfinite(v) for v in value):
         raise record_error(path, index, name, f"entry {frame} is {value!r}; expected finite numbers")
     return [float(v) for v in value]
+
+
+def key_frame_mask(
+    value: Any, width: int | None, height: int | None, path: Path, index: int | str, field: str = "key_frame_mask"
+) -> dict[str, Any]:
+    """An optional ``key_frame_mask`` (artemis' own field, in VideoRef45K records and in Elysium's
+    ``metadata``): the target's pixels on the key frame, as a COCO RLE dict of the frame's size. Checked here
+    (decoded once), kept as given; ``field`` names it in errors."""
+    try:
+        mask = load_mask(value) if isinstance(value, dict) else None
+    except BoxError as error:
+        raise record_error(path, index, field, str(error)) from None
+    if mask is None:
+        raise record_error(path, index, field, f"{type(value).__name__}; expected a COCO RLE dict")
+    if width is not None and mask.shape != (height, width):
+        raise record_error(path, index, field, f"size {list(mask.shape)} (HxW) is not the frame's {[height, width]}")
+    if not mask.any():
+        raise record_error(path, index, field, "the mask is empty; drop the field or mark the target")
+    return value
 
 
 def clean_number(value: float) -> int | float:

@@ -6,7 +6,8 @@ absent), ``object_description`` and ``frame_size`` ``[w, h]``.
 
 A ``frames`` entry is the path of an image, or, for frames inside a video file, ``"<video>#<index>"``
 with the 0-based frame index (artemis' convention; paths are relative to the JSON file). Elysium has no
-key frame or question: artemis keeps them in ``metadata`` (``key_frame_id``, ``question``) and the frame
+key frame or question: artemis keeps them in ``metadata`` (``key_frame_id``, ``question``, and a
+``key_frame_mask`` when the target has one) and the frame
 indices of image frames in ``metadata.frame_ids``.
 
 Precision: boxes are written as full-precision floats (``pixel / size``) and read back as
@@ -23,6 +24,7 @@ from typing import Any
 from artemis.boxes import denormalize, normalize
 from artemis.data.formats._common import (
     PIXEL_DECIMALS,
+    key_frame_mask,
     optional,
     parse_box_values,
     read_record_list,
@@ -88,6 +90,11 @@ def parse_record(record: dict[str, Any], path: Path, index: int) -> RefSample:
             raise record_error(path, where, "box", f"entry {i} is {value!r}; normalised coordinates must lie in [0, 1]")
         pixel = denormalize(normalised, width, height)
         boxes.append(tuple(round(float(v), PIXEL_DECIMALS) for v in pixel))  # type: ignore[arg-type]
+    extra = {}
+    if "key_frame_mask" in metadata:
+        extra["key_frame_mask"] = key_frame_mask(
+            metadata["key_frame_mask"], width, height, path, where, "metadata.key_frame_mask"
+        )
     key_frame_id = metadata.get("key_frame_id")
     if key_frame_id is not None and key_frame_id not in frame_ids:
         raise record_error(path, where, "metadata", f"key_frame_id {key_frame_id} is not one of the record's frames")
@@ -106,7 +113,7 @@ def parse_record(record: dict[str, Any], path: Path, index: int) -> RefSample:
         question=metadata.get("question"),
         object_class=record.get("object_class"),
         base_dir=path.parent,
-        metadata={"vid": record.get("vid"), "elysium_metadata": metadata},
+        metadata={"vid": record.get("vid"), "elysium_metadata": metadata, **extra},
     )
     sample.check(path, where)
     return sample
@@ -143,6 +150,8 @@ def to_record(sample: RefSample, out_dir: Path) -> dict[str, Any]:
     metadata["key_frame_id"] = sample.frame_ids[sample.key_index]
     if sample.question is not None:
         metadata["question"] = sample.question
+    if "key_frame_mask" in sample.metadata:
+        metadata["key_frame_mask"] = sample.metadata["key_frame_mask"]
     boxes = [
         [float(v) for v in normalize(box, sample.width, sample.height)] if box is not None and seen else []
         for box, seen in zip(sample.boxes, sample.visible, strict=True)

@@ -56,6 +56,7 @@ from typing import Any
 
 from artemis.data.formats._common import (
     clean_number,
+    key_frame_mask,
     optional,
     parse_box_values,
     read_record_list,
@@ -63,9 +64,7 @@ from artemis.data.formats._common import (
     require,
 )
 from artemis.data.records import RefSample, RegionTrack, record_error
-from artemis.errors import BoxError
 from artemis.io import write_json_atomic
-from artemis.regions import load_mask
 
 NAME = "videoref45k"
 HAS_BOXES = True
@@ -102,7 +101,7 @@ def parse_record(record: dict[str, Any], path: Path, index: int) -> RefSample:
         if name in record:
             metadata[name] = record[name]
     if "key_frame_mask" in record:
-        metadata["key_frame_mask"] = _key_frame_mask(record["key_frame_mask"], width, height, path, index)
+        metadata["key_frame_mask"] = key_frame_mask(record["key_frame_mask"], width, height, path, index)
     if names and isinstance(key_frame_id, int):
         raise record_error(
             path, index, "key_frame_id", "expected str: frame_id holds file names, so the key frame is one"
@@ -221,24 +220,6 @@ def _parse_regions(record: dict[str, Any], path: Path, index: int) -> RefSample:
     )
     sample.check(path, index)
     return sample
-
-
-def _key_frame_mask(value: Any, width: int | None, height: int | None, path: Path, index: int) -> dict[str, Any]:
-    """The optional ``key_frame_mask`` (artemis' own field): the target's pixels on the key frame, as a COCO
-    RLE dict of the frame's size. Checked here (decoded once), kept as given."""
-    try:
-        mask = load_mask(value) if isinstance(value, dict) else None
-    except BoxError as error:
-        raise record_error(path, index, "key_frame_mask", str(error)) from None
-    if mask is None:
-        raise record_error(path, index, "key_frame_mask", f"{type(value).__name__}; expected a COCO RLE dict")
-    if width is not None and mask.shape != (height, width):
-        raise record_error(
-            path, index, "key_frame_mask", f"size {list(mask.shape)} (HxW) is not the frame's {[height, width]}"
-        )
-    if not mask.any():
-        raise record_error(path, index, "key_frame_mask", "the mask is empty; drop the field or mark the target")
-    return value
 
 
 def _conversations(
