@@ -116,9 +116,11 @@ def _decode_rle(rle: Mapping[str, Any]) -> np.ndarray:
     if not isinstance(counts, list):
         raise BoxError(f"RLE mask counts {type(counts).__name__}: expected a string or a list of run lengths")
     if not all(isinstance(c, int) and c >= 0 for c in counts) or sum(counts) != height * width:
+        total = sum(c for c in counts if isinstance(c, int))
         raise BoxError(
-            f"RLE mask counts sum to {sum(c for c in counts if isinstance(c, int))} for a {height}x{width} mask; "
-            "an uncompressed COCO RLE has non-negative integer run lengths summing to height * width"
+            f"RLE mask counts sum to {total} for a {height}x{width} mask (HxW): the runs cover {total} pixels of its "
+            f"{height * width}; give non-negative integer run lengths summing to height * width "
+            "(pycocotools.mask.encode writes them)"
         )
     values = np.arange(len(counts)) % 2 == 1  # runs alternate 0, 1, 0, ...
     flat = np.repeat(values, counts)  # (H*W,)

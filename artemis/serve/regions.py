@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from artemis.regions import Region, rle_runs
+from artemis.errors import BoxError
+from artemis.regions import Region, load_mask
 from artemis.serve.errors import ServeError
 from artemis.serve.uploads import Upload
 
@@ -134,30 +135,16 @@ def read_regions(text: str, files: Mapping[str, Upload]) -> list[Region]:
 
 
 def check_rle(rle: dict[str, Any], where: str) -> dict[str, Any]:
-    """A COCO RLE dict whose runs cover its ``size`` exactly, as an uncompressed RLE (``counts`` a list).
+    """A COCO RLE dict whose runs cover its ``size`` exactly (checked by decoding it as the library does).
 
     Raises:
-        ServeError: 400 naming ``where`` and what is wrong (size, counts, runs that do not add up).
+        ServeError: 400 naming ``where`` and what is wrong (unknown keys, size, counts, runs that do not add up).
     """
-    size, counts = rle.get("size"), rle.get("counts")
     unknown = sorted(set(rle) - {"size", "counts"})
     if unknown:
         raise _error(where, f'the RLE mask has unknown keys {unknown}; expected {{"size": [H, W], "counts": ...}}')
-    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
-        raise _error(where, f"the RLE mask's 'size' must be [height, width] in pixels, got {json.dumps(size)[:40]}")
-    if isinstance(counts, str):
-        runs = rle_runs(counts)
-        if runs is None:
-            raise _error(where, "the RLE mask's 'counts' string is malformed; send pycocotools' encode() output")
-    elif isinstance(counts, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in counts):
-        runs = counts
-    else:
-        raise _error(where, "the RLE mask's 'counts' must be a compressed string or a list of run lengths")
-    height, width = size
-    if any(run < 0 for run in runs) or sum(runs) != height * width:
-        raise _error(
-            where,
-            f"the RLE mask's runs cover {sum(runs)} pixels, but its size {height}x{width} (HxW) has "
-            f"{height * width}; encode the whole mask (pycocotools.mask.encode)",
-        )
-    return {"size": [height, width], "counts": list(runs)}
+    try:
+        load_mask(rle)
+    except BoxError as error:
+        raise _error(where, str(error)) from None
+    return dict(rle)
