@@ -100,6 +100,12 @@ class ArtemisConfig(PreTrainedConfig):
             zeroed before the fuse module and RoIAlign (not in the original, which takes boxes only; no
             parameters). ``False`` (the default) encodes every region from its box; a mask then only gives
             its tight box.
+        region_track_token: each region gets one more token, after its selected tracked tokens, that embeds
+            the geometry of its whole track (first and last visible box, displacement, velocity and mean
+            speed over the region frames; :class:`~artemis.model.region.TrackEmbedding`). Not in the
+            original: its RoI tokens carry where the target is only through each token's own box
+            embedding, which a small LLM cannot compare across two regions (docs/design.md). ``False``
+            (the default) keeps the original ``1 + num_selected`` tokens.
         roi_output_size / roi_sampling_ratio: RoIAlign settings (14, 2).
         roi_backend: ``"torchvision"`` (default, CPU and CUDA) or ``"mmcv"`` (when installed).
         box_embedding: ``"absolute"`` embeds the normalised box only (the original Artemis, needed to load
@@ -155,6 +161,7 @@ class ArtemisConfig(PreTrainedConfig):
     region_content_norm: bool | Literal["layer", "batch"] = False
     region_norm_groups: int = 64
     region_key_mask: bool = False
+    region_track_token: bool = False
     roi_output_size: int = 14
     roi_sampling_ratio: int = 2
     roi_backend: Literal["torchvision", "mmcv"] = "torchvision"
@@ -207,6 +214,8 @@ class ArtemisConfig(PreTrainedConfig):
                 f"tasks={self.tasks} includes 'boxes' but video_layout={self.video_layout!r}; box output needs "
                 "per-frame video tokens: set video_layout='frames' or drop 'boxes'"
             )
+        if not isinstance(self.region_track_token, bool):
+            raise ConfigError(f"region_track_token={self.region_track_token!r} is not valid; expected true or false")
         if self.region_content_norm not in (False, True, "layer", "batch"):
             raise ConfigError(
                 f"region_content_norm={self.region_content_norm!r} is not valid; expected false, 'layer' or 'batch'"
@@ -331,9 +340,10 @@ class ArtemisConfig(PreTrainedConfig):
 
     @property
     def num_region_tokens(self) -> int:
-        """Tokens one ``<region>`` expands to: the key-frame token plus the selected tracked tokens."""
+        """Tokens one ``<region>`` expands to: the key-frame token, the selected tracked tokens and, with
+        ``region_track_token``, the track token."""
         kept = self.num_track_boxes if self.selector == "all" else self.num_selected
-        return 1 + kept
+        return 1 + kept + int(bool(self.region_track_token))
 
     @property
     def num_region_frames(self) -> int:

@@ -261,6 +261,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         visible: torch.Tensor | None,
         times: torch.Tensor | None,
         masks: torch.Tensor | None = None,
+        present: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """RoI tokens of every region frame, then the selector.
 
@@ -270,15 +271,25 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             visible: (B, R, K) bool, or None for all visible.
             times: (B, K) normalised times of the region frames.
             masks: (B, R, S, S) key-frame masks (NaN: the region is a box), or None.
+            present: (B, R) bool, False for a padding region of a sample with fewer regions (the track token
+                compares each region with the others present only); None for all present.
 
         Returns:
-            (B, R, 1 + k, D) tokens for each ``<region>``.
+            (B, R, 1 + k, D) tokens for each ``<region>``; (B, R, 1 + k + 1, D) with the track token last
+            (``config.region_track_token``).
         """
         batch, regions, frames, _ = boxes.shape
-        tokens = self.region_encoder(hidden_states, boxes, times, masks)  # (B, R, K, D)
+        track = self.region_encoder.track_embedding
+        tokens = self.region_encoder(hidden_states, boxes, times, masks, return_key_content=track is not None)
+        if track is not None:
+            tokens, key_content = tokens  # (B, R, K, D), (B, R, H_r)
         flat_visible = None if visible is None else visible.reshape(batch * regions, frames)
         selected, _ = self.selector(tokens.reshape(batch * regions, frames, -1), flat_visible)
-        return selected.reshape(batch, regions, selected.shape[1], -1)
+        selected = selected.reshape(batch, regions, selected.shape[1], -1)
+        if track is None:
+            return selected
+        summary = track(boxes.to(selected.dtype), visible, times, key_content, present)  # (B, R, D)
+        return torch.cat([selected, summary.unsqueeze(2).to(selected.dtype)], dim=2)
 
     def get_multimodal_features(
         self,
@@ -375,7 +386,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
                 vis = vis & torch.isfinite(boxes).all(-1)
             times = None if region_times is None else region_times[has_regions]
             masks = None if region_masks is None else region_masks[has_regions]
-            tokens = self.region_tokens(levels, safe_boxes.to(dtype), vis, times, masks)  # (n, R, 1+k, D)
+            tokens = self.region_tokens(levels, safe_boxes.to(dtype), vis, times, masks, region_ok)  # (n, R, 1+k, D)
             region = tokens[region_ok].flatten(0, 1)
         return video, region
 

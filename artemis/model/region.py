@@ -139,6 +139,78 @@ class BoxEmbedding(nn.Module):
         return self.mlp(torch.cat([boxes, offsets, forward, times.unsqueeze(-1)], dim=-1))
 
 
+class TrackEmbedding(nn.Module):
+    """One token per region: the geometry of its track, and how it differs from the other regions asked about
+    (``region_track_token``).
+
+    Geometry (15 numbers, normalised units on the square model input, times in [0, 1] of the video): the
+    first and the last visible box in time, the centre's displacement between them, that displacement over
+    the time between them (the velocity), the centre's path length over that time (the mean speed), and
+    the two times. Relations: the same 15 numbers and the region's key-frame RoI feature (before the box
+    embedding), each minus its mean over the sample's regions; all zero for a lone region. With two regions
+    the sign of "end x minus the mean" says which one ends further left, and the RoI difference is free of
+    colour exactly when the two share a colour: answers a small LLM could otherwise only get by comparing
+    tokens at two places in its context. Written by hand: no library summarises a box track.
+    """
+
+    num_geometry = 15
+
+    def __init__(self, content_dim: int, out_dim: int, hidden: int = 256):
+        super().__init__()
+        in_dim = 2 * self.num_geometry + content_dim
+        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
+
+    @classmethod
+    def features(cls, boxes: torch.Tensor, visible: torch.Tensor | None, times: torch.Tensor | None) -> torch.Tensor:
+        """The geometry: boxes (..., K, 4) key frame first, visible (..., K) bool, times (..., K) -> (..., 15)."""
+        frames = boxes.shape[-2]
+        if times is None:  # no times: the region frames in their given order, evenly spaced
+            times = torch.linspace(0, 1, frames, dtype=boxes.dtype, device=boxes.device).expand(boxes.shape[:-1])
+        times = times.to(boxes.dtype)
+        seen = torch.isfinite(boxes).all(-1)
+        if visible is not None:
+            seen = seen & visible.to(torch.bool)
+        seen[..., 0] = True  # the key frame: the user's own box
+        order = torch.argsort(torch.where(seen, times, torch.full_like(times, 2.0)), dim=-1, stable=True)
+        boxes = torch.gather(torch.nan_to_num(boxes), -2, order.unsqueeze(-1).expand_as(boxes))
+        times = torch.gather(times, -1, order)
+        seen = torch.gather(seen, -1, order)  # visible frames first, in time order
+        count = seen.sum(-1, keepdim=True)  # (..., 1) >= 1
+        last = (count - 1).unsqueeze(-1)
+        first_box, last_box = boxes[..., 0, :], torch.gather(boxes, -2, last.expand(*last.shape[:-1], 4)).squeeze(-2)
+        first_time, last_time = times[..., :1], torch.gather(times, -1, count - 1)
+        centres = (boxes[..., :2] + boxes[..., 2:]) / 2  # (..., K, 2)
+        shift = (last_box[..., :2] + last_box[..., 2:]) / 2 - (first_box[..., :2] + first_box[..., 2:]) / 2
+        steps = (centres[..., 1:, :] - centres[..., :-1, :]).norm(dim=-1)  # (..., K-1)
+        path = (steps * (seen[..., 1:] & seen[..., :-1])).sum(-1, keepdim=True)  # only between visible frames
+        span = (last_time - first_time).clamp(min=1e-3)
+        return torch.cat([first_box, last_box, shift, shift / span, path / span, first_time, last_time], dim=-1)
+
+    @staticmethod
+    def relative(values: torch.Tensor, present: torch.Tensor | None) -> torch.Tensor:
+        """values (B, R, F) minus their mean over each sample's present regions; absent regions get zeros."""
+        if present is None:
+            present = torch.ones(values.shape[:2], dtype=torch.bool, device=values.device)
+        weight = present.to(values.dtype).unsqueeze(-1)  # (B, R, 1)
+        mean = (values * weight).sum(1, keepdim=True) / weight.sum(1, keepdim=True).clamp(min=1)
+        return (values - mean) * weight
+
+    def forward(
+        self,
+        boxes: torch.Tensor,
+        visible: torch.Tensor | None,
+        times: torch.Tensor | None,
+        key_content: torch.Tensor,
+        present: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """boxes (B, R, K, 4), visible (B, R, K), times (B, K), key_content (B, R, C), present (B, R) -> (B, R, out)."""
+        if times is not None:
+            times = times[:, None, :].expand(boxes.shape[:-1])
+        geometry = self.features(boxes, visible, times)  # (B, R, 15)
+        relations = [self.relative(geometry, present), self.relative(key_content.to(geometry.dtype), present)]
+        return self.mlp(torch.cat([geometry, *relations], dim=-1))
+
+
 def _content_norm(kind: bool | str, width: int) -> nn.Module:
     """The RoI feature's normalisation (``region_content_norm``).
 
@@ -173,6 +245,12 @@ class RegionEncoder(nn.Module):
         self.box_embedding = BoxEmbedding(config.box_embedding, config.region_hidden_size)
         self.out_proj = nn.Linear(config.region_hidden_size, config.text_config.hidden_size)
         self.key_mask = bool(config.region_key_mask)
+        # Optional (not in the original): one token per region for the geometry of its whole track.
+        self.track_embedding = (
+            TrackEmbedding(config.region_hidden_size, config.text_config.hidden_size)
+            if config.region_track_token
+            else None
+        )
 
     def _masked_key_rois(
         self,
@@ -238,7 +316,8 @@ class RegionEncoder(nn.Module):
         boxes: torch.Tensor,
         times: torch.Tensor | None = None,
         masks: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+        return_key_content: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Encode R boxes on each of the K region frames of B samples.
 
         Args:
@@ -249,6 +328,9 @@ class RegionEncoder(nn.Module):
             times: (B, K) normalised time of each region frame (used by the relative box embedding).
             masks: (B, R, S, S) each region's mask on the key frame, in [0, 1] on the square model input;
                 NaN for a region given by its box. Used only with ``config.region_key_mask``.
+
+            return_key_content: also return each region's key-frame RoI feature before the box embedding,
+                (B, R, H_r) (what the track token compares between regions).
 
         Returns:
             (B, R, K, D) one LLM-width token per box.
@@ -265,5 +347,7 @@ class RegionEncoder(nn.Module):
         tokens = tokens.reshape(batch, frames, regions, -1).transpose(1, 2)  # (B, R, K, H_r)
         if times is not None:
             times = times[:, None, :].expand(batch, regions, frames)  # (B, R, K)
+        content = tokens[:, :, 0]  # (B, R, H_r) the key-frame RoI feature, for the track token's relations
         tokens = tokens + self.box_embedding(boxes.to(tokens.dtype), times)
-        return self.out_proj(tokens)  # (B, R, K, D)
+        tokens = self.out_proj(tokens)  # (B, R, K, D)
+        return (tokens, content) if return_key_content else tokens

@@ -37,7 +37,8 @@ class RegionWordsObjective(nn.Module):
 
     Attributes:
         artemis_model: the wrapped model (what the stage saves).
-        head: ``Linear(2 * D, bins * vocab)`` over [key-frame token, mean of the tracked tokens].
+        head: ``Linear(2 * D, bins * vocab)`` over [key-frame token, mean of the tracked tokens]; ``3 * D``
+            with the track token (``region_track_token``) appended.
         bins: how many position bins of the answer have their own bag of words.
     """
 
@@ -50,7 +51,8 @@ class RegionWordsObjective(nn.Module):
         self.hidden_size = config.text_config.hidden_size
         self.vocab_size = config.text_config.vocab_size
         self.bins = bins
-        self.head = nn.Linear(2 * self.hidden_size, bins * self.vocab_size)
+        parts = 3 if model.config.region_track_token else 2
+        self.head = nn.Linear(parts * self.hidden_size, bins * self.vocab_size)
         # Ids that are never answer words: padding, the sequence marks and the two placeholders.
         text = config.text_config
         special = {text.pad_token_id, text.bos_token_id, text.eos_token_id}
@@ -83,7 +85,7 @@ class RegionWordsObjective(nn.Module):
         return bag
 
     def region_features(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The [key, mean tracked] feature of each sample's first region, and which samples have one."""
+        """The [key, mean tracked(, track token)] feature of each sample's first region, and which samples have one."""
         boxes = batch["region_boxes"]  # (B, R, K, 4), NaN where a sample has fewer regions
         _, region = self.artemis_model.get_multimodal_features(
             region_pixel_values=batch.get("region_pixel_values"),
@@ -99,7 +101,10 @@ class RegionWordsObjective(nn.Module):
         first = present.cumsum(1).eq(1) & present  # the first present region of each sample
         index = first[present]  # (n_regions,) which rows are a sample's first region
         chosen = tokens[index]
-        features = torch.cat([chosen[:, 0], chosen[:, 1:].mean(1)], dim=-1)  # (n, 2D)
+        if self.artemis_model.config.region_track_token:  # the track token is its own feature, not averaged
+            features = torch.cat([chosen[:, 0], chosen[:, 1:-1].mean(1), chosen[:, -1]], dim=-1)  # (n, 3D)
+        else:
+            features = torch.cat([chosen[:, 0], chosen[:, 1:].mean(1)], dim=-1)  # (n, 2D)
         return features, present.any(1)
 
     def forward(self, labels: torch.Tensor | None = None, **batch: Any) -> ModelOutput:
