@@ -158,6 +158,11 @@ class TrackEmbedding(nn.Module):
     def __init__(self, content_dim: int, out_dim: int, hidden: int = 256):
         super().__init__()
         in_dim = 2 * self.num_geometry + content_dim
+        # Each input standardised over the batch's regions (running statistics at inference), as the RoI
+        # feature is by region_content_norm "batch": boxes and times lie in [0, 1] and their differences
+        # between two regions are a few hundredths, which next to the RoI difference reached the LLM as
+        # an almost constant token (run 37, docs/experiments.md).
+        self.norm = nn.BatchNorm1d(in_dim, affine=False)
         self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
 
     @classmethod
@@ -208,7 +213,17 @@ class TrackEmbedding(nn.Module):
             times = times[:, None, :].expand(boxes.shape[:-1])
         geometry = self.features(boxes, visible, times)  # (B, R, 15)
         relations = [self.relative(geometry, present), self.relative(key_content.to(geometry.dtype), present)]
-        return self.mlp(torch.cat([geometry, *relations], dim=-1))
+        inputs = torch.cat([geometry, *relations], dim=-1)  # (B, R, F)
+        if present is None:
+            present = torch.ones(inputs.shape[:2], dtype=torch.bool, device=inputs.device)
+        rows = inputs[present]  # (n, F): padding regions take no part in the batch statistics
+        batch_stats = self.training and len(rows) > 1  # one row has no spread: use the running statistics
+        rows = F.batch_norm(
+            rows, self.norm.running_mean, self.norm.running_var, training=batch_stats,
+            momentum=self.norm.momentum, eps=self.norm.eps,
+        )  # fmt: skip
+        out = self.mlp(rows)
+        return out.new_zeros(*inputs.shape[:2], out.shape[-1]).index_put((present,), out)
 
 
 def _content_norm(kind: bool | str, width: int) -> nn.Module:
