@@ -343,7 +343,6 @@ class RegionEncoder(nn.Module):
             times: (B, K) normalised time of each region frame (used by the relative box embedding).
             masks: (B, R, S, S) each region's mask on the key frame, in [0, 1] on the square model input;
                 NaN for a region given by its box. Used only with ``config.region_key_mask``.
-
             return_key_content: also return each region's key-frame RoI feature before the box embedding,
                 (B, R, H_r) (what the track token compares between regions).
 
