@@ -211,11 +211,11 @@ class TrackEmbedding(nn.Module):
         """boxes (B, R, K, 4), visible (B, R, K), times (B, K), key_content (B, R, C), present (B, R) -> (B, R, out)."""
         if times is not None:
             times = times[:, None, :].expand(boxes.shape[:-1])
+        if present is None:
+            present = torch.ones(boxes.shape[:2], dtype=torch.bool, device=boxes.device)
         geometry = self.features(boxes, visible, times)  # (B, R, 15)
         relations = [self.relative(geometry, present), self.relative(key_content.to(geometry.dtype), present)]
         inputs = torch.cat([geometry, *relations], dim=-1)  # (B, R, F)
-        if present is None:
-            present = torch.ones(inputs.shape[:2], dtype=torch.bool, device=inputs.device)
         rows = inputs[present]  # (n, F): padding regions take no part in the batch statistics
         batch_stats = self.training and len(rows) > 1  # one row has no spread: use the running statistics
         rows = F.batch_norm(

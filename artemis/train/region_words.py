@@ -51,7 +51,7 @@ class RegionWordsObjective(nn.Module):
         self.hidden_size = config.text_config.hidden_size
         self.vocab_size = config.text_config.vocab_size
         self.bins = bins
-        parts = 3 if model.config.region_track_token else 2
+        parts = 3 if config.region_track_token else 2
         self.head = nn.Linear(parts * self.hidden_size, bins * self.vocab_size)
         # Ids that are never answer words: padding, the sequence marks and the two placeholders.
         text = config.text_config
