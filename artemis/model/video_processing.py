@@ -47,12 +47,23 @@ class VideoProcessor:
         count, height, width, _ = frames.shape
         transform = self.transform_for(width, height)
         side = transform.side
-        fill = np.array(self.image_mean) * 255.0
-        canvas = np.empty((count, side, side, 3), dtype=np.uint8)
-        canvas[:] = np.round(fill).astype(np.uint8)
-        canvas[:, transform.pad_y : transform.pad_y + height, transform.pad_x : transform.pad_x + width] = frames
+        fill = [float(value) for value in np.round(np.array(self.image_mean) * 255.0)]
+        top, left = transform.pad_y, transform.pad_x
+        bottom, right = side - height - top, side - width - left
         size = self.image_size
-        resized = np.stack([cv2.resize(frame, (size, size), interpolation=cv2.INTER_CUBIC) for frame in canvas])
+        # copyMakeBorder writes the same canvas as filling a (T, side, side, 3) array with the mean colour
+        # and copying the frame in, without numpy's slow broadcast of a 3-vector over every pixel (40 ms
+        # for 15 frames of 640x272, more than the resizing).
+        resized = np.stack(
+            [
+                cv2.resize(
+                    cv2.copyMakeBorder(frame, top, bottom, left, right, cv2.BORDER_CONSTANT, value=fill),
+                    (size, size),
+                    interpolation=cv2.INTER_CUBIC,
+                )
+                for frame in np.ascontiguousarray(frames)
+            ]
+        )
         pixels = torch.from_numpy(resized).permute(0, 3, 1, 2).float() / 255.0  # (T, 3, S, S)
         mean = torch.tensor(self.image_mean)[None, :, None, None]
         std = torch.tensor(self.image_std)[None, :, None, None]

@@ -43,6 +43,29 @@ def test_padding_uses_the_mean_colour_so_it_normalises_to_zero():
     assert pixels.shape == (3, 32, 32)
 
 
+@pytest.mark.parametrize("shape", [(3, 27, 64, 3), (2, 64, 27, 3), (1, 33, 33, 3), (2, 7, 3, 3)])
+def test_pixels_are_the_padded_canvas_resized_and_normalised(shape):
+    """The definition, built step by step: a square canvas of the rounded mean colour, the frame centred on
+    it, a bicubic resize, then (x / 255 - mean) / std; the processor must give exactly these values."""
+    import cv2
+
+    frames = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+    processor = VideoProcessor(image_size=48)
+    count, height, width, _ = shape
+    side = max(height, width)
+    top, left = (side - height) // 2, (side - width) // 2
+    expected = []
+    for frame in frames:
+        canvas = np.empty((side, side, 3), dtype=np.uint8)
+        for channel in range(3):
+            canvas[..., channel] = round(CLIP_MEAN[channel] * 255)
+        canvas[top : top + height, left : left + width] = frame
+        resized = cv2.resize(canvas, (48, 48), interpolation=cv2.INTER_CUBIC).astype(np.float32) / 255.0
+        expected.append((resized - np.array(CLIP_MEAN, np.float32)) / np.array(CLIP_STD, np.float32))
+    expected = torch.from_numpy(np.stack(expected)).permute(0, 3, 1, 2)
+    assert torch.allclose(processor(frames), expected, atol=1e-6)
+
+
 def test_boxes_round_trip_through_the_square_transform():
     transform = VideoProcessor(image_size=224).transform_for(640, 272)
     box = np.array([[100.0, 20.0, 300.0, 250.0]])
