@@ -44,7 +44,7 @@ class VideoProcessor:
         frames = np.asarray(frames)
         if frames.ndim == 3:
             frames = frames[None]
-        count, height, width, _ = frames.shape
+        height, width = frames.shape[1:3]
         transform = self.transform_for(width, height)
         side = transform.side
         fill = [float(value) for value in np.round(np.array(self.image_mean) * 255.0)]

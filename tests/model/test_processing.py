@@ -51,7 +51,7 @@ def test_pixels_are_the_padded_canvas_resized_and_normalised(shape):
 
     frames = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
     processor = VideoProcessor(image_size=48)
-    count, height, width, _ = shape
+    height, width = shape[1:3]
     side = max(height, width)
     top, left = (side - height) // 2, (side - width) // 2
     expected = []
