@@ -26,6 +26,7 @@ from artemis.model.processing import ArtemisProcessor
 from artemis.prompts import DESCRIBE_QUESTIONS
 from artemis.regions import Region, load_mask, mask_box
 from artemis.tasks.box_output import BoxOutTrack, ground, track_with_llm
+from artemis.tasks.prefetch import FramePrefetch, planned_frames
 from artemis.tasks.referring import (
     Description,
     DescriptionStream,
@@ -87,6 +88,15 @@ def as_box_list(boxes: Box | Sequence[Box]) -> list[np.ndarray]:
     raise ValueError(f"expected one box (4 numbers) or a list of boxes, got an array of shape {array.shape}")
 
 
+def _check_targets(
+    source: VideoSource, box_list: list[np.ndarray], frames: Sequence[int], box_format: BoxFormat
+) -> None:
+    """Every key frame inside ``source`` and every box valid on its frame."""
+    for box, frame in zip(box_list, frames, strict=True):
+        _check_frame(source, frame)
+        validate_box(box, source.width, source.height, box_format=box_format, frame_index=frame)
+
+
 def _check_frame(source: VideoSource, frame_index: int) -> None:
     if not 0 <= frame_index < source.num_frames:
         raise VideoError(
@@ -104,6 +114,8 @@ class VideoPipeline:
         tracker: tracker name (:data:`artemis.track.TRACKER_NAMES`).
         track_stride / track_max_side: tracker speed settings (see ``docs/tracking.md``).
         video_backend: decoder for video files (``auto``, ``decord``, ``pyav``, ``opencv``).
+        prefetch_frames: while a video file's targets are tracked, decode the frames the model will read on
+            a thread of its own (:mod:`artemis.tasks.prefetch`; the same frames, read sooner).
     """
 
     def __init__(
@@ -116,6 +128,7 @@ class VideoPipeline:
         track_stride: int = 8,
         track_max_side: int | None = 320,
         video_backend: str = "auto",
+        prefetch_frames: bool = True,
     ) -> None:
         self.model = model.eval()
         self.processor = processor
@@ -124,6 +137,7 @@ class VideoPipeline:
         self.track_stride = track_stride
         self.track_max_side = track_max_side
         self.video_backend = video_backend
+        self.prefetch_frames = prefetch_frames
         self.chat_cache = ConversationCache(capacity=1)  # chat's last conversation (docs/regions.md)
 
     @property
@@ -229,10 +243,15 @@ class VideoPipeline:
             else:
                 box_list, frames, masks = self._resolve_regions(source, regions, box_format)
                 box_format = "xyxy"
+            prefetch = None
+            if tracks is None:  # checked first, so a bad box or frame fails before any decoding starts
+                _check_targets(source, box_list, frames, box_format)
+                prefetch = self._prefetch(video, source, frames)
             tracks = self._region_tracks(source, box_list, frames, box_format, tracks, progress)
             key: int | list[int] = frames[0] if len(set(frames)) == 1 else frames
+            model_source = source if prefetch is None else prefetch.source(source)
             run = answer_stream if stream else answer
-            return run(self.model, self.processor, source, tracks, question, key, masks=masks, **generation)
+            return run(self.model, self.processor, model_source, tracks, question, key, masks=masks, **generation)
 
     def chat(
         self,
@@ -341,6 +360,13 @@ class VideoPipeline:
             descriptions += answer_batch(self.model, self.processor, prepared, **generation)
         return descriptions
 
+    def _prefetch(self, video: VideoInput, source: VideoSource, frames: Sequence[int]) -> FramePrefetch | None:
+        """Start reading the model's frames of a video file while its targets are tracked (None: not a file,
+        or ``prefetch_frames`` is off). ``frames``: each target's key frame, checked by :func:`_check_targets`."""
+        if not self.prefetch_frames or not isinstance(video, (str, Path)) or not Path(video).is_file():
+            return None
+        return FramePrefetch(video, planned_frames(self.processor, source, frames), backend=self.video_backend)
+
     def _region_tracks(
         self,
         source: VideoSource,
@@ -356,9 +382,7 @@ class VideoPipeline:
         by :func:`~artemis.track.track_targets`, each from its own frame in one decode of the video.
         """
         frames = [frames] * len(box_list) if isinstance(frames, (int, np.integer)) else list(frames)
-        for box, frame in zip(box_list, frames, strict=True):
-            _check_frame(source, frame)
-            validate_box(box, source.width, source.height, box_format=box_format, frame_index=frame)
+        _check_targets(source, box_list, frames, box_format)
         if tracks is not None:
             if len(tracks) != len(box_list):
                 raise ValueError(f"got {len(tracks)} tracks for {len(box_list)} boxes; give one track per box")
