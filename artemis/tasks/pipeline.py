@@ -243,13 +243,10 @@ class VideoPipeline:
             else:
                 box_list, frames, masks = self._resolve_regions(source, regions, box_format)
                 box_format = "xyxy"
-            prefetch = None
-            if tracks is None:  # checked first, so a bad box or frame fails before any decoding starts
-                _check_targets(source, box_list, frames, box_format)
-                prefetch = self._prefetch(video, source, frames)
-            tracks = self._region_tracks(source, box_list, frames, box_format, tracks, progress)
+            tracks, model_source = self._tracks_and_frames(
+                video, source, box_list, frames, box_format, tracks, progress
+            )
             key: int | list[int] = frames[0] if len(set(frames)) == 1 else frames
-            model_source = source if prefetch is None else prefetch.source(source)
             run = answer_stream if stream else answer
             return run(self.model, self.processor, model_source, tracks, question, key, masks=masks, **generation)
 
@@ -352,20 +349,37 @@ class VideoPipeline:
             for request in wanted[start : start + size]:
                 with opened(request.video, backend=self.video_backend) as source:
                     given = None if request.track is None else [request.track]
-                    tracks = self._region_tracks(
-                        source, as_box_list(request.box), request.frame_index, box_format, given, progress
-                    )
+                    tracks, model_source = self._tracks_and_frames(
+                        request.video, source, as_box_list(request.box), [request.frame_index], box_format, given,
+                        progress,
+                    )  # fmt: skip
                     question = request.question or DESCRIBE_QUESTIONS[0]
-                    prepared.append(prepare(self.processor, source, tracks, question, request.frame_index))
+                    prepared.append(prepare(self.processor, model_source, tracks, question, request.frame_index))
             descriptions += answer_batch(self.model, self.processor, prepared, **generation)
         return descriptions
 
-    def _prefetch(self, video: VideoInput, source: VideoSource, frames: Sequence[int]) -> FramePrefetch | None:
-        """Start reading the model's frames of a video file while its targets are tracked (None: not a file,
-        or ``prefetch_frames`` is off). ``frames``: each target's key frame, checked by :func:`_check_targets`."""
-        if not self.prefetch_frames or not isinstance(video, (str, Path)) or not Path(video).is_file():
-            return None
-        return FramePrefetch(video, planned_frames(self.processor, source, frames), backend=self.video_backend)
+    def _tracks_and_frames(
+        self,
+        video: VideoInput,
+        source: VideoSource,
+        box_list: list[np.ndarray],
+        frames: list[int],
+        box_format: BoxFormat,
+        tracks: Sequence[Track] | None,
+        progress: bool,
+    ) -> tuple[Sequence[Track], VideoSource]:
+        """The targets' tracks (:meth:`_region_tracks`) and the source the model reads its frames from.
+
+        When a video file's targets are tracked (``prefetch_frames``), the model's frames are decoded on a
+        thread of their own meanwhile (:mod:`artemis.tasks.prefetch`) and served from there; the targets are
+        checked first, so a bad box or frame fails before any decoding starts.
+        """
+        prefetch = None
+        if tracks is None and self.prefetch_frames and isinstance(video, (str, Path)) and Path(video).is_file():
+            _check_targets(source, box_list, frames, box_format)
+            prefetch = FramePrefetch(video, planned_frames(self.processor, source, frames), backend=self.video_backend)
+        tracks = self._region_tracks(source, box_list, frames, box_format, tracks, progress)
+        return tracks, (source if prefetch is None else prefetch.source(source))
 
     def _region_tracks(
         self,

@@ -90,3 +90,15 @@ def test_the_guessed_plan_is_the_plan_of_a_target_seen_on_every_frame(tiny_model
     np.testing.assert_array_equal(
         planned_frames(processor, video, [10, 70]), np.union1d(two.video_frames, two.region_frames)
     )
+
+
+def test_describe_batch_prefetches_each_request_and_answers_as_before(tiny_model_dir, bikes, served):
+    model = ArtemisModel.from_pretrained(tiny_model_dir)
+    requests = [(str(bikes), BIKE, 0), (str(bikes), (100, 60, 180, 160), 40)]
+    model.prefetch_frames = False
+    plain = model.describe_batch(requests, max_new_tokens=6)
+    model.prefetch_frames = True
+    fast = model.describe_batch(requests, max_new_tokens=6)
+    assert [d.text for d in fast] == [d.text for d in plain]
+    assert [d.region_frames for d in fast] == [d.region_frames for d in plain]
+    assert len(served) == 2
