@@ -66,7 +66,7 @@ class ArtemisModel(VideoPipeline):
             dtype: weights dtype (``torch.bfloat16``, ``"float16"``...); default float32.
             log_card: log what the model was trained on once (its card's caveat as a warning); a caller that
                 shows the card itself (the CLI) passes False.
-            options: ``tracker``, ``track_stride``, ``track_max_side``, ``video_backend``, ``prefetch_frames``.
+            options: ``tracker``, ``track_stride``, ``track_max_side``, ``video_backend``.
         """
         model, processor, card = load_pretrained(name_or_path, device=device, dtype=dtype)
         if log_card and card.caveat:

@@ -2,8 +2,7 @@
 
     python benchmarks/describe_speed.py [--quick] [--table] [--model synthref-tiny]
 
-Measures, side by side in one process, ``describe()`` with the default tracker settings (with and without
-reading the model's frames during tracking, ``prefetch_frames``; medians of 3 turns each) and with the old
+Measures, side by side in one process, ``describe()`` with the default tracker settings and with the old
 full-rate ones (stride 1, full resolution, passes one after the other) on ``bikes.mp4`` and on a
 >= 3,000-frame video built from it (bikes forward then reversed, repeated, written to a temp folder); the
 success AUC of both settings on OTB Crossing and on a generated SynthRef test split (each target tracked
@@ -144,19 +143,9 @@ def main() -> None:
         for name, video in videos.items():
             with VideoReader(video) as reader:
                 result[f"{name}_frames"] = reader.num_frames
-            # The default settings with and without reading the model's frames during tracking, taking
-            # turns; medians of the repeats.
-            runs: dict[bool, list[float]] = {True: [], False: []}
-            for _ in range(1 if args.quick else 3):
-                for prefetch in (True, False):
-                    model.prefetch_frames = prefetch
-                    runs[prefetch].append(describe_fps(model, video, default))
-            model.prefetch_frames = True
-            fast, serial = float(np.median(runs[True])), float(np.median(runs[False]))
+            fast = describe_fps(model, video, default)
             full = describe_fps(model, video, FULL_RATE)
             result[f"{name}_describe_fps_default"] = round(fast, 1)
-            result[f"{name}_describe_fps_default_no_prefetch"] = round(serial, 1)
-            result[f"{name}_prefetch_speedup"] = round(fast / serial, 3)
             result[f"{name}_describe_fps_full_rate"] = round(full, 1)
             result[f"{name}_speedup"] = round(fast / full, 2)
         otb_frames = 30 if args.quick else None

@@ -24,14 +24,7 @@ def _run(script: str, *args: str) -> dict:
 def test_describe_speed_quick():
     result = _run("describe_speed.py")
     for name in ("bikes", "long"):
-        for key in (
-            "frames",
-            "describe_fps_default",
-            "describe_fps_default_no_prefetch",
-            "prefetch_speedup",
-            "describe_fps_full_rate",
-            "speedup",
-        ):
+        for key in ("frames", "describe_fps_default", "describe_fps_full_rate", "speedup"):
             assert f"{name}_{key}" in result
     assert result["long_frames"] > result["bikes_frames"]
     for key in ("otb_auc_default", "otb_auc_full_rate", "synthref_auc_default", "synthref_auc_full_rate"):

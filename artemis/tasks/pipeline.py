@@ -26,7 +26,6 @@ from artemis.model.processing import ArtemisProcessor
 from artemis.prompts import DESCRIBE_QUESTIONS
 from artemis.regions import Region, load_mask, mask_box
 from artemis.tasks.box_output import BoxOutTrack, ground, track_with_llm
-from artemis.tasks.prefetch import FramePrefetch, planned_frames
 from artemis.tasks.referring import (
     Description,
     DescriptionStream,
@@ -88,15 +87,6 @@ def as_box_list(boxes: Box | Sequence[Box]) -> list[np.ndarray]:
     raise ValueError(f"expected one box (4 numbers) or a list of boxes, got an array of shape {array.shape}")
 
 
-def _check_targets(
-    source: VideoSource, box_list: list[np.ndarray], frames: Sequence[int], box_format: BoxFormat
-) -> None:
-    """Every key frame inside ``source`` and every box valid on its frame."""
-    for box, frame in zip(box_list, frames, strict=True):
-        _check_frame(source, frame)
-        validate_box(box, source.width, source.height, box_format=box_format, frame_index=frame)
-
-
 def _check_frame(source: VideoSource, frame_index: int) -> None:
     if not 0 <= frame_index < source.num_frames:
         raise VideoError(
@@ -114,8 +104,6 @@ class VideoPipeline:
         tracker: tracker name (:data:`artemis.track.TRACKER_NAMES`).
         track_stride / track_max_side: tracker speed settings (see ``docs/tracking.md``).
         video_backend: decoder for video files (``auto``, ``decord``, ``pyav``, ``opencv``).
-        prefetch_frames: while a video file's targets are tracked, decode the frames the model will read on
-            a thread of its own (:mod:`artemis.tasks.prefetch`; the same frames, read sooner).
     """
 
     def __init__(
@@ -128,7 +116,6 @@ class VideoPipeline:
         track_stride: int = 8,
         track_max_side: int | None = 320,
         video_backend: str = "auto",
-        prefetch_frames: bool = True,
     ) -> None:
         self.model = model.eval()
         self.processor = processor
@@ -137,7 +124,6 @@ class VideoPipeline:
         self.track_stride = track_stride
         self.track_max_side = track_max_side
         self.video_backend = video_backend
-        self.prefetch_frames = prefetch_frames
         self.chat_cache = ConversationCache(capacity=1)  # chat's last conversation (docs/regions.md)
 
     @property
@@ -243,12 +229,10 @@ class VideoPipeline:
             else:
                 box_list, frames, masks = self._resolve_regions(source, regions, box_format)
                 box_format = "xyxy"
-            tracks, model_source = self._tracks_and_frames(
-                video, source, box_list, frames, box_format, tracks, progress
-            )
+            tracks = self._region_tracks(source, box_list, frames, box_format, tracks, progress)
             key: int | list[int] = frames[0] if len(set(frames)) == 1 else frames
             run = answer_stream if stream else answer
-            return run(self.model, self.processor, model_source, tracks, question, key, masks=masks, **generation)
+            return run(self.model, self.processor, source, tracks, question, key, masks=masks, **generation)
 
     def chat(
         self,
@@ -349,37 +333,13 @@ class VideoPipeline:
             for request in wanted[start : start + size]:
                 with opened(request.video, backend=self.video_backend) as source:
                     given = None if request.track is None else [request.track]
-                    tracks, model_source = self._tracks_and_frames(
-                        request.video, source, as_box_list(request.box), [request.frame_index], box_format, given,
-                        progress,
-                    )  # fmt: skip
+                    tracks = self._region_tracks(
+                        source, as_box_list(request.box), request.frame_index, box_format, given, progress
+                    )
                     question = request.question or DESCRIBE_QUESTIONS[0]
-                    prepared.append(prepare(self.processor, model_source, tracks, question, request.frame_index))
+                    prepared.append(prepare(self.processor, source, tracks, question, request.frame_index))
             descriptions += answer_batch(self.model, self.processor, prepared, **generation)
         return descriptions
-
-    def _tracks_and_frames(
-        self,
-        video: VideoInput,
-        source: VideoSource,
-        box_list: list[np.ndarray],
-        frames: list[int],
-        box_format: BoxFormat,
-        tracks: Sequence[Track] | None,
-        progress: bool,
-    ) -> tuple[Sequence[Track], VideoSource]:
-        """The targets' tracks (:meth:`_region_tracks`) and the source the model reads its frames from.
-
-        When a video file's targets are tracked (``prefetch_frames``), the model's frames are decoded on a
-        thread of their own meanwhile (:mod:`artemis.tasks.prefetch`) and served from there; the targets are
-        checked first, so a bad box or frame fails before any decoding starts.
-        """
-        prefetch = None
-        if tracks is None and self.prefetch_frames and isinstance(video, (str, Path)) and Path(video).is_file():
-            _check_targets(source, box_list, frames, box_format)
-            prefetch = FramePrefetch(video, planned_frames(self.processor, source, frames), backend=self.video_backend)
-        tracks = self._region_tracks(source, box_list, frames, box_format, tracks, progress)
-        return tracks, (source if prefetch is None else prefetch.source(source))
 
     def _region_tracks(
         self,
@@ -396,7 +356,9 @@ class VideoPipeline:
         by :func:`~artemis.track.track_targets`, each from its own frame in one decode of the video.
         """
         frames = [frames] * len(box_list) if isinstance(frames, (int, np.integer)) else list(frames)
-        _check_targets(source, box_list, frames, box_format)
+        for box, frame in zip(box_list, frames, strict=True):
+            _check_frame(source, frame)
+            validate_box(box, source.width, source.height, box_format=box_format, frame_index=frame)
         if tracks is not None:
             if len(tracks) != len(box_list):
                 raise ValueError(f"got {len(tracks)} tracks for {len(box_list)} boxes; give one track per box")
