@@ -105,7 +105,12 @@ class ArtemisConfig(PreTrainedConfig):
             speed over the region frames; :class:`~artemis.model.region.TrackEmbedding`). Not in the
             original: its RoI tokens carry where the target is only through each token's own box
             embedding, which a small LLM cannot compare across two regions (docs/design.md). ``False``
-            (the default) keeps the original ``1 + num_selected`` tokens.
+            (the default) keeps the original ``1 + num_selected`` tokens. ``"relation"``: that token is
+            instead, for each region after the first, how it relates to the first region given the question
+            (:class:`~artemis.model.region.RelationEmbedding`; zero for the first and for a lone region).
+        region_relation_loss: with ``region_track_token="relation"``, the weight of the relation token's own
+            loss in training: a linear head on the token predicts the answer's first token (cross-entropy,
+            added to the LM loss; samples with one region add nothing). 0 turns it off.
         roi_output_size / roi_sampling_ratio: RoIAlign settings (14, 2).
         roi_backend: ``"torchvision"`` (default, CPU and CUDA) or ``"mmcv"`` (when installed).
         box_embedding: ``"absolute"`` embeds the normalised box only (the original Artemis, needed to load
@@ -161,7 +166,8 @@ class ArtemisConfig(PreTrainedConfig):
     region_content_norm: bool | Literal["layer", "batch"] = False
     region_norm_groups: int = 64
     region_key_mask: bool = False
-    region_track_token: bool = False
+    region_track_token: bool | Literal["relation"] = False
+    region_relation_loss: float = 1.0
     roi_output_size: int = 14
     roi_sampling_ratio: int = 2
     roi_backend: Literal["torchvision", "mmcv"] = "torchvision"
@@ -214,8 +220,15 @@ class ArtemisConfig(PreTrainedConfig):
                 f"tasks={self.tasks} includes 'boxes' but video_layout={self.video_layout!r}; box output needs "
                 "per-frame video tokens: set video_layout='frames' or drop 'boxes'"
             )
-        if not isinstance(self.region_track_token, bool):
-            raise ConfigError(f"region_track_token={self.region_track_token!r} is not valid; expected true or false")
+        if not isinstance(self.region_track_token, bool) and self.region_track_token != "relation":
+            raise ConfigError(
+                f"region_track_token={self.region_track_token!r} is not valid; expected true, false or 'relation'"
+            )
+        if not isinstance(self.region_relation_loss, (int, float)) or self.region_relation_loss < 0:
+            raise ConfigError(
+                f"region_relation_loss={self.region_relation_loss!r} is not valid; expected a number >= 0 "
+                "(1.0 by default)"
+            )
         if self.region_content_norm not in (False, True, "layer", "batch"):
             raise ConfigError(
                 f"region_content_norm={self.region_content_norm!r} is not valid; expected false, 'layer' or 'batch'"

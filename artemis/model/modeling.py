@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
@@ -19,7 +20,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from artemis.model.configuration import ArtemisConfig
 from artemis.model.frame_tokens import QUERY_SCALE_INIT, FramePositionEmbedding, FrameTokenSelector, box_query
-from artemis.model.region import RegionEncoder
+from artemis.model.region import RegionEncoder, RelationEmbedding
 from artemis.model.selector import TokenSelector
 
 # Inputs used to build the prompt's embeddings; after the prefill step the KV cache holds their effect.
@@ -262,6 +263,8 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         times: torch.Tensor | None,
         masks: torch.Tensor | None = None,
         present: torch.Tensor | None = None,
+        question: torch.Tensor | None = None,
+        answer_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """RoI tokens of every region frame, then the selector.
 
@@ -273,6 +276,10 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             masks: (B, R, S, S) key-frame masks (NaN: the region is a box), or None.
             present: (B, R) bool, False for a padding region of a sample with fewer regions (the track token
                 compares each region with the others present only); None for all present.
+            question: (B, D) the mean embedding of each prompt's text, read by a relation token
+                (``region_track_token="relation"``); None: zeros.
+            answer_ids: (B,) each sample's first answer token (-100: none); given in training, a relation
+                token's loss (:attr:`relation_loss`) is set from it.
 
         Returns:
             (B, R, 1 + k, D) tokens for each ``<region>``; (B, R, 1 + k + 1, D) with the track token last
@@ -288,7 +295,12 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         selected = selected.reshape(batch, regions, selected.shape[1], -1)
         if track is None:
             return selected
-        summary = track(boxes.to(selected.dtype), visible, times, key_content, present)  # (B, R, D)
+        if isinstance(track, RelationEmbedding):
+            summary, related = track(boxes.to(selected.dtype), visible, times, key_content, present, question)
+            if answer_ids is not None:
+                self.relation_loss = _relation_loss(track, summary, related, answer_ids)
+        else:
+            summary = track(boxes.to(selected.dtype), visible, times, key_content, present)  # (B, R, D)
         return torch.cat([selected, summary.unsqueeze(2).to(selected.dtype)], dim=2)
 
     def get_multimodal_features(
@@ -305,6 +317,8 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         query_boxes: torch.Tensor | None = None,
         image_mask: torch.Tensor | None = None,
         region_masks: torch.Tensor | None = None,
+        question: torch.Tensor | None = None,
+        answer_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Video and region tokens of a batch, in placeholder order.
 
@@ -386,7 +400,11 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
                 vis = vis & torch.isfinite(boxes).all(-1)
             times = None if region_times is None else region_times[has_regions]
             masks = None if region_masks is None else region_masks[has_regions]
-            tokens = self.region_tokens(levels, safe_boxes.to(dtype), vis, times, masks, region_ok)  # (n, R, 1+k, D)
+            asked = None if question is None else question[has_regions.to(question.device)]
+            answers = None if answer_ids is None else answer_ids[has_regions.to(answer_ids.device)]
+            tokens = self.region_tokens(
+                levels, safe_boxes.to(dtype), vis, times, masks, region_ok, asked, answers
+            )  # (n, R, 1+k, D)
             region = tokens[region_ok].flatten(0, 1)
         return video, region
 
@@ -571,16 +589,22 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         decoding = cache is not None and cache.get_seq_length() > 0
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)  # (B, L, D)
+        relation = self.config.region_track_token == "relation"
+        self.relation_loss = None
         if input_ids is not None and not decoding:
+            question = answer_ids = None
+            if relation and region_boxes is not None:
+                question, answer_ids = self._question_and_answer(input_ids, inputs_embeds, attention_mask, labels)
             video, region = self.get_multimodal_features(
                 pixel_values, frame_mask, region_pixel_values, region_boxes, region_visible, region_times,
                 video_features, video_feature_mask, region_hidden_states, query_boxes, image_mask, region_masks,
+                question, answer_ids,
             )  # fmt: skip
             inputs_embeds = self._scatter(input_ids, inputs_embeds, video, self.config.video_token_id, "<video>")
             inputs_embeds = self._scatter(input_ids, inputs_embeds, region, self.config.region_token_id, "<region>")
         if past_key_values is not None:
             kwargs["past_key_values"] = past_key_values
-        return self.language_model(
+        output = self.language_model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
@@ -589,6 +613,33 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             logits_to_keep=logits_to_keep,
             **kwargs,
         )
+        weight = self.config.region_relation_loss
+        if output.loss is not None and self.relation_loss is not None and weight:
+            output.loss = output.loss + weight * self.relation_loss.to(output.loss.dtype)
+        return output
+
+    def _question_and_answer(
+        self,
+        input_ids: torch.Tensor,
+        embeds: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        labels: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """What a relation token reads: (B, D) the mean embedding of each prompt's text tokens (not the
+        placeholders, the padding or the answer), and with ``labels`` (B,) each sample's first answer token
+        (-100 where it has none)."""
+        text = (input_ids != self.config.video_token_id) & (input_ids != self.config.region_token_id)
+        if attention_mask is not None:
+            text = text & attention_mask.bool()
+        answer_ids = None
+        if labels is not None:
+            answered = labels != -100
+            text = text & ~answered
+            first = answered.float().argmax(1)  # (B,) first labelled position (0 where none)
+            answer_ids = torch.where(answered.any(1), labels.gather(1, first[:, None]).squeeze(1), -100)
+        weight = text.to(embeds.dtype).unsqueeze(-1)  # (B, L, 1)
+        question = (embeds * weight).sum(1) / weight.sum(1).clamp(min=1)
+        return question, answer_ids
 
     def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, cache=None, **kwargs):
         # ``cache`` is named here so that ``generate`` accepts a cache to continue from (transformers >= 5.24
@@ -625,6 +676,22 @@ def _check_feature_inputs(
         raise ValueError("frame_mask goes with pixel_values; with video_features mark samples by video_feature_mask")
     if video_feature_mask is not None and video_features is None:
         raise ValueError("video_feature_mask was given without video_features")
+
+
+def _relation_loss(
+    track: RelationEmbedding, tokens: torch.Tensor, related: torch.Tensor, answer_ids: torch.Tensor
+) -> torch.Tensor | None:
+    """Cross-entropy of the relation tokens' answer head against each sample's first answer token.
+
+    tokens (B, R, D), related (B, R) which regions have a relation token, answer_ids (B,) -> a scalar, or
+    None when no region with a relation token has an answer.
+    """
+    targets = answer_ids.to(tokens.device)[:, None].expand(related.shape)  # (B, R)
+    rows = related & (targets != -100)
+    if not bool(rows.any()):
+        return None
+    logits = track.answer_head(tokens[rows])  # (n, vocab)
+    return F.cross_entropy(logits.float(), targets[rows])
 
 
 def _fill_missing_boxes(boxes: torch.Tensor) -> torch.Tensor:

@@ -226,6 +226,82 @@ class TrackEmbedding(nn.Module):
         return out.new_zeros(*inputs.shape[:2], out.shape[-1]).index_put((present,), out)
 
 
+class RelationEmbedding(nn.Module):
+    """One token per region after the first: how it relates to the first region, given the question
+    (``region_track_token="relation"``).
+
+    Its inputs, for region ``r`` against the first region ``1`` of the sample: both tracks' 15 geometry
+    numbers (:meth:`TrackEmbedding.features`), their difference, absolute difference and product, the
+    key-frame RoI features' difference, absolute difference and product, and the question: the mean input
+    embedding of the prompt's text tokens. The absolute differences and products make "the same" and
+    "in the same direction" linear read-outs (equality is not a sign of a difference; InferSent's
+    ``[u, v, |u - v|, u * v]`` features do the same for sentence pairs), and the question says which of the
+    numbers the answer depends on: a pair answer depends on both, and a two-layer LLM did not learn to
+    combine them across its context (docs/experiments.md, "Why pairs are not learnt"). Inputs are
+    standardised over the batch's rows (a BatchNorm without affine parameters), then an MLP and a LayerNorm.
+
+    The first region of a sample, and a lone region, get a zero token. ``answer_head`` reads the token's
+    answer: trained to predict the first answer token (``region_relation_loss``), it makes the token hold
+    what the LLM is to say. Written by hand: no library has a relation token.
+    """
+
+    def __init__(self, content_dim: int, question_dim: int, out_dim: int, vocab_size: int, hidden: int = 256):
+        super().__init__()
+        geometry = TrackEmbedding.num_geometry
+        in_dim = 5 * geometry + 3 * content_dim + question_dim
+        self.norm = nn.BatchNorm1d(in_dim, affine=False)
+        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
+        self.out_norm = nn.LayerNorm(out_dim)
+        self.answer_head = nn.Linear(out_dim, vocab_size)
+
+    def forward(
+        self,
+        boxes: torch.Tensor,
+        visible: torch.Tensor | None,
+        times: torch.Tensor | None,
+        key_content: torch.Tensor,
+        present: torch.Tensor | None,
+        question: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """boxes (B, R, K, 4), visible (B, R, K), times (B, K), key_content (B, R, C), present (B, R),
+        question (B, Q) -> tokens (B, R, out) and which regions have a relation token (B, R) bool."""
+        batch, regions = boxes.shape[:2]
+        if times is not None:
+            times = times[:, None, :].expand(boxes.shape[:-1])
+        if present is None:
+            present = torch.ones(boxes.shape[:2], dtype=torch.bool, device=boxes.device)
+        geometry = TrackEmbedding.features(boxes, visible, times)  # (B, R, 15)
+        content = key_content.to(geometry.dtype)
+        order = torch.cumsum(present.long(), 1)  # 1 at the first present region, 2 at the second, ...
+        first = (order.eq(1) & present).float().argmax(1)  # (B,) index of each sample's first region
+        rows = torch.arange(batch, device=boxes.device)
+        first_geometry = geometry[rows, first][:, None].expand_as(geometry)  # (B, R, 15)
+        first_content = content[rows, first][:, None].expand_as(content)  # (B, R, C)
+        if question is None:  # no prompt given: an empty question
+            width = self.norm.num_features - 5 * geometry.shape[-1] - 3 * content.shape[-1]
+            question = geometry.new_zeros(batch, width)
+        question = question.to(geometry.dtype)[:, None].expand(batch, regions, -1)
+        inputs = torch.cat(
+            [
+                geometry, first_geometry, geometry - first_geometry, (geometry - first_geometry).abs(),
+                geometry * first_geometry, content - first_content, (content - first_content).abs(),
+                content * first_content, question,
+            ],
+            dim=-1,
+        )  # fmt: skip
+        related = present & order.gt(1)  # (B, R) regions after the first
+        out = inputs.new_zeros(batch, regions, self.out_norm.normalized_shape[0])
+        if not bool(related.any()):
+            return out, related
+        chosen = inputs[related]  # (n, F)
+        batch_stats = self.training and len(chosen) > 1  # one row has no spread: use the running statistics
+        chosen = F.batch_norm(
+            chosen, self.norm.running_mean, self.norm.running_var, training=batch_stats,
+            momentum=self.norm.momentum, eps=self.norm.eps,
+        )  # fmt: skip
+        return out.index_put((related,), self.out_norm(self.mlp(chosen))), related
+
+
 def _content_norm(kind: bool | str, width: int) -> nn.Module:
     """The RoI feature's normalisation (``region_content_norm``).
 
@@ -261,11 +337,14 @@ class RegionEncoder(nn.Module):
         self.out_proj = nn.Linear(config.region_hidden_size, config.text_config.hidden_size)
         self.key_mask = bool(config.region_key_mask)
         # Optional (not in the original): one token per region for the geometry of its whole track.
-        self.track_embedding = (
-            TrackEmbedding(config.region_hidden_size, config.text_config.hidden_size)
-            if config.region_track_token
-            else None
-        )
+        self.track_embedding = None
+        if config.region_track_token == "relation":
+            text = config.text_config
+            self.track_embedding = RelationEmbedding(
+                config.region_hidden_size, text.hidden_size, text.hidden_size, text.vocab_size
+            )
+        elif config.region_track_token:
+            self.track_embedding = TrackEmbedding(config.region_hidden_size, config.text_config.hidden_size)
 
     def _masked_key_rois(
         self,
