@@ -105,9 +105,9 @@ class ArtemisConfig(PreTrainedConfig):
             speed over the region frames; :class:`~artemis.model.region.TrackEmbedding`). Not in the
             original: its RoI tokens carry where the target is only through each token's own box
             embedding, which a small LLM cannot compare across two regions (docs/design.md). ``False``
-            (the default) keeps the original ``1 + num_selected`` tokens. ``"relation"``: that token is
-            instead, for each region after the first, how it relates to the first region given the question
-            (:class:`~artemis.model.region.RelationEmbedding`; zero for the first and for a lone region).
+            (the default) keeps the original ``1 + num_selected`` tokens. ``"relation"``: for each region
+            after the first, how it relates to the first region given the question is added to that token
+            (:class:`~artemis.model.region.RelationEmbedding`; nothing for the first and for a lone region).
         region_relation_loss: with ``region_track_token="relation"``, the weight of the relation token's own
             loss in training: a linear head on the token predicts the answer's first token (cross-entropy,
             added to the LM loss; samples with one region add nothing). 0 turns it off.

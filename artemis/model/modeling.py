@@ -295,12 +295,13 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         selected = selected.reshape(batch, regions, selected.shape[1], -1)
         if track is None:
             return selected
-        if isinstance(track, RelationEmbedding):
-            summary, related = track(boxes.to(selected.dtype), visible, times, key_content, present, question)
+        summary = track(boxes.to(selected.dtype), visible, times, key_content, present)  # (B, R, D)
+        relation = self.region_encoder.relation_embedding
+        if relation is not None:
+            related_tokens, related = relation(boxes.to(selected.dtype), visible, times, key_content, present, question)
+            summary = summary + related_tokens
             if answer_ids is not None:
-                self.relation_loss = _relation_loss(track, summary, related, answer_ids)
-        else:
-            summary = track(boxes.to(selected.dtype), visible, times, key_content, present)  # (B, R, D)
+                self.relation_loss = _relation_loss(relation, related_tokens, related, answer_ids)
         return torch.cat([selected, summary.unsqueeze(2).to(selected.dtype)], dim=2)
 
     def get_multimodal_features(

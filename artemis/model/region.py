@@ -227,8 +227,8 @@ class TrackEmbedding(nn.Module):
 
 
 class RelationEmbedding(nn.Module):
-    """One token per region after the first: how it relates to the first region, given the question
-    (``region_track_token="relation"``).
+    """For each region after the first, how it relates to the first region, given the question; added to its
+    track token (``region_track_token="relation"``).
 
     Its inputs, for region ``r`` against the first region ``1`` of the sample: both tracks' 15 geometry
     numbers (:meth:`TrackEmbedding.features`), their difference, absolute difference and product, the
@@ -240,9 +240,10 @@ class RelationEmbedding(nn.Module):
     combine them across its context (docs/experiments.md, "Why pairs are not learnt"). Inputs are
     standardised over the batch's rows (a BatchNorm without affine parameters), then an MLP and a LayerNorm.
 
-    The first region of a sample, and a lone region, get a zero token. ``answer_head`` reads the token's
-    answer: trained to predict the first answer token (``region_relation_loss``), it makes the token hold
-    what the LLM is to say. Written by hand: no library has a relation token.
+    The first region of a sample, and a lone region, get zeros: their track token is the geometry alone.
+    ``answer_head`` reads the token's answer: trained to predict the first answer token
+    (``region_relation_loss``), it makes the token hold what the LLM is to say. Written by hand: no
+    library has a relation token.
     """
 
     def __init__(self, content_dim: int, question_dim: int, out_dim: int, vocab_size: int, hidden: int = 256):
@@ -337,14 +338,16 @@ class RegionEncoder(nn.Module):
         self.out_proj = nn.Linear(config.region_hidden_size, config.text_config.hidden_size)
         self.key_mask = bool(config.region_key_mask)
         # Optional (not in the original): one token per region for the geometry of its whole track.
-        self.track_embedding = None
-        if config.region_track_token == "relation":
-            text = config.text_config
-            self.track_embedding = RelationEmbedding(
-                config.region_hidden_size, text.hidden_size, text.hidden_size, text.vocab_size
-            )
-        elif config.region_track_token:
-            self.track_embedding = TrackEmbedding(config.region_hidden_size, config.text_config.hidden_size)
+        text = config.text_config
+        self.track_embedding = (
+            TrackEmbedding(config.region_hidden_size, text.hidden_size) if config.region_track_token else None
+        )
+        # Optional (not in the original): added to the track token of each region after the first.
+        self.relation_embedding = (
+            RelationEmbedding(config.region_hidden_size, text.hidden_size, text.hidden_size, text.vocab_size)
+            if config.region_track_token == "relation"
+            else None
+        )
 
     def _masked_key_rois(
         self,

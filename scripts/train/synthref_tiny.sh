@@ -21,14 +21,14 @@ artemis train --config configs/synthref_tiny/stage1_pretrain.yaml "$@"
 # read its features from the cache.
 data=()
 for file in llava:llava_stage1.json llava:llava_stage2.json videoref45k:videoref45k.json \
-    videoref45k:videoref45k_attributes.json; do
+    videoref45k:videoref45k_attributes.json videoref45k:videoref45k_pairs.json; do
     data+=(--data "${file%%:*}:$SYNTHREF/train/${file#*:}")
 done
 artemis data cache "${data[@]}" --model "$OUT/stage1/base" --out "$OUT/cache" --tracker none --features
-for stage in stage2_finetune stage3_region_words stage3_referring; do
+for stage in stage2_finetune stage3_region_words stage3_referring stage3_pairs; do
     artemis train --config "configs/synthref_tiny/$stage.yaml" "$@"
 done
-artemis merge-lora "$OUT/stage3" "$OUT/synthref-tiny"
+artemis merge-lora "$OUT/stage3-pairs" "$OUT/synthref-tiny"
 cp scripts/train/synthref_tiny_card.md "$OUT/synthref-tiny/README.md"  # the model card (what it knows)
 echo "trained in $(( $(date +%s) - start )) s; model in $OUT/synthref-tiny ($(du -sh "$OUT/synthref-tiny" | cut -f1))" >&2
 

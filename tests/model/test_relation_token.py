@@ -1,5 +1,5 @@
-"""The relation token (``region_track_token="relation"``): for each region after the first, a token of how it
-relates to the first region given the question, with its own answer head and loss."""
+"""The relation embedding (``region_track_token="relation"``): for each region after the first, how it
+relates to the first region given the question, added to its track token, with its own answer head and loss."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def _inputs(model, regions: int = 2, seed: int = 3):
 def test_only_regions_after_the_first_get_a_relation_token(tiny) -> None:
     model, _ = tiny
     model.eval()
-    relation = model.region_encoder.track_embedding
+    relation = model.region_encoder.relation_embedding
     assert isinstance(relation, RelationEmbedding)
     boxes, times, content, question = _inputs(model, regions=3)
     with torch.no_grad():
@@ -65,7 +65,7 @@ def test_only_regions_after_the_first_get_a_relation_token(tiny) -> None:
 def test_the_relation_token_reads_the_question_and_both_tracks(tiny) -> None:
     model, _ = tiny
     model.eval()
-    relation = model.region_encoder.track_embedding
+    relation = model.region_encoder.relation_embedding
     boxes, times, content, question = _inputs(model)
     with torch.no_grad():
         base, _ = relation(boxes, None, times, content, None, question)
@@ -105,7 +105,7 @@ def test_the_training_loss_adds_the_relation_loss_and_trains_the_answer_head(tin
     assert words <= {"region1", "region2", "Yes", "No", "Yes.", "No."}, words
     model.zero_grad()
     model(**batch).loss.backward()
-    head = model.region_encoder.track_embedding.answer_head
+    head = model.region_encoder.relation_embedding.answer_head
     assert head.weight.grad is not None and float(head.weight.grad.abs().sum()) > 0
     model.zero_grad()
     model.eval()
@@ -129,7 +129,7 @@ def test_two_regions_ask_with_the_relation_token(tiny, split: Path, tmp_path: Pa
     assert artemis.model.config.region_track_token == "relation"
     record = json.loads((split / "videoref45k_pairs.json").read_text())[0]
     captured: list[tuple] = []
-    encoder = artemis.model.region_encoder.track_embedding
+    encoder = artemis.model.region_encoder.relation_embedding
     handle = encoder.register_forward_hook(lambda module, args, out: captured.append((args[-1], out[0].detach())))
     regions = [
         Region(box=tuple(b), frame=int(f)) for b, f in zip(record["key_frame_box"], record["key_frame_id"], strict=True)
