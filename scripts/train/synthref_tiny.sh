@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The default model, synthref-tiny, from nothing on a CPU: generate SynthRef, run the three stages (stage 3
-# in two parts: region words, then referring), write the merged model, and score it on a held-out test split.
+# in three parts: region words, referring, pair questions), write the merged model, and score it on a
+# held-out test split (descriptions, then questions about two objects).
 #   OUT         output root (default runs/synthref-tiny); the merged model is $OUT/synthref-tiny
 #   SEED        data seed (default 0); splits draw from disjoint seed streams, so train and test never overlap
 #   NUM_VIDEOS  training videos (default 1200)
@@ -40,4 +41,6 @@ if [ "${INSTALL:-0}" = "1" ]; then
 fi
 if [ "${EVAL:-1}" = "1" ]; then
     artemis eval synthref --model "$OUT/synthref-tiny" --data "$SYNTHREF/test" --out "$OUT/eval-test" --json
+    artemis eval synthref --task pairs --model "$OUT/synthref-tiny" --data "$SYNTHREF/test" --out "$OUT/eval-pairs" \
+        --max-new-tokens 12 --json
 fi
