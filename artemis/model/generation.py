@@ -215,11 +215,22 @@ def _visual_key(model: ArtemisForConditionalGeneration, inputs: Mapping[str, Any
     return digest.hexdigest()
 
 
-def _reusable(inputs: Mapping[str, Any], options: Mapping[str, Any]) -> bool:
+def _prompt_dependent_regions(model: ArtemisForConditionalGeneration, inputs: Mapping[str, Any]) -> bool:
+    """Whether the region tokens depend on the prompt's words: a relation embedding reads the question when a
+    sample has several regions, so a cache from an earlier turn holds tokens of another text."""
+    boxes = inputs.get("region_boxes")
+    if model.config.region_track_token != "relation" or boxes is None:
+        return False
+    present = torch.isfinite(boxes).all(-1).any(-1)  # (B, R)
+    return bool((present.sum(-1) > 1).any())
+
+
+def _reusable(model: ArtemisForConditionalGeneration, inputs: Mapping[str, Any], options: Mapping[str, Any]) -> bool:
     """Whether a generation can start from (and leave) one conversation's cache."""
     mask = inputs.get("attention_mask")
     return (
-        inputs["input_ids"].shape[0] == 1
+        not _prompt_dependent_regions(model, inputs)
+        and inputs["input_ids"].shape[0] == 1
         and (mask is None or bool(mask.all()))
         and options.get("num_beams", 1) == 1
         and options.get("num_return_sequences", 1) == 1
@@ -252,10 +263,10 @@ def generate_ids(
     if ids.shape[0] > 1 and mask is not None and bool((mask[:, -1] == 0).any()):
         raise ValueError("a batch for generation must be padded on the left; build it with padding_side='left'")
     settings = _settings(model, processor, options)
-    if conversation is None or not _reusable(inputs, settings):
+    if conversation is None or not _reusable(model, inputs, settings):
         if conversation is not None:
             conversation.reused_tokens = 0
-            logger.debug("generation options or batch rule out a conversation cache; encoding from scratch")
+            logger.debug("generation options, batch or model rule out a conversation cache; encoding from scratch")
         return model.generate(**_model_inputs(model, inputs), **settings)[:, ids.shape[1] :]
     key = _visual_key(model, inputs)
     prompt = ids[0].cpu().numpy()

@@ -122,6 +122,9 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
                 config.frame_feature_grid**2, config.text_config.hidden_size, init=config.frame_position_init
             )
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
+        # The relation embedding's own loss in the last forward with labels (``region_track_token="relation"``),
+        # already added to that forward's loss; None when it had none. Kept for logging.
+        self.relation_loss: torch.Tensor | None = None
         self.post_init()
 
     # --- embeddings plumbing (resize_token_embeddings, peft and generate rely on these) -------------

@@ -155,3 +155,25 @@ def test_relation_settings_are_checked() -> None:
         tiny_config(region_track_token="relation", region_relation_loss=-1)
     with pytest.raises(ConfigError, match="region_track_token"):
         tiny_config(region_track_token="relations")
+
+
+def test_a_conversation_about_two_regions_is_encoded_afresh_each_turn(tiny, split: Path) -> None:
+    # The relation embedding reads the prompt's words, so a cached turn's region tokens belong to another text:
+    # with two regions every turn is encoded from scratch; with one region the cache is reused as usual.
+    model, processor = tiny
+    artemis = ArtemisModel(model, processor, tracker="opencv-kcf")
+    record = json.loads((split / "videoref45k_pairs.json").read_text())[0]
+    video = str(split / record["frame_path"])
+    regions = [
+        Region(box=tuple(b), frame=int(f)) for b, f in zip(record["key_frame_box"], record["key_frame_id"], strict=True)
+    ]
+    reused = {}
+    for count in (2, 1):
+        messages = [{"role": "user", "content": "Are <region> and <region> the same colour?" if count == 2 else
+                     "What is the <region> doing?"}]  # fmt: skip
+        for _ in range(2):
+            reply = artemis.chat(video, regions[:count], messages, max_new_tokens=4)
+            messages = [*reply.messages, {"role": "user", "content": "Is it moving?"}]
+        reused[count] = artemis.chat_cache.reused_tokens
+    assert reused[2] == 0
+    assert reused[1] > 0
