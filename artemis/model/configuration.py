@@ -106,8 +106,8 @@ class ArtemisConfig(PreTrainedConfig):
             original: its RoI tokens carry where the target is only through each token's own box
             embedding, which a small LLM cannot compare across two regions (docs/design.md). ``False``
             (the default) keeps the original ``1 + num_selected`` tokens. ``"relation"``: for each region
-            after the first, how it relates to the first region given the question is added to that token
-            (:class:`~artemis.model.region.RelationEmbedding`; nothing for the first and for a lone region).
+            after the first, that token is instead how it relates to the first region given the question
+            (:class:`~artemis.model.region.RelationEmbedding`; the first and a lone region keep theirs).
         region_relation_loss: with ``region_track_token="relation"``, the weight of the relation token's own
             loss in training: a linear head on the token predicts the answer's first token (cross-entropy,
             added to the LM loss; samples with one region add nothing). 0 turns it off.

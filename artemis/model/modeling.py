@@ -302,7 +302,11 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         relation = self.region_encoder.relation_embedding
         if relation is not None:
             related_tokens, related = relation(boxes.to(selected.dtype), visible, times, key_content, present, question)
-            summary = summary + related_tokens
+            # With several regions the comparison lives in the later regions' relation tokens and the first
+            # region's slot is zero (a pilot that kept its geometry there left the same-colour and same-shape
+            # questions at their majority answer, docs/experiments.md, run 39); a lone region keeps its geometry.
+            several = related.any(1, keepdim=True).unsqueeze(-1)  # (B, 1, 1)
+            summary = torch.where(several, related_tokens.to(summary.dtype), summary)
             if answer_ids is not None:
                 self.relation_loss = _relation_loss(relation, related_tokens, related, answer_ids)
         return torch.cat([selected, summary.unsqueeze(2).to(selected.dtype)], dim=2)

@@ -227,8 +227,8 @@ class TrackEmbedding(nn.Module):
 
 
 class RelationEmbedding(nn.Module):
-    """For each region after the first, how it relates to the first region, given the question; added to its
-    track token (``region_track_token="relation"``).
+    """For each region after the first, how it relates to the first region, given the question; it takes the
+    place of that region's track token (``region_track_token="relation"``).
 
     Its inputs, for region ``r`` against the first region ``1`` of the sample: both tracks' 15 geometry
     numbers (:meth:`TrackEmbedding.features`), their difference, absolute difference and product, the
@@ -240,7 +240,7 @@ class RelationEmbedding(nn.Module):
     combine them across its context (docs/experiments.md, "Why pairs are not learnt"). Inputs are
     standardised over the batch's rows (a BatchNorm without affine parameters), then an MLP and a LayerNorm.
 
-    The first region of a sample, and a lone region, get zeros: their track token is the geometry alone.
+    The first region of a sample, and a lone region, get zeros and keep their geometry track token.
     ``answer_head`` reads the token's answer: trained to predict the first answer token
     (``region_relation_loss``), it makes the token hold what the LLM is to say. Written by hand: no
     library has a relation token.
@@ -342,7 +342,7 @@ class RegionEncoder(nn.Module):
         self.track_embedding = (
             TrackEmbedding(config.region_hidden_size, text.hidden_size) if config.region_track_token else None
         )
-        # Optional (not in the original): added to the track token of each region after the first.
+        # Optional (not in the original): the track token of each region after the first.
         self.relation_embedding = (
             RelationEmbedding(config.region_hidden_size, text.hidden_size, text.hidden_size, text.vocab_size)
             if config.region_track_token == "relation"

@@ -1,5 +1,5 @@
 """The relation embedding (``region_track_token="relation"``): for each region after the first, how it
-relates to the first region given the question, added to its track token, with its own answer head and loss."""
+relates to the first region given the question, in place of its track token, with its own answer head and loss."""
 
 from __future__ import annotations
 
@@ -129,8 +129,15 @@ def test_two_regions_ask_with_the_relation_token(tiny, split: Path, tmp_path: Pa
     assert artemis.model.config.region_track_token == "relation"
     record = json.loads((split / "videoref45k_pairs.json").read_text())[0]
     captured: list[tuple] = []
+    geometry: list[torch.Tensor] = []
     encoder = artemis.model.region_encoder.relation_embedding
     handle = encoder.register_forward_hook(lambda module, args, out: captured.append((args[-1], out[0].detach())))
+    track = artemis.model.region_encoder.track_embedding.register_forward_hook(
+        lambda module, args, out: geometry.append(out.detach())
+    )
+    region_tokens = artemis.model.region_tokens
+    returned: list[torch.Tensor] = []
+    artemis.model.region_tokens = lambda *args: returned.append(region_tokens(*args)) or returned[-1]
     regions = [
         Region(box=tuple(b), frame=int(f)) for b, f in zip(record["key_frame_box"], record["key_frame_id"], strict=True)
     ]
@@ -143,7 +150,13 @@ def test_two_regions_ask_with_the_relation_token(tiny, split: Path, tmp_path: Pa
         )
     finally:
         handle.remove()
+        track.remove()
+        del artemis.model.region_tokens
     assert isinstance(first.text, str) and isinstance(second.text, str) and len(first.tracks) == 2
+    # the last token of each region: zero for the first, the second region's relation to it
+    last = returned[0][0, :, -1]  # (R, D)
+    assert float(last[0].abs().sum()) == 0.0 and float(geometry[0][0, 0].abs().sum()) > 0.0
+    torch.testing.assert_close(last[1], captured[0][1][0, 1])
     (question_1, tokens_1), (question_2, tokens_2) = captured[0], captured[-1]
     assert question_1 is not None and not torch.allclose(question_1, question_2)  # the prompt's words reach it
     assert not torch.allclose(tokens_1[0, 1], tokens_2[0, 1])
