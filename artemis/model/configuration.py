@@ -100,6 +100,9 @@ class ArtemisConfig(PreTrainedConfig):
             zeroed before the fuse module and RoIAlign (not in the original, which takes boxes only; no
             parameters). ``False`` (the default) encodes every region from its box; a mask then only gives
             its tight box.
+        region_mask_frames: with ``region_key_mask``, which region frames a mask prompt is used on: ``"key"``
+            (the default) its own frame only; ``"all"`` every region frame, the mask carried onto that
+            frame's tracked box (scaled and shifted with it; a stand-in for tracking the mask itself).
         region_track_token: each region gets one more token, after its selected tracked tokens, that embeds
             the geometry of its whole track (first and last visible box, displacement, velocity and mean
             speed over the region frames; :class:`~artemis.model.region.TrackEmbedding`). Not in the
@@ -107,7 +110,8 @@ class ArtemisConfig(PreTrainedConfig):
             embedding, which a small LLM cannot compare across two regions (docs/design.md). ``False``
             (the default) keeps the original ``1 + num_selected`` tokens. ``"relation"``: for each region
             after the first, that token is instead how it relates to the first region given the question
-            (:class:`~artemis.model.region.RelationEmbedding`; the first and a lone region keep theirs).
+            (:class:`~artemis.model.region.RelationEmbedding`), and the first region's is zero; a lone region
+            keeps its geometry token.
         region_relation_loss: with ``region_track_token="relation"``, the weight of the relation token's own
             loss in training: a linear head on the token predicts the answer's first token (cross-entropy,
             added to the LM loss; samples with one region add nothing). 0 turns it off.
@@ -166,6 +170,7 @@ class ArtemisConfig(PreTrainedConfig):
     region_content_norm: bool | Literal["layer", "batch"] = False
     region_norm_groups: int = 64
     region_key_mask: bool = False
+    region_mask_frames: Literal["key", "all"] = "key"
     region_track_token: bool | Literal["relation"] = False
     region_relation_loss: float = 1.0
     roi_output_size: int = 14
@@ -229,6 +234,8 @@ class ArtemisConfig(PreTrainedConfig):
                 f"region_relation_loss={self.region_relation_loss!r} is not valid; expected a number >= 0 "
                 "(1.0 by default)"
             )
+        if self.region_mask_frames not in ("key", "all"):
+            raise ConfigError(f"region_mask_frames={self.region_mask_frames!r} is not valid; expected 'key' or 'all'")
         if self.region_content_norm not in (False, True, "layer", "batch"):
             raise ConfigError(
                 f"region_content_norm={self.region_content_norm!r} is not valid; expected false, 'layer' or 'batch'"

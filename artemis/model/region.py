@@ -240,7 +240,8 @@ class RelationEmbedding(nn.Module):
     combine them across its context (docs/experiments.md, "Why pairs are not learnt"). Inputs are
     standardised over the batch's rows (a BatchNorm without affine parameters), then an MLP and a LayerNorm.
 
-    The first region of a sample, and a lone region, get zeros and keep their geometry track token.
+    The first region of a sample, and a lone region, get zeros (the model then zeroes the first region's
+    track token and keeps a lone region's geometry token).
     ``answer_head`` reads the token's answer: trained to predict the first answer token
     (``region_relation_loss``), it makes the token hold what the LLM is to say. Written by hand: no
     library has a relation token.
@@ -303,6 +304,25 @@ class RelationEmbedding(nn.Module):
         return out.index_put((related,), self.out_norm(self.mlp(chosen))), related
 
 
+def _carry_masks(masks: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Each key-frame mask moved onto every region frame's box: (n, S, S), boxes (n, K, 4) key first -> (n*K, S, S).
+
+    The mask is scaled and shifted so that the key box lands on the frame's box (a target that only moves and
+    changes size keeps its shape), by ``grid_sample`` with zeros outside.
+    """
+    count, frames = boxes.shape[:2]
+    size = masks.shape[-1]
+    key = boxes[:, :1]  # (n, 1, 4)
+    scale = (key[..., 2:] - key[..., :2]) / (boxes[..., 2:] - boxes[..., :2]).clamp(min=1e-6)  # (n, K, 2)
+    axis = (torch.arange(size, device=masks.device, dtype=masks.dtype) + 0.5) / size  # pixel centres in [0, 1]
+    grid_y, grid_x = torch.meshgrid(axis, axis, indexing="ij")
+    points = torch.stack([grid_x, grid_y], -1)  # (S, S, 2) as (x, y)
+    source = key[..., None, None, :2] + (points - boxes[..., None, None, :2]) * scale[..., None, None, :]
+    grid = (source * 2 - 1).reshape(count * frames, size, size, 2)  # (n*K, S, S, 2) in [-1, 1]
+    expanded = masks[:, None].expand(count, frames, size, size).reshape(count * frames, 1, size, size)
+    return F.grid_sample(expanded, grid.to(masks.dtype), align_corners=False, padding_mode="zeros")[:, 0]
+
+
 def _content_norm(kind: bool | str, width: int) -> nn.Module:
     """The RoI feature's normalisation (``region_content_norm``).
 
@@ -337,6 +357,7 @@ class RegionEncoder(nn.Module):
         self.box_embedding = BoxEmbedding(config.box_embedding, config.region_hidden_size)
         self.out_proj = nn.Linear(config.region_hidden_size, config.text_config.hidden_size)
         self.key_mask = bool(config.region_key_mask)
+        self.mask_frames = config.region_mask_frames
         # Optional (not in the original): one token per region for the geometry of its whole track.
         text = config.text_config
         self.track_embedding = (
@@ -356,8 +377,12 @@ class RegionEncoder(nn.Module):
         pooled: torch.Tensor,
         masks: torch.Tensor,
         frames: int,
+        boxes: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``pooled`` with each masked region's key-frame RoI pooled from its own masked maps instead.
+
+        With ``boxes`` (B, R, K, 4) every region frame's RoI is, the key mask carried onto each frame's box
+        (``region_mask_frames="all"``).
 
         Each masked region gets its own copy of its key frame's maps (the maps are shared by the regions of
         a frame, the masks are not). rois/pooled rows are frame-major: row ``(b * K + k) * R + r``.
@@ -367,9 +392,16 @@ class RegionEncoder(nn.Module):
         if not bool(has_mask.any()):
             return pooled
         sample, region = has_mask.nonzero(as_tuple=True)  # (n,), (n,)
-        key_frames = sample * frames  # row of each key frame among the B*K region frames
-        maps = self.feature_maps([level[key_frames] for level in hidden_states], masks[sample, region])
-        rows = key_frames * regions + region  # (n,) rows of those key-frame RoIs
+        region_masks = masks[sample, region]  # (n, S, S)
+        if boxes is None:
+            key_frames = sample * frames  # row of each key frame among the B*K region frames
+        else:  # every region frame, with the key mask moved onto that frame's box
+            offsets = torch.arange(frames, device=sample.device)
+            key_frames = (sample[:, None] * frames + offsets).flatten()  # (n*K,)
+            region_masks = _carry_masks(region_masks, boxes[sample, region])  # (n*K, S, S)
+            region = region.repeat_interleave(frames)
+        maps = self.feature_maps([level[key_frames] for level in hidden_states], region_masks)
+        rows = key_frames * regions + region  # rows of those RoIs
         own = torch.cat([torch.arange(len(rows), device=rois.device)[:, None].to(rois.dtype), rois[rows, 1:]], 1)
         return pooled.index_copy(0, rows, self._pool(maps, own))
 
@@ -438,7 +470,8 @@ class RegionEncoder(nn.Module):
         rois = torch.cat([frame_ids[:, None].to(maps[0].dtype), per_frame.to(maps[0].dtype) * self.image_size], 1)
         pooled = self._pool(maps, rois)  # (B*K*R, C, o, o)
         if masks is not None and self.key_mask:
-            pooled = self._masked_key_rois(hidden_states, rois, pooled, masks, frames)
+            carried = boxes if self.mask_frames == "all" else None
+            pooled = self._masked_key_rois(hidden_states, rois, pooled, masks, frames, carried)
         tokens = self.content_norm(self.flatten_linear(F.relu(pooled).flatten(1)))  # (B*K*R, H_r)
         tokens = tokens.reshape(batch, frames, regions, -1).transpose(1, 2)  # (B, R, K, H_r)
         if times is not None:

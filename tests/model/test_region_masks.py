@@ -95,6 +95,47 @@ def test_features_outside_the_mask_do_not_reach_the_masked_token(tiny) -> None:
     assert (box_after - box_before).abs().max() > 1e-2  # the box prompt does see it
 
 
+def test_a_mask_carried_onto_every_region_frame_changes_every_token_of_its_region(tiny) -> None:
+    model, _ = tiny
+    model.eval()
+    levels, boxes, times = _levels_and_boxes(model)
+    size = model.config.vision_config.image_size
+    encoder = model.region_encoder
+    masks = torch.full((2, 2, size, size), float("nan"))
+    masks[1, 0] = 0.0
+    masks[1, 0, :, : size // 2] = 1.0  # the left half only
+    encoder.mask_frames = "all"
+    try:
+        with torch.no_grad():
+            plain = encoder(levels, boxes, times)
+            carried = encoder(levels, boxes, times, masks)
+    finally:
+        encoder.mask_frames = "key"
+    changed = (carried - plain).abs().amax(-1) > 1e-6  # (B, R, K)
+    expected = torch.zeros_like(changed)
+    expected[1, 0] = True  # sample 1, region 0, every region frame
+    assert torch.equal(changed, expected)
+
+
+def test_carried_masks_follow_the_box() -> None:
+    from artemis.model.region import _carry_masks
+
+    size = 16
+    mask = torch.zeros(1, size, size)
+    mask[0, 4:8, 2:4] = 1.0  # rows 4-7, columns 2-3: the left half of its box
+    key = torch.tensor([2, 4, 6, 8]) / size
+    moved = key + torch.tensor([8, 4, 8, 4]) / size  # the same box, 8 right and 4 down
+    doubled = torch.tensor([0, 0, 8, 8]) / size  # twice the size at the corner
+    carried = _carry_masks(mask, torch.stack([key, moved, doubled])[None])  # (3, S, S)
+    torch.testing.assert_close(carried[0], mask[0])
+    torch.testing.assert_close(carried[1], torch.roll(mask[0], shifts=(4, 8), dims=(0, 1)))
+    expected = torch.zeros(size, size)
+    expected[0:8, 0:4] = 1.0  # the left half of the doubled box (edges interpolated)
+    torch.testing.assert_close((carried[2] > 0.5).float(), expected)
+    with pytest.raises(ConfigError, match="region_mask_frames"):
+        build_tiny_model(["a red circle ."], seed=0, region_mask_frames="every")
+
+
 def test_a_model_without_region_key_mask_ignores_masks(split: Path) -> None:
     texts = [s.caption for s in read("videoref45k", split / "videoref45k.json")]
     model, _ = build_tiny_model(texts, seed=0)
