@@ -139,6 +139,15 @@ class BoxEmbedding(nn.Module):
         return self.mlp(torch.cat([boxes, offsets, forward, times.unsqueeze(-1)], dim=-1))
 
 
+def _standardise(norm: nn.BatchNorm1d, rows: torch.Tensor) -> torch.Tensor:
+    """``rows`` (n, F) through ``norm``, with the batch's statistics in training when there are two rows or more
+    (one row has no spread: the running statistics then)."""
+    batch_stats = norm.training and len(rows) > 1
+    return F.batch_norm(
+        rows, norm.running_mean, norm.running_var, training=batch_stats, momentum=norm.momentum, eps=norm.eps
+    )
+
+
 class TrackEmbedding(nn.Module):
     """One token per region: the geometry of its track, and how it differs from the other regions asked about
     (``region_track_token``).
@@ -217,12 +226,7 @@ class TrackEmbedding(nn.Module):
         relations = [self.relative(geometry, present), self.relative(key_content.to(geometry.dtype), present)]
         inputs = torch.cat([geometry, *relations], dim=-1)  # (B, R, F)
         rows = inputs[present]  # (n, F): padding regions take no part in the batch statistics
-        batch_stats = self.training and len(rows) > 1  # one row has no spread: use the running statistics
-        rows = F.batch_norm(
-            rows, self.norm.running_mean, self.norm.running_var, training=batch_stats,
-            momentum=self.norm.momentum, eps=self.norm.eps,
-        )  # fmt: skip
-        out = self.mlp(rows)
+        out = self.mlp(_standardise(self.norm, rows))
         return out.new_zeros(*inputs.shape[:2], out.shape[-1]).index_put((present,), out)
 
 
@@ -296,12 +300,7 @@ class RelationEmbedding(nn.Module):
         if not bool(related.any()):
             return out, related
         chosen = inputs[related]  # (n, F)
-        batch_stats = self.training and len(chosen) > 1  # one row has no spread: use the running statistics
-        chosen = F.batch_norm(
-            chosen, self.norm.running_mean, self.norm.running_var, training=batch_stats,
-            momentum=self.norm.momentum, eps=self.norm.eps,
-        )  # fmt: skip
-        return out.index_put((related,), self.out_norm(self.mlp(chosen))), related
+        return out.index_put((related,), self.out_norm(self.mlp(_standardise(self.norm, chosen)))), related
 
 
 def _carry_masks(masks: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
