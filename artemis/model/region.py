@@ -380,8 +380,8 @@ class RegionEncoder(nn.Module):
     ) -> torch.Tensor:
         """``pooled`` with each masked region's key-frame RoI pooled from its own masked maps instead.
 
-        With ``boxes`` (B, R, K, 4) every region frame's RoI is, the key mask carried onto each frame's box
-        (``region_mask_frames="all"``).
+        With ``boxes`` (B, R, K, 4), every region frame's RoI of a masked region is pooled that way, from the
+        key mask carried onto that frame's box (``region_mask_frames="all"``).
 
         Each masked region gets its own copy of its key frame's maps (the maps are shared by the regions of
         a frame, the masks are not). rois/pooled rows are frame-major: row ``(b * K + k) * R + r``.
@@ -393,14 +393,14 @@ class RegionEncoder(nn.Module):
         sample, region = has_mask.nonzero(as_tuple=True)  # (n,), (n,)
         region_masks = masks[sample, region]  # (n, S, S)
         if boxes is None:
-            key_frames = sample * frames  # row of each key frame among the B*K region frames
+            masked_frames = sample * frames  # row of each key frame among the B*K region frames
         else:  # every region frame, with the key mask moved onto that frame's box
             offsets = torch.arange(frames, device=sample.device)
-            key_frames = (sample[:, None] * frames + offsets).flatten()  # (n*K,)
+            masked_frames = (sample[:, None] * frames + offsets).flatten()  # (n*K,)
             region_masks = _carry_masks(region_masks, boxes[sample, region])  # (n*K, S, S)
             region = region.repeat_interleave(frames)
-        maps = self.feature_maps([level[key_frames] for level in hidden_states], region_masks)
-        rows = key_frames * regions + region  # rows of those RoIs
+        maps = self.feature_maps([level[masked_frames] for level in hidden_states], region_masks)
+        rows = masked_frames * regions + region  # rows of those RoIs
         own = torch.cat([torch.arange(len(rows), device=rois.device)[:, None].to(rois.dtype), rois[rows, 1:]], 1)
         return pooled.index_copy(0, rows, self._pool(maps, own))
 
