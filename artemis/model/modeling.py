@@ -687,7 +687,7 @@ def _check_feature_inputs(
 
 
 def _relation_loss(
-    track: RelationEmbedding, tokens: torch.Tensor, related: torch.Tensor, answer_ids: torch.Tensor
+    relation: RelationEmbedding, tokens: torch.Tensor, related: torch.Tensor, answer_ids: torch.Tensor
 ) -> torch.Tensor | None:
     """Cross-entropy of the relation tokens' answer head against each sample's first answer token.
 
@@ -698,7 +698,7 @@ def _relation_loss(
     rows = related & (targets != -100)
     if not bool(rows.any()):
         return None
-    logits = track.answer_head(tokens[rows])  # (n, vocab)
+    logits = relation.answer_head(tokens[rows])  # (n, vocab)
     return F.cross_entropy(logits.float(), targets[rows])
 
 

@@ -255,6 +255,7 @@ class RelationEmbedding(nn.Module):
         super().__init__()
         geometry = TrackEmbedding.num_geometry
         in_dim = 5 * geometry + 3 * content_dim + question_dim
+        self.question_dim = question_dim
         self.norm = nn.BatchNorm1d(in_dim, affine=False)
         self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
         self.out_norm = nn.LayerNorm(out_dim)
@@ -284,8 +285,7 @@ class RelationEmbedding(nn.Module):
         first_geometry = geometry[rows, first][:, None].expand_as(geometry)  # (B, R, 15)
         first_content = content[rows, first][:, None].expand_as(content)  # (B, R, C)
         if question is None:  # no prompt given: an empty question
-            width = self.norm.num_features - 5 * geometry.shape[-1] - 3 * content.shape[-1]
-            question = geometry.new_zeros(batch, width)
+            question = geometry.new_zeros(batch, self.question_dim)
         question = question.to(geometry.dtype)[:, None].expand(batch, regions, -1)
         inputs = torch.cat(
             [
