@@ -265,6 +265,28 @@ def test_ask_with_a_mask_gives_the_model_the_mask(split: Path, tiny, tmp_path: P
     assert seen[0] is None  # the box prompt sends no mask
 
 
+def test_ask_with_a_mask_carried_onto_the_track_changes_the_tracked_tokens(split: Path, tiny) -> None:
+    model, processor = tiny
+    pipeline = ArtemisModel(model, processor)
+    sample = read("videoref45k", split / "videoref45k.json")[0]
+    mask = load_mask(sample.metadata["key_frame_mask"])
+    video, frame = sample.resolve(sample.video), sample.key_frame_id
+    tokens: list[torch.Tensor] = []
+    handle = model.region_encoder.register_forward_hook(lambda module, args, out: tokens.append(out.detach()))
+    try:
+        for frames in ("key", "all"):
+            model.region_encoder.mask_frames = frames
+            answer = pipeline.ask(video, regions=[Region(mask=mask, frame=frame)], question="What is it?",
+                                  max_new_tokens=3)  # fmt: skip
+            assert isinstance(answer.text, str)
+    finally:
+        handle.remove()
+        model.region_encoder.mask_frames = "key"
+    key_only, carried = tokens  # (1, 1, K, D) each
+    torch.testing.assert_close(carried[0, 0, 0], key_only[0, 0, 0])  # the key token: the same mask either way
+    assert (carried[0, 0, 1:] - key_only[0, 0, 1:]).abs().amax() > 1e-4  # the tracked tokens now see the mask
+
+
 def test_chat_with_a_mask_gives_the_model_the_mask(split: Path, tiny) -> None:
     model, processor = tiny
     pipeline = ArtemisModel(model, processor)
