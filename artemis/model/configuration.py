@@ -103,6 +103,10 @@ class ArtemisConfig(PreTrainedConfig):
         region_mask_frames: with ``region_key_mask``, which region frames a mask prompt is used on: ``"key"``
             (the default) its own frame only; ``"all"`` every region frame, the mask carried onto that
             frame's tracked box (scaled and shifted with it; a stand-in for tracking the mask itself).
+        region_mask_mode: with ``region_key_mask``, how a mask prompt enters its region's key token:
+            ``"replace"`` (the default) the token pooled from the masked maps takes the box token's place;
+            ``"add"`` the box's token stays and a :class:`~artemis.model.region.MaskEmbedding` of the masked
+            RoI feature and the mask's shape is added to it (zero until trained; key frame only).
         region_track_token: each region gets one more token, after its selected tracked tokens, that embeds
             the geometry of its whole track (first and last visible box, displacement, velocity and mean
             speed over the region frames; :class:`~artemis.model.region.TrackEmbedding`). Not in the
@@ -115,6 +119,9 @@ class ArtemisConfig(PreTrainedConfig):
         region_relation_loss: with ``region_track_token="relation"``, the weight of the relation token's own
             loss in training: a linear head on the token predicts the answer's first token (cross-entropy,
             added to the LM loss; samples with one region add nothing). 0 turns it off.
+        region_lone_track: with ``region_track_token="relation"``, the track token of a lone region:
+            ``"geometry"`` (the default) its :class:`~artemis.model.region.TrackEmbedding`; ``"zero"`` a zero
+            token, so a model describing one target reads its RoI tokens only, as the original does.
         roi_output_size / roi_sampling_ratio: RoIAlign settings (14, 2).
         roi_backend: ``"torchvision"`` (default, CPU and CUDA) or ``"mmcv"`` (when installed).
         box_embedding: ``"absolute"`` embeds the normalised box only (the original Artemis, needed to load
@@ -171,8 +178,10 @@ class ArtemisConfig(PreTrainedConfig):
     region_norm_groups: int = 64
     region_key_mask: bool = False
     region_mask_frames: Literal["key", "all"] = "key"
+    region_mask_mode: Literal["replace", "add"] = "replace"
     region_track_token: bool | Literal["relation"] = False
     region_relation_loss: float = 1.0
+    region_lone_track: Literal["geometry", "zero"] = "geometry"
     roi_output_size: int = 14
     roi_sampling_ratio: int = 2
     roi_backend: Literal["torchvision", "mmcv"] = "torchvision"
@@ -236,6 +245,17 @@ class ArtemisConfig(PreTrainedConfig):
             )
         if self.region_mask_frames not in ("key", "all"):
             raise ConfigError(f"region_mask_frames={self.region_mask_frames!r} is not valid; expected 'key' or 'all'")
+        if self.region_mask_mode not in ("replace", "add"):
+            raise ConfigError(f"region_mask_mode={self.region_mask_mode!r} is not valid; expected 'replace' or 'add'")
+        if self.region_lone_track not in ("geometry", "zero"):
+            raise ConfigError(
+                f"region_lone_track={self.region_lone_track!r} is not valid; expected 'geometry' or 'zero'"
+            )
+        if self.region_mask_mode == "add" and self.region_mask_frames != "key":
+            raise ConfigError(
+                "region_mask_mode='add' adds the mask's embedding to the key token only; set "
+                f"region_mask_frames='key' (it is {self.region_mask_frames!r}) or region_mask_mode='replace'"
+            )
         if self.region_content_norm not in (False, True, "layer", "batch"):
             raise ConfigError(
                 f"region_content_norm={self.region_content_norm!r} is not valid; expected false, 'layer' or 'batch'"

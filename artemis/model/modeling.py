@@ -20,7 +20,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from artemis.model.configuration import ArtemisConfig
 from artemis.model.frame_tokens import QUERY_SCALE_INIT, FramePositionEmbedding, FrameTokenSelector, box_query
-from artemis.model.region import RegionEncoder, RelationEmbedding
+from artemis.model.region import MaskEmbedding, RegionEncoder, RelationEmbedding
 from artemis.model.selector import TokenSelector
 
 # Inputs used to build the prompt's embeddings; after the prefill step the KV cache holds their effect.
@@ -83,6 +83,9 @@ class ArtemisPreTrainedModel(PreTrainedModel):
                 init.constant_(module.query_scale, QUERY_SCALE_INIT)
         elif isinstance(module, FramePositionEmbedding):
             init.copy_(module.weight, module.initial_weight())
+        elif isinstance(module, MaskEmbedding):  # zero start: a new mask embedding changes no answer
+            init.zeros_(module.out_weight)
+            init.zeros_(module.out_bias)
 
 
 class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
@@ -304,9 +307,11 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             related_tokens, related = relation(boxes.to(selected.dtype), visible, times, key_content, present, question)
             # With several regions the comparison lives in the later regions' relation tokens and the first
             # region's slot is zero (a pilot that kept its geometry there left the same-colour and same-shape
-            # questions at their majority answer, docs/experiments.md, run 39); a lone region keeps its geometry.
+            # questions at their majority answer, docs/experiments.md, run 39); a lone region keeps its geometry
+            # token, or a zero one (``region_lone_track``).
             several = related.any(1, keepdim=True).unsqueeze(-1)  # (B, 1, 1)
-            summary = torch.where(several, related_tokens.to(summary.dtype), summary)
+            lone = summary if self.config.region_lone_track == "geometry" else torch.zeros_like(summary)
+            summary = torch.where(several, related_tokens.to(summary.dtype), lone)
             if answer_ids is not None:
                 self.relation_loss = _relation_loss(relation, related_tokens, related, answer_ids)
         return torch.cat([selected, summary.unsqueeze(2).to(selected.dtype)], dim=2)

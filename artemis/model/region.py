@@ -303,6 +303,38 @@ class RelationEmbedding(nn.Module):
         return out.index_put((related,), self.out_norm(self.mlp(_standardise(self.norm, chosen)))), related
 
 
+class MaskEmbedding(nn.Module):
+    """What a region given as a mask adds to the key token its box gives (``region_mask_mode="add"``).
+
+    Its inputs: the key-frame RoI feature pooled from the maps inside the mask (as ``"replace"`` pools it),
+    the same RoI's feature from the whole maps (what the box gives), and the mask's shape inside its box
+    (the share of each of ``grid`` x ``grid`` cells over the box that it covers); a LayerNorm, then an MLP.
+    Its last layer starts at zero, so a model given this embedding answers as before until it is trained,
+    and a region given by its box never gets it: the box path is the same whatever the mask training did.
+    With ``"replace"`` the masked key token took the box token's place, the region encoder learnt shape
+    from the zeros around the silhouette and lost it on boxes, and the LLM lost the box token's colour on
+    targets alone in their box (docs/experiments.md, runs 34-39). Written by hand: no library encodes a
+    mask prompt beside a box.
+    """
+
+    grid = 8
+
+    def __init__(self, content_dim: int, out_dim: int, hidden: int = 256):
+        super().__init__()
+        in_dim = 2 * content_dim + self.grid * self.grid
+        self.norm = nn.LayerNorm(in_dim)
+        self.hidden = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU())
+        # The last layer's parameters are the module's own, so the model's weight initialisation (which
+        # visits modules holding parameters) finds this module and starts them at zero.
+        self.out_weight = nn.Parameter(torch.zeros(out_dim, hidden))
+        self.out_bias = nn.Parameter(torch.zeros(out_dim))
+
+    def forward(self, masked: torch.Tensor, box: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:
+        """masked, box (n, C) RoI features; shape (n, grid * grid) in [0, 1] -> (n, out)."""
+        inputs = torch.cat([masked, box.to(masked.dtype), shape.to(masked.dtype)], -1)
+        return F.linear(self.hidden(self.norm(inputs)), self.out_weight, self.out_bias)
+
+
 def _carry_masks(masks: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     """Each key-frame mask moved onto every region frame's box: (n, S, S), boxes (n, K, 4) key first -> (n*K, S, S).
 
@@ -357,6 +389,12 @@ class RegionEncoder(nn.Module):
         self.out_proj = nn.Linear(config.region_hidden_size, config.text_config.hidden_size)
         self.key_mask = bool(config.region_key_mask)
         self.mask_frames = config.region_mask_frames
+        # Optional (not in the original): what a mask prompt adds to the box's key token.
+        self.mask_embedding = (
+            MaskEmbedding(config.region_hidden_size, config.text_config.hidden_size)
+            if config.region_key_mask and config.region_mask_mode == "add"
+            else None
+        )
         # Optional (not in the original): one token per region for the geometry of its whole track.
         text = config.text_config
         self.track_embedding = (
@@ -373,23 +411,24 @@ class RegionEncoder(nn.Module):
         self,
         hidden_states: list[torch.Tensor],
         rois: torch.Tensor,
-        pooled: torch.Tensor,
         masks: torch.Tensor,
         frames: int,
         boxes: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """``pooled`` with each masked region's key-frame RoI pooled from its own masked maps instead.
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """Each masked region's key-frame RoI pooled from its own masked maps: ``(rows, pooled, masks)``, the
+        rows of ``rois`` they stand for, the (n, C, o, o) pooled features and the (n, S, S) masks used; None
+        when no region has a mask.
 
         With ``boxes`` (B, R, K, 4), every region frame's RoI of a masked region is pooled that way, from the
         key mask carried onto that frame's box (``region_mask_frames="all"``).
 
         Each masked region gets its own copy of its key frame's maps (the maps are shared by the regions of
-        a frame, the masks are not). rois/pooled rows are frame-major: row ``(b * K + k) * R + r``.
+        a frame, the masks are not). rois rows are frame-major: row ``(b * K + k) * R + r``.
         """
         regions = masks.shape[1]
         has_mask = torch.isfinite(masks).flatten(2).all(-1)  # (B, R)
         if not bool(has_mask.any()):
-            return pooled
+            return None
         sample, region = has_mask.nonzero(as_tuple=True)  # (n,), (n,)
         region_masks = masks[sample, region]  # (n, S, S)
         if boxes is None:
@@ -402,7 +441,7 @@ class RegionEncoder(nn.Module):
         maps = self.feature_maps([level[masked_frames] for level in hidden_states], region_masks)
         rows = masked_frames * regions + region  # rows of those RoIs
         own = torch.cat([torch.arange(len(rows), device=rois.device)[:, None].to(rois.dtype), rois[rows, 1:]], 1)
-        return pooled.index_copy(0, rows, self._pool(maps, own))
+        return rows, self._pool(maps, own), region_masks
 
     def feature_maps(self, hidden_states: list[torch.Tensor], masks: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Patch tokens of each level (F, P, C) -> fused maps, finest (largest) first. L x (F, C, h_i, w_i)
@@ -468,9 +507,12 @@ class RegionEncoder(nn.Module):
         frame_ids = torch.arange(batch * frames, device=boxes.device).repeat_interleave(regions)  # (B*K*R,)
         rois = torch.cat([frame_ids[:, None].to(maps[0].dtype), per_frame.to(maps[0].dtype) * self.image_size], 1)
         pooled = self._pool(maps, rois)  # (B*K*R, C, o, o)
+        masked = None
         if masks is not None and self.key_mask:
             carried = boxes if self.mask_frames == "all" else None
-            pooled = self._masked_key_rois(hidden_states, rois, pooled, masks, frames, carried)
+            masked = self._masked_key_rois(hidden_states, rois, masks, frames, carried)
+        if masked is not None and self.mask_embedding is None:  # "replace": the mask's RoIs stand for the box's
+            pooled = pooled.index_copy(0, masked[0], masked[1])
         tokens = self.content_norm(self.flatten_linear(F.relu(pooled).flatten(1)))  # (B*K*R, H_r)
         tokens = tokens.reshape(batch, frames, regions, -1).transpose(1, 2)  # (B, R, K, H_r)
         if times is not None:
@@ -478,4 +520,37 @@ class RegionEncoder(nn.Module):
         content = tokens[:, :, 0]  # (B, R, H_r) the key-frame RoI feature, for the track token's relations
         tokens = tokens + self.box_embedding(boxes.to(tokens.dtype), times)
         tokens = self.out_proj(tokens)  # (B, R, K, D)
+        if masked is not None and self.mask_embedding is not None:  # "add": the box's key token plus the mask's
+            tokens = self._add_mask_embedding(tokens, pooled, rois, masked, regions)
         return (tokens, content) if return_key_content else tokens
+
+    def _add_mask_embedding(
+        self,
+        tokens: torch.Tensor,
+        pooled: torch.Tensor,
+        rois: torch.Tensor,
+        masked: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        regions: int,
+    ) -> torch.Tensor:
+        """``tokens`` (B, R, K, D) with each masked region's key token plus its :class:`MaskEmbedding`."""
+        rows, masked_pooled, region_masks = masked
+        content_dim = self.flatten_linear.out_features
+
+        def content(rows_pooled: torch.Tensor) -> torch.Tensor:
+            # The running statistics of a "batch" content norm: these rows are extra views of RoIs the box
+            # path has already counted, and must not move the statistics the box tokens are normalised by.
+            flat = self.flatten_linear(F.relu(rows_pooled).flatten(1))
+            if isinstance(self.content_norm, nn.BatchNorm1d):
+                norm = self.content_norm
+                return F.batch_norm(flat, norm.running_mean, norm.running_var, training=False, eps=norm.eps)
+            return self.content_norm(flat).reshape(-1, content_dim)
+
+        # The mask's own shape inside its box: the share of each cell of a grid over the box it covers.
+        own = torch.cat([torch.arange(len(rows), device=rois.device)[:, None].to(rois.dtype), rois[rows, 1:]], 1)
+        grid = self.mask_embedding.grid
+        shape = _roi_align_op(self.roi_backend)(region_masks[:, None].to(own.dtype), own, grid, 1.0, 2, True)
+        added = self.mask_embedding(content(masked_pooled), content(pooled[rows]), shape.flatten(1))  # (n, D)
+        frame_rows, region = rows // regions, rows % regions
+        frames = tokens.shape[2]
+        sample, frame = frame_rows // frames, frame_rows % frames  # frame is 0: the key frame
+        return tokens.index_put((sample, region, frame), added.to(tokens.dtype), accumulate=True)

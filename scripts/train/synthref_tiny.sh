@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The default model, synthref-tiny, from nothing on a CPU: generate SynthRef, run the three stages (stage 3
-# in two parts: region words, then referring), write the merged model, and score it on a held-out test split.
+# in three parts: region words, referring, pair questions), write the merged model, and score it on a
+# held-out test split (descriptions, then questions about two objects).
 #   OUT         output root (default runs/synthref-tiny); the merged model is $OUT/synthref-tiny
 #   SEED        data seed (default 0); splits draw from disjoint seed streams, so train and test never overlap
 #   NUM_VIDEOS  training videos (default 1200)
@@ -21,14 +22,14 @@ artemis train --config configs/synthref_tiny/stage1_pretrain.yaml "$@"
 # read its features from the cache.
 data=()
 for file in llava:llava_stage1.json llava:llava_stage2.json videoref45k:videoref45k.json \
-    videoref45k:videoref45k_attributes.json; do
+    videoref45k:videoref45k_attributes.json videoref45k:videoref45k_pairs.json; do
     data+=(--data "${file%%:*}:$SYNTHREF/train/${file#*:}")
 done
 artemis data cache "${data[@]}" --model "$OUT/stage1/base" --out "$OUT/cache" --tracker none --features
-for stage in stage2_finetune stage3_region_words stage3_referring; do
+for stage in stage2_finetune stage3_region_words stage3_referring stage3_pairs; do
     artemis train --config "configs/synthref_tiny/$stage.yaml" "$@"
 done
-artemis merge-lora "$OUT/stage3" "$OUT/synthref-tiny"
+artemis merge-lora "$OUT/stage3-pairs" "$OUT/synthref-tiny"
 cp scripts/train/synthref_tiny_card.md "$OUT/synthref-tiny/README.md"  # the model card (what it knows)
 echo "trained in $(( $(date +%s) - start )) s; model in $OUT/synthref-tiny ($(du -sh "$OUT/synthref-tiny" | cut -f1))" >&2
 
@@ -40,4 +41,6 @@ if [ "${INSTALL:-0}" = "1" ]; then
 fi
 if [ "${EVAL:-1}" = "1" ]; then
     artemis eval synthref --model "$OUT/synthref-tiny" --data "$SYNTHREF/test" --out "$OUT/eval-test" --json
+    artemis eval synthref --task pairs --model "$OUT/synthref-tiny" --data "$SYNTHREF/test" --out "$OUT/eval-pairs" \
+        --max-new-tokens 12 --json
 fi

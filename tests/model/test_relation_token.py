@@ -190,3 +190,30 @@ def test_a_conversation_about_two_regions_is_encoded_afresh_each_turn(tiny, spli
         reused[count] = artemis.chat_cache.reused_tokens
     assert reused[2] == 0
     assert reused[1] > 0
+
+
+def test_a_lone_region_gets_its_geometry_or_a_zero_track_token(split: Path) -> None:
+    texts = [s.caption for s in read("videoref45k", split / "videoref45k.json")]
+    tokens = {}
+    for lone in ("geometry", "zero"):
+        model, _ = build_tiny_model(texts, seed=0, region_track_token="relation", region_lone_track=lone)
+        model.eval()
+        config = model.config
+        generator = torch.Generator().manual_seed(0)
+        frames, size = config.num_track_boxes + 1, config.vision_config.image_size
+        pixels = torch.randn(2 * frames, 3, size, size, generator=generator)
+        states = model._vision_hidden_states(pixels, config.region_feature_layers)
+        levels = [states[layer] for layer in config.region_feature_layers]
+        corner = torch.rand(2, 2, frames, 2, generator=generator) * 0.4
+        boxes = torch.cat([corner, corner + 0.3], -1)  # (B=2, R=2, K, 4)
+        present = torch.tensor([[True, False], [True, True]])  # sample 0: one region; sample 1: two
+        times = torch.linspace(0, 1, frames).expand(2, frames)
+        with torch.no_grad():
+            tokens[lone] = model.region_tokens(levels, boxes, None, times, present=present)  # (B, R, 1 + k + 1, D)
+    geometry, zero = tokens["geometry"], tokens["zero"]
+    assert float(geometry[0, 0, -1].abs().sum()) > 0 and float(zero[0, 0, -1].abs().sum()) == 0.0
+    torch.testing.assert_close(zero[0, 0, :-1], geometry[0, 0, :-1])  # the RoI tokens are the same
+    torch.testing.assert_close(zero[1], geometry[1])  # two regions: zero first, then the relation, either way
+    assert float(zero[1, 0, -1].abs().sum()) == 0.0 and float(zero[1, 1, -1].abs().sum()) > 0
+    with pytest.raises(ConfigError, match="region_lone_track='none' is not valid"):
+        tiny_config(region_track_token="relation", region_lone_track="none")
