@@ -159,15 +159,17 @@ def set_trainable(model: torch.nn.Module, config: TrainConfig) -> dict[str, int]
     if train.llm == "full":
         model.language_model.requires_grad_(True)
     names = [name for name, _ in model.named_parameters()]
+    module_names = [name for name, _ in model.named_modules() if name]
     for prefix in train.freeze:
-        if not any(name.startswith(prefix) for name in names):
+        if not any(name.startswith(prefix) for name in names + module_names):
             modules = sorted({name.rsplit(".", 1)[0] for name in names})
             match = difflib.get_close_matches(prefix, modules, n=1, cutoff=0.5)
             hint = f"; did you mean {match[0]!r}?" if match else " (prefixes of parameter names: region_encoder.fuse)"
-            raise ConfigError(f"train.freeze: {prefix!r} matches no parameter of the model{hint}")
+            raise ConfigError(f"train.freeze: {prefix!r} matches no parameter or module of the model{hint}")
     for name, parameter in model.named_parameters():
         if any(name.startswith(prefix) for prefix in train.freeze):
             parameter.requires_grad_(False)
+    _keep_frozen_statistics(model, config)
     counts = {
         part: sum(
             p.numel()
@@ -179,6 +181,29 @@ def set_trainable(model: torch.nn.Module, config: TrainConfig) -> dict[str, int]
     }
     counts["llm"] = sum(p.numel() for p in model.language_model.parameters() if p.requires_grad)
     return counts
+
+
+def _keep_frozen_statistics(model: torch.nn.Module, config: TrainConfig) -> None:
+    """A BatchNorm's running statistics are state too: in a part that does not train, or under a ``freeze``
+    prefix, they stay as they are (momentum 0; training still normalises by each batch's statistics).
+
+    The model trains in train mode, so without this every BatchNorm the batches pass through would move its
+    statistics towards the current stage's data: a stage that trained only the mask embedding changed the
+    region encoder's RoI normalisation and the track token's, and with them the answers to box prompts
+    (docs/experiments.md, run 40). A BatchNorm without affine parameters has no parameter to freeze, so a
+    ``freeze`` prefix may name it as a module.
+    """
+    train = config.train
+    trained = {
+        attribute for part in TRAINABLE_PARTS if getattr(train, part) for attribute in _part_attributes(model, part)
+    }
+    if train.llm != "frozen":
+        trained.add("language_model")
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.modules.batchnorm._BatchNorm) or not module.track_running_stats:
+            continue
+        if name.split(".", 1)[0] not in trained or any(name.startswith(prefix) for prefix in train.freeze):
+            module.momentum = 0.0
 
 
 def lora_target_regex(model: torch.nn.Module, targets: str | list[str]) -> str:

@@ -176,3 +176,43 @@ def test_mask_mode_settings_are_checked() -> None:
         tiny_config(region_key_mask=True, region_mask_mode="add", region_mask_frames="all")
     plain = build_tiny_model(["a red circle ."], seed=0, region_mask_mode="add")[0]
     assert plain.region_encoder.mask_embedding is None  # without region_key_mask a mask gives its box only
+
+
+def test_training_only_the_mask_embedding_keeps_every_statistic_of_the_box_path(split: Path) -> None:
+    """The recipe's mask part: the batch norms of frozen parts (the RoI feature's, the track token's) keep
+    their running statistics in train mode, so box prompts are answered exactly as before it."""
+    import copy
+
+    from artemis.train.config import TrainableSection, TrainConfig
+    from artemis.train.setup import set_trainable
+
+    texts = [s.caption for s in read("videoref45k", split / "videoref45k.json")]
+    model, processor = build_tiny_model(
+        texts, seed=0, region_key_mask=True, region_mask_mode="add", region_content_norm="batch",
+        region_track_token="relation",
+    )  # fmt: skip
+    frozen = ["region_encoder.fuse", "region_encoder.level_convs", "region_encoder.flatten_linear",
+              "region_encoder.content_norm", "region_encoder.box_embedding", "region_encoder.out_proj",
+              "region_encoder.track_embedding", "region_encoder.relation_embedding"]  # fmt: skip
+    files = [("videoref45k", split / "videoref45k.json")]
+    dataset = ReferringDataset.from_files(files, processor, model.config, seed=0, mask_prompts=1.0)
+    batch = ArtemisCollator(processor, model.config)([dataset[i] for i in range(4)])
+    for freeze, kept in ((frozen, True), ([], False)):
+        trained = copy.deepcopy(model)
+        train = TrainableSection(projector=False, llm="frozen", region_encoder=True, freeze=freeze)
+        set_trainable(trained, TrainConfig(stage="s", model=None, train=train))
+        assert [n for n, p in trained.named_parameters() if p.requires_grad] == [
+            n for n, _ in trained.named_parameters() if n.startswith("region_encoder.mask_embedding.")
+        ] or not kept
+        before = {name: value.clone() for name, value in trained.state_dict().items() if "running" in name}
+        assert {"region_encoder.content_norm.running_mean", "region_encoder.track_embedding.norm.running_var"} <= set(
+            before
+        )
+        trained.train()
+        trained(**batch).loss.backward()
+        after = trained.state_dict()
+        moved = {name for name, value in before.items() if not torch.equal(after[name], value)}
+        if kept:
+            assert not moved, moved
+        else:  # a trained region encoder's statistics do follow its batches
+            assert "region_encoder.content_norm.running_mean" in moved
