@@ -534,7 +534,6 @@ class RegionEncoder(nn.Module):
     ) -> torch.Tensor:
         """``tokens`` (B, R, K, D) with each masked region's key token plus its :class:`MaskEmbedding`."""
         rows, masked_pooled, region_masks = masked
-        content_dim = self.flatten_linear.out_features
 
         def content(rows_pooled: torch.Tensor) -> torch.Tensor:
             # The running statistics of a "batch" content norm: these rows are extra views of RoIs the box
@@ -543,7 +542,7 @@ class RegionEncoder(nn.Module):
             if isinstance(self.content_norm, nn.BatchNorm1d):
                 norm = self.content_norm
                 return F.batch_norm(flat, norm.running_mean, norm.running_var, training=False, eps=norm.eps)
-            return self.content_norm(flat).reshape(-1, content_dim)
+            return self.content_norm(flat)
 
         # The mask's own shape inside its box: the share of each cell of a grid over the box it covers.
         own = torch.cat([torch.arange(len(rows), device=rois.device)[:, None].to(rois.dtype), rois[rows, 1:]], 1)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import logging
 import re
+import types
 from pathlib import Path
 from typing import Any
 
@@ -184,14 +185,18 @@ def set_trainable(model: torch.nn.Module, config: TrainConfig) -> dict[str, int]
 
 
 def _keep_frozen_statistics(model: torch.nn.Module, config: TrainConfig) -> None:
-    """A BatchNorm's running statistics are state too: in a part that does not train, or under a ``freeze``
-    prefix, they stay as they are (momentum 0; training still normalises by each batch's statistics).
+    """A BatchNorm in a part that does not train, or under a ``freeze`` prefix, works as at inference: it
+    normalises by its running statistics and leaves them as they are.
 
-    The model trains in train mode, so without this every BatchNorm the batches pass through would move its
-    statistics towards the current stage's data: a stage that trained only the mask embedding changed the
-    region encoder's RoI normalisation and the track token's, and with them the answers to box prompts
-    (docs/experiments.md, run 40). A BatchNorm without affine parameters has no parameter to freeze, so a
-    ``freeze`` prefix may name it as a module.
+    The model trains in train mode, where a BatchNorm normalises by each batch and moves its statistics
+    towards it. For a frozen part both are wrong: its statistics are part of its state (a stage that trained
+    only the mask embedding moved the region encoder's RoI normalisation and the track token's, and with them
+    the answers to box prompts; docs/experiments.md, run 40p), and with the statistics kept but the batch's
+    used in training, the parts downstream would learn from tokens normalised otherwise than at inference
+    (run 40). The trainer sets train mode before every step, so each such BatchNorm gets a ``train`` that
+    keeps it in eval mode (the track and relation embeddings read ``norm.training`` and call the functional
+    batch norm, so a forward hook would not reach them). A BatchNorm without affine parameters has no
+    parameter to freeze, so a ``freeze`` prefix may name it as a module.
     """
     train = config.train
     trained = {
@@ -203,7 +208,13 @@ def _keep_frozen_statistics(model: torch.nn.Module, config: TrainConfig) -> None
         if not isinstance(module, torch.nn.modules.batchnorm._BatchNorm) or not module.track_running_stats:
             continue
         if name.split(".", 1)[0] not in trained or any(name.startswith(prefix) for prefix in train.freeze):
-            module.momentum = 0.0
+            module.train = types.MethodType(_stay_in_eval_mode, module)
+            module.eval()
+
+
+def _stay_in_eval_mode(module: torch.nn.Module, mode: bool = True) -> torch.nn.Module:
+    """``train`` of a frozen BatchNorm: eval mode whatever ``model.train()`` asks."""
+    return torch.nn.Module.train(module, False)
 
 
 def lora_target_regex(model: torch.nn.Module, targets: str | list[str]) -> str:

@@ -180,7 +180,8 @@ def test_mask_mode_settings_are_checked() -> None:
 
 def test_training_only_the_mask_embedding_keeps_every_statistic_of_the_box_path(split: Path) -> None:
     """The recipe's mask part: the batch norms of frozen parts (the RoI feature's, the track token's) keep
-    their running statistics in train mode, so box prompts are answered exactly as before it."""
+    their running statistics and normalise by them in train mode, so box prompts are answered exactly as
+    before it, and parts downstream train on the tokens inference gives."""
     import copy
 
     from artemis.train.config import TrainableSection, TrainConfig
@@ -212,7 +213,15 @@ def test_training_only_the_mask_embedding_keeps_every_statistic_of_the_box_path(
         trained(**batch).loss.backward()
         after = trained.state_dict()
         moved = {name for name, value in before.items() if not torch.equal(after[name], value)}
+        levels, boxes, times = _levels_and_boxes(trained)
+        trained.train()
+        with torch.no_grad():
+            training = trained.region_encoder(levels, boxes, times)
+            trained.eval()
+            inference = trained.region_encoder(levels, boxes, times)
         if kept:
             assert not moved, moved
-        else:  # a trained region encoder's statistics do follow its batches
+            torch.testing.assert_close(training, inference, rtol=0, atol=0)
+        else:  # a trained region encoder's statistics follow its batches, and it normalises by the batch
             assert "region_encoder.content_norm.running_mean" in moved
+            assert (training - inference).abs().amax() > 1e-3
