@@ -80,6 +80,10 @@ class TrainableSection:
     stage) or ``region_words`` (the region encoder predicts the answer's words from its tokens, a
     bag-of-words pretraining of the region path; :mod:`artemis.train.region_words`). ``region_words_bins``
     gives each of that many position parts of the answer its own bag, so word order counts (1: one bag).
+    ``frozen_batch_norms``: ``eval`` (the default) runs each BatchNorm of a frozen part as at inference (its
+    running statistics, kept); ``train`` lets it normalise by each batch and move its statistics, as the
+    trainer did before 2026-11-30 (the tiny recipe's referring part keeps it, the bundled model was trained
+    so).
     """
 
     projector: bool = True
@@ -89,6 +93,7 @@ class TrainableSection:
     freeze: list[str] = field(default_factory=list, metadata={"expected": "a list of parameter-name prefixes"})
     objective: str = "lm"
     region_words_bins: int = 1
+    frozen_batch_norms: str = "eval"
 
 
 @dataclass
@@ -290,6 +295,11 @@ def validate(config: TrainConfig) -> None:
         )
     if not isinstance(train.freeze, list) or not all(isinstance(p, str) and p for p in train.freeze):
         raise ConfigError(f"train.freeze={train.freeze!r}; expected a list of parameter-name prefixes")
+    if train.frozen_batch_norms not in ("eval", "train"):
+        raise ConfigError(
+            f"train.frozen_batch_norms={train.frozen_batch_norms!r}; expected 'eval' (a frozen part's BatchNorm "
+            "works as at inference) or 'train' (it follows each batch)"
+        )
     if config.quantization.bits not in (None, 4, 8):
         raise ConfigError(f"quantization.bits={config.quantization.bits!r}; expected null, 4 or 8")
     if config.quantization.bits is not None and train.llm == "full":

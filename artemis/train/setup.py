@@ -196,9 +196,12 @@ def _keep_frozen_statistics(model: torch.nn.Module, config: TrainConfig) -> None
     (run 40). The trainer sets train mode before every step, so each such BatchNorm gets a ``train`` that
     keeps it in eval mode (the track and relation embeddings read ``norm.training`` and call the functional
     batch norm, so a forward hook would not reach them). A BatchNorm without affine parameters has no
-    parameter to freeze, so a ``freeze`` prefix may name it as a module.
+    parameter to freeze, so a ``freeze`` prefix may name it as a module. ``train.frozen_batch_norms: train``
+    leaves them as the trainer did before.
     """
     train = config.train
+    if train.frozen_batch_norms == "train":
+        return
     trained = {
         attribute for part in TRAINABLE_PARTS if getattr(train, part) for attribute in _part_attributes(model, part)
     }

@@ -198,13 +198,15 @@ def test_training_only_the_mask_embedding_keeps_every_statistic_of_the_box_path(
     files = [("videoref45k", split / "videoref45k.json")]
     dataset = ReferringDataset.from_files(files, processor, model.config, seed=0, mask_prompts=1.0)
     batch = ArtemisCollator(processor, model.config)([dataset[i] for i in range(4)])
-    for freeze, kept in ((frozen, True), ([], False)):
+    for freeze, norms, kept in ((frozen, "eval", True), ([], "eval", False), (frozen, "train", False)):
         trained = copy.deepcopy(model)
-        train = TrainableSection(projector=False, llm="frozen", region_encoder=True, freeze=freeze)
+        train = TrainableSection(
+            projector=False, llm="frozen", region_encoder=True, freeze=freeze, frozen_batch_norms=norms
+        )
         set_trainable(trained, TrainConfig(stage="s", model=None, train=train))
         assert [n for n, p in trained.named_parameters() if p.requires_grad] == [
             n for n, _ in trained.named_parameters() if n.startswith("region_encoder.mask_embedding.")
-        ] or not kept
+        ] or not freeze
         before = {name: value.clone() for name, value in trained.state_dict().items() if "running" in name}
         assert {"region_encoder.content_norm.running_mean", "region_encoder.track_embedding.norm.running_var"} <= set(
             before
@@ -222,6 +224,19 @@ def test_training_only_the_mask_embedding_keeps_every_statistic_of_the_box_path(
         if kept:
             assert not moved, moved
             torch.testing.assert_close(training, inference, rtol=0, atol=0)
-        else:  # a trained region encoder's statistics follow its batches, and it normalises by the batch
+        else:  # a trained region encoder (or frozen_batch_norms: train) follows its batches
             assert "region_encoder.content_norm.running_mean" in moved
             assert (training - inference).abs().amax() > 1e-3
+
+
+def test_frozen_batch_norms_is_checked(tmp_path: Path) -> None:
+    from artemis.train import load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "stage: referring\nmodel: {tiny: {seed: 0}}\ntrain: {frozen_batch_norms: frozen}\n"
+        f"data: {{files: [{{format: videoref45k, path: {tmp_path / 'x.json'}}}]}}\n"
+        f"training: {{output_dir: {tmp_path / 'out'}}}\n"
+    )
+    with pytest.raises(ConfigError, match=r"train\.frozen_batch_norms='frozen'; expected 'eval'"):
+        load_config(path)
