@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from region_helpers import changed_right_half, left_half_masks, levels_and_boxes
 
 from artemis import ArtemisModel
 from artemis.data import read
@@ -35,19 +36,6 @@ def tiny(split: Path):
     return build_tiny_model(texts, seed=0, region_key_mask=True, region_mask_mode="add")
 
 
-def _levels_and_boxes(model, batch: int = 2, regions: int = 2, seed: int = 0):
-    generator = torch.Generator().manual_seed(seed)
-    config = model.config
-    size, frames = config.vision_config.image_size, config.num_track_boxes + 1
-    pixels = torch.randn(batch * frames, 3, size, size, generator=generator)
-    states = model._vision_hidden_states(pixels, config.region_feature_layers)
-    levels = [states[layer] for layer in config.region_feature_layers]  # each (B*K, P, C)
-    corner = torch.rand(batch, regions, frames, 2, generator=generator) * 0.4
-    boxes = torch.cat([corner, corner + 0.4 + torch.rand(batch, regions, frames, 2, generator=generator) * 0.2], -1)
-    times = torch.linspace(0, 1, frames).expand(batch, frames)
-    return levels, boxes, times
-
-
 def _randomise(embedding: MaskEmbedding, seed: int = 0) -> None:
     """Give the zero-started last layer values, as training would."""
     generator = torch.Generator().manual_seed(seed)
@@ -64,11 +52,9 @@ def test_a_new_mask_embedding_changes_nothing_and_a_trained_one_only_its_own_key
     assert not missing and all(name.startswith("region_encoder.mask_embedding.") for name in unexpected)
     model.eval()
     replace.eval()
-    levels, boxes, times = _levels_and_boxes(model)
+    levels, boxes, times = levels_and_boxes(model)
     size = model.config.vision_config.image_size
-    masks = torch.full((2, 2, size, size), float("nan"))
-    masks[1, 0] = 0.0
-    masks[1, 0, :, : size // 2] = 1.0  # the left half only
+    masks = left_half_masks(2, 2, size)  # sample 1, region 0: the left half only
     encoder = model.region_encoder
     with torch.no_grad():
         plain = encoder(levels, boxes, times)
@@ -87,20 +73,15 @@ def test_a_new_mask_embedding_changes_nothing_and_a_trained_one_only_its_own_key
 def test_the_embedding_reads_the_masked_feature_the_box_feature_and_the_mask_shape_in_its_box(tiny) -> None:
     model, _ = tiny
     model.eval()
-    levels, boxes, times = _levels_and_boxes(model, batch=1, regions=1, seed=1)
+    levels, boxes, times = levels_and_boxes(model, batch=1, regions=1, seed=1)
     size = model.config.vision_config.image_size
-    side = round(levels[0].shape[1] ** 0.5)
     boxes[0, 0, 0] = torch.tensor([0.25, 0.25, 0.75, 0.75])
     masks = torch.zeros(1, 1, size, size)
     masks[0, 0, :, : size // 2] = 1.0  # the left half of the frame: the left half of the box
     inputs: list[tuple[torch.Tensor, ...]] = []
     encoder = model.region_encoder
     hook = encoder.mask_embedding.register_forward_hook(lambda module, args, out: inputs.append(args))
-    changed_levels = []
-    for level in levels:
-        grid = level.clone().reshape(level.shape[0], side, side, -1)
-        grid[0, :, side // 2 :] += 5.0  # key frame: change everything right of the mask
-        changed_levels.append(grid.reshape(level.shape))
+    changed_levels = changed_right_half(levels)  # key frame: everything right of the mask
     try:
         with torch.no_grad():
             encoder(levels, boxes, times, masks)
@@ -215,7 +196,7 @@ def test_training_only_the_mask_embedding_keeps_every_statistic_of_the_box_path(
         trained(**batch).loss.backward()
         after = trained.state_dict()
         moved = {name for name, value in before.items() if not torch.equal(after[name], value)}
-        levels, boxes, times = _levels_and_boxes(trained)
+        levels, boxes, times = levels_and_boxes(trained)
         trained.train()
         with torch.no_grad():
             training = trained.region_encoder(levels, boxes, times)

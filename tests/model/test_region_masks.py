@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from region_helpers import changed_right_half, left_half_masks, levels_and_boxes
 
 from artemis import ArtemisModel
 from artemis.data import read
@@ -37,23 +38,10 @@ def tiny(split: Path):
     return build_tiny_model(texts, seed=0, region_key_mask=True)
 
 
-def _levels_and_boxes(model, batch: int = 2, regions: int = 2, seed: int = 0):
-    generator = torch.Generator().manual_seed(seed)
-    config = model.config
-    size, frames = config.vision_config.image_size, config.num_track_boxes + 1
-    pixels = torch.randn(batch * frames, 3, size, size, generator=generator)
-    states = model._vision_hidden_states(pixels, config.region_feature_layers)
-    levels = [states[layer] for layer in config.region_feature_layers]  # each (B*K, P, C)
-    corner = torch.rand(batch, regions, frames, 2, generator=generator) * 0.4
-    boxes = torch.cat([corner, corner + 0.4 + torch.rand(batch, regions, frames, 2, generator=generator) * 0.2], -1)
-    times = torch.linspace(0, 1, frames).expand(batch, frames)
-    return levels, boxes, times
-
-
 def test_a_full_mask_is_the_box_and_a_mask_changes_only_its_own_key_token(tiny) -> None:
     model, _ = tiny
     model.eval()
-    levels, boxes, times = _levels_and_boxes(model)
+    levels, boxes, times = levels_and_boxes(model)
     size = model.config.vision_config.image_size
     encoder = model.region_encoder
     with torch.no_grad():
@@ -74,17 +62,12 @@ def test_features_outside_the_mask_do_not_reach_the_masked_token(tiny) -> None:
     """What lies outside the mask (another object inside the box) cannot change the masked key token."""
     model, _ = tiny
     model.eval()
-    levels, boxes, times = _levels_and_boxes(model, batch=1, regions=1, seed=1)
+    levels, boxes, times = levels_and_boxes(model, batch=1, regions=1, seed=1)
     size = model.config.vision_config.image_size
-    side = round(levels[0].shape[1] ** 0.5)
     boxes[0, 0, 0] = torch.tensor([0.1, 0.1, 0.9, 0.9])  # the box covers both halves
     masks = torch.zeros(1, 1, size, size)
     masks[0, 0, :, : size // 2] = 1.0  # the target is the left half
-    changed_levels = []
-    for level in levels:
-        grid = level.clone().reshape(level.shape[0], side, side, -1)
-        grid[0, :, side // 2 :] += 5.0  # key frame (row 0): change everything right of the mask
-        changed_levels.append(grid.reshape(level.shape))
+    changed_levels = changed_right_half(levels)  # key frame (row 0): everything right of the mask
     encoder = model.region_encoder
     with torch.no_grad():
         masked_before = encoder(levels, boxes, times, masks)[0, 0, 0]
@@ -98,12 +81,10 @@ def test_features_outside_the_mask_do_not_reach_the_masked_token(tiny) -> None:
 def test_a_mask_carried_onto_every_region_frame_changes_every_token_of_its_region(tiny) -> None:
     model, _ = tiny
     model.eval()
-    levels, boxes, times = _levels_and_boxes(model)
+    levels, boxes, times = levels_and_boxes(model)
     size = model.config.vision_config.image_size
     encoder = model.region_encoder
-    masks = torch.full((2, 2, size, size), float("nan"))
-    masks[1, 0] = 0.0
-    masks[1, 0, :, : size // 2] = 1.0  # the left half only
+    masks = left_half_masks(2, 2, size)  # sample 1, region 0: the left half only
     encoder.mask_frames = "all"
     try:
         with torch.no_grad():
@@ -140,7 +121,7 @@ def test_a_model_without_region_key_mask_ignores_masks(split: Path) -> None:
     texts = [s.caption for s in read("videoref45k", split / "videoref45k.json")]
     model, _ = build_tiny_model(texts, seed=0)
     model.eval()
-    levels, boxes, times = _levels_and_boxes(model)
+    levels, boxes, times = levels_and_boxes(model)
     size = model.config.vision_config.image_size
     masks = torch.zeros(2, 2, size, size)
     with torch.no_grad():
