@@ -153,10 +153,11 @@ def set_trainable(model: torch.nn.Module, config: TrainConfig) -> dict[str, int]
     """Freeze everything, then unfreeze the parts ``train:`` names; return trainable counts per part."""
     train = config.train
     model.requires_grad_(False)
-    for part in TRAINABLE_PARTS:
-        if getattr(train, part):
-            for attribute in _part_attributes(model, part):
-                getattr(model, attribute).requires_grad_(True)
+    trained = [
+        attribute for part in TRAINABLE_PARTS if getattr(train, part) for attribute in _part_attributes(model, part)
+    ]
+    for attribute in trained:
+        getattr(model, attribute).requires_grad_(True)
     if train.llm == "full":
         model.language_model.requires_grad_(True)
     names = [name for name, _ in model.named_parameters()]
@@ -170,7 +171,9 @@ def set_trainable(model: torch.nn.Module, config: TrainConfig) -> dict[str, int]
     for name, parameter in model.named_parameters():
         if any(name.startswith(prefix) for prefix in train.freeze):
             parameter.requires_grad_(False)
-    _keep_frozen_statistics(model, config)
+    if train.frozen_batch_norms == "eval":
+        parts = {*trained, "language_model"} if train.llm != "frozen" else set(trained)
+        _keep_frozen_statistics(model, parts, train.freeze)
     counts = {
         part: sum(
             p.numel()
@@ -184,7 +187,7 @@ def set_trainable(model: torch.nn.Module, config: TrainConfig) -> dict[str, int]
     return counts
 
 
-def _keep_frozen_statistics(model: torch.nn.Module, config: TrainConfig) -> None:
+def _keep_frozen_statistics(model: torch.nn.Module, trained: set[str], freeze: list[str]) -> None:
     """A BatchNorm in a part that does not train, or under a ``freeze`` prefix, works as at inference: it
     normalises by its running statistics and leaves them as they are.
 
@@ -196,21 +199,13 @@ def _keep_frozen_statistics(model: torch.nn.Module, config: TrainConfig) -> None
     (run 40). The trainer sets train mode before every step, so each such BatchNorm gets a ``train`` that
     keeps it in eval mode (the track and relation embeddings read ``norm.training`` and call the functional
     batch norm, so a forward hook would not reach them). A BatchNorm without affine parameters has no
-    parameter to freeze, so a ``freeze`` prefix may name it as a module. ``train.frozen_batch_norms: train``
-    leaves them as the trainer did before.
+    parameter to freeze, so a ``freeze`` prefix may name it as a module. ``trained`` names the model's
+    top-level parts that train; ``train.frozen_batch_norms: train`` skips this, as the trainer did before.
     """
-    train = config.train
-    if train.frozen_batch_norms == "train":
-        return
-    trained = {
-        attribute for part in TRAINABLE_PARTS if getattr(train, part) for attribute in _part_attributes(model, part)
-    }
-    if train.llm != "frozen":
-        trained.add("language_model")
     for name, module in model.named_modules():
         if not isinstance(module, torch.nn.modules.batchnorm._BatchNorm) or not module.track_running_stats:
             continue
-        if name.split(".", 1)[0] not in trained or any(name.startswith(prefix) for prefix in train.freeze):
+        if name.split(".", 1)[0] not in trained or any(name.startswith(prefix) for prefix in freeze):
             module.train = types.MethodType(_stay_in_eval_mode, module)
             module.eval()
 
