@@ -414,10 +414,10 @@ class RegionEncoder(nn.Module):
         masks: torch.Tensor,
         frames: int,
         boxes: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-        """Each masked region's key-frame RoI pooled from its own masked maps: ``(rows, pooled, masks)``, the
-        rows of ``rois`` they stand for, the (n, C, o, o) pooled features and the (n, S, S) masks used; None
-        when no region has a mask.
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """Each masked region's key-frame RoI pooled from its own masked maps: ``(rows, own, pooled, masks)``,
+        the rows of ``rois`` they stand for, those RoIs indexed by mask (n, 5), the (n, C, o, o) pooled
+        features and the (n, S, S) masks used; None when no region has a mask.
 
         With ``boxes`` (B, R, K, 4), every region frame's RoI of a masked region is pooled that way, from the
         key mask carried onto that frame's box (``region_mask_frames="all"``).
@@ -441,7 +441,7 @@ class RegionEncoder(nn.Module):
         maps = self.feature_maps([level[masked_frames] for level in hidden_states], region_masks)
         rows = masked_frames * regions + region  # rows of those RoIs
         own = torch.cat([torch.arange(len(rows), device=rois.device)[:, None].to(rois.dtype), rois[rows, 1:]], 1)
-        return rows, self._pool(maps, own), region_masks
+        return rows, own, self._pool(maps, own), region_masks
 
     def feature_maps(self, hidden_states: list[torch.Tensor], masks: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Patch tokens of each level (F, P, C) -> fused maps, finest (largest) first. L x (F, C, h_i, w_i)
@@ -512,7 +512,7 @@ class RegionEncoder(nn.Module):
             carried = boxes if self.mask_frames == "all" else None
             masked = self._masked_key_rois(hidden_states, rois, masks, frames, carried)
         if masked is not None and self.mask_embedding is None:  # "replace": the mask's RoIs stand for the box's
-            pooled = pooled.index_copy(0, masked[0], masked[1])
+            pooled = pooled.index_copy(0, masked[0], masked[2])
         tokens = self.content_norm(self.flatten_linear(F.relu(pooled).flatten(1)))  # (B*K*R, H_r)
         tokens = tokens.reshape(batch, frames, regions, -1).transpose(1, 2)  # (B, R, K, H_r)
         if times is not None:
@@ -521,19 +521,18 @@ class RegionEncoder(nn.Module):
         tokens = tokens + self.box_embedding(boxes.to(tokens.dtype), times)
         tokens = self.out_proj(tokens)  # (B, R, K, D)
         if masked is not None and self.mask_embedding is not None:  # "add": the box's key token plus the mask's
-            tokens = self._add_mask_embedding(tokens, pooled, rois, masked, regions)
+            tokens = self._add_mask_embedding(tokens, pooled, masked, regions)
         return (tokens, content) if return_key_content else tokens
 
     def _add_mask_embedding(
         self,
         tokens: torch.Tensor,
         pooled: torch.Tensor,
-        rois: torch.Tensor,
-        masked: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        masked: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
         regions: int,
     ) -> torch.Tensor:
         """``tokens`` (B, R, K, D) with each masked region's key token plus its :class:`MaskEmbedding`."""
-        rows, masked_pooled, region_masks = masked
+        rows, own, masked_pooled, region_masks = masked
 
         def content(rows_pooled: torch.Tensor) -> torch.Tensor:
             # The running statistics of a "batch" content norm: these rows are extra views of RoIs the box
@@ -545,7 +544,6 @@ class RegionEncoder(nn.Module):
             return self.content_norm(flat)
 
         # The mask's own shape inside its box: the share of each cell of a grid over the box it covers.
-        own = torch.cat([torch.arange(len(rows), device=rois.device)[:, None].to(rois.dtype), rois[rows, 1:]], 1)
         grid = self.mask_embedding.grid
         shape = _roi_align_op(self.roi_backend)(region_masks[:, None].to(own.dtype), own, grid, 1.0, 2, True)
         added = self.mask_embedding(content(masked_pooled), content(pooled[rows]), shape.flatten(1))  # (n, D)
