@@ -172,3 +172,37 @@ def load_pretrained(
     processor = ArtemisProcessor.from_pretrained(directory, config)
     model = load_model(directory, config, dtype=dtype or torch.float32).to(device).eval()
     return model, processor, read_model_card(directory)
+
+
+def extend_model(
+    model: ArtemisForConditionalGeneration, processor: ArtemisProcessor, changes: dict[str, Any]
+) -> tuple[ArtemisForConditionalGeneration, ArtemisProcessor]:
+    """A trained model with config fields changed that add modules to it (a relation token, a mask
+    embedding, ...): every trained weight is kept and only the new modules start from their initialisation.
+
+    A change that would reshape or drop a trained weight is refused, as it would silently discard training.
+    Returns the new model and a processor whose token counts follow the new config.
+    """
+    from artemis.errors import ConfigError
+
+    unknown = sorted(name for name in changes if not hasattr(model.config, name))
+    if unknown:
+        raise ConfigError(f"model.config names {unknown}, which are not ArtemisConfig fields; check the spelling")
+    config = ArtemisConfig.from_dict({**model.config.to_dict(), **changes})  # validated as config.json is
+    extended = ArtemisForConditionalGeneration(config).to(model.dtype)
+    extended.generation_config = model.generation_config
+    trained = model.state_dict()
+    expected = extended.state_dict()
+    dropped = sorted(name for name in trained if name not in expected)
+    reshaped = sorted(name for name in trained if name in expected and trained[name].shape != expected[name].shape)
+    if dropped or reshaped:
+        raise ConfigError(
+            f"model.config {changes} would drop trained weights {dropped[:5]} or reshape {reshaped[:5]}; on a trained "
+            "model (model.base) only fields that add modules can change"
+        )
+    extended.load_state_dict(trained, strict=False)
+    added = sorted({name.rsplit(".", 1)[0] for name in expected if name not in trained})
+    logger.warning("model.config %s adds %s, which start from their initialisation", changes, added or "nothing")
+    settings = {**processor.to_settings(), **ArtemisProcessor._sizes(config)}
+    settings.pop("processor_class", None)
+    return extended, ArtemisProcessor(processor.tokenizer, **settings)

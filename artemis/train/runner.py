@@ -439,8 +439,9 @@ def run_training(config: TrainConfig, *, resume: bool | str = "auto") -> Path:
     saved_start = output_dir / "base"
     checkpoint = _resume_point(output_dir, resume)
     with _whole_weights():
-        if config.model.base is None and checkpoint and (saved_start / "config.json").exists():
-            # Resuming a stage that began from new weights: start from the very same ones.
+        new_start = config.model.base is None or bool(config.model.config)
+        if new_start and checkpoint and (saved_start / "config.json").exists():
+            # Resuming a stage that began from new weights (or new modules): start from the very same ones.
             from artemis.train.stages import load_stage
 
             model, processor = load_stage(saved_start)

@@ -24,6 +24,7 @@ import torch
 
 from artemis.errors import CheckpointError, ConfigError
 from artemis.model.frame_tokens import FRAME_TOKEN_MODULES
+from artemis.model.loading import extend_model
 from artemis.train.config import TRAINABLE_PARTS, TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -123,6 +124,11 @@ def build_model(config: TrainConfig, dtype: torch.dtype = torch.float32) -> tupl
     if section.base is not None:
         model, processor = load_stage(section.base, quantization_config=quantization_config(config))
         base = section.base
+        if section.config:
+            if config.quantization.bits is not None:
+                raise ConfigError("model.config adds modules to an unquantised model only; extend it in a stage first")
+            model, processor = extend_model(model, processor, section.config)
+            base = None  # the extended start exists nowhere else: the runner saves it with the stage
     elif section.tiny is not None:
         if config.quantization.bits is not None:
             raise ConfigError("quantization needs a saved model: train a tiny stage first, then QLoRA from it")
@@ -133,8 +139,11 @@ def build_model(config: TrainConfig, dtype: torch.dtype = torch.float32) -> tupl
             raise ConfigError("compose the model in an unquantised stage 1 first; quantise from its output")
         model, processor = _compose(section.vision_tower, section.language_model, section.config, dtype)
         base = None
-    if section.config and section.vision_tower is None:
-        raise ConfigError("model.config applies when composing from vision_tower + language_model only")
+    if section.config and section.vision_tower is None and section.base is None:
+        raise ConfigError(
+            "model.config applies when composing from vision_tower + language_model, or to add modules to a "
+            "model.base; a tiny model takes its fields in model.tiny"
+        )
     if not isinstance(model.config.model_type, str) or model.config.model_type != "artemis":
         raise CheckpointError(f"the starting model is a {model.config.model_type!r}, not an artemis model")
     return model, processor, base
