@@ -44,7 +44,9 @@ def _extending(synthref_root: Path, base: Path, out: Path, changes: dict) -> dic
     }
 
 
-def test_a_stage_adds_modules_and_keeps_every_trained_weight(synthref_root: Path, trained: Path, tmp_path: Path) -> None:
+def test_a_stage_adds_modules_and_keeps_every_trained_weight(
+    synthref_root: Path, trained: Path, tmp_path: Path
+) -> None:
     changes = {"region_track_token": "relation", "region_mask_mode": "add"}
     path = write_config(tmp_path / "extend.yaml", _extending(synthref_root, trained, tmp_path / "second", changes))
     assert main(["train", "--config", str(path)]) == 0
