@@ -84,3 +84,16 @@ def test_changes_that_would_lose_training_are_refused(
     path = write_config(tmp_path / "bad.yaml", _extending(synthref_root, trained, tmp_path / "out", changes))
     with pytest.raises(ConfigError, match=message):
         build_model(load_config(path))
+
+
+def test_an_added_track_token_is_counted_by_the_processor_and_the_prompt(tiny_model_dir: Path) -> None:
+    from artemis.model.loading import extend_model
+
+    model, processor = load_stage(tiny_model_dir)
+    assert not model.config.region_track_token
+    extended, new_processor = extend_model(model, processor, {"region_track_token": True})
+    assert extended.region_encoder.track_embedding is not None
+    assert new_processor.num_region_tokens == processor.num_region_tokens + 1 == extended.config.num_region_tokens
+    assert model.config.region_track_token is False  # the trained model is left as it was
+    old = model.state_dict()
+    assert all(torch.equal(extended.state_dict()[name], tensor) for name, tensor in old.items())
