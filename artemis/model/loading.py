@@ -203,6 +203,4 @@ def extend_model(
     extended.load_state_dict(trained, strict=False)
     added = sorted({name.rsplit(".", 1)[0] for name in expected if name not in trained})
     logger.warning("model.config %s adds %s, which start from their initialisation", changes, added or "nothing")
-    settings = {**processor.to_settings(), **ArtemisProcessor._sizes(config)}
-    settings.pop("processor_class", None)
-    return extended, ArtemisProcessor(processor.tokenizer, **settings)
+    return extended, processor.with_sizes_of(config)

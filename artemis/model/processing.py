@@ -175,6 +175,13 @@ class ArtemisProcessor(ProcessorMixin):
         processor.check_tokenizer(config)
         return processor
 
+    def with_sizes_of(self, config: ArtemisConfig) -> ArtemisProcessor:
+        """This processor (tokenizer, template, image statistics) with the token counts of ``config``, for a
+        model whose config gained tokens (``artemis.model.loading.extend_model``)."""
+        settings = {**self.to_settings(), **self._sizes(config)}
+        settings.pop("processor_class")
+        return type(self)(self.tokenizer, **settings)
+
     @staticmethod
     def _sizes(config: ArtemisConfig) -> dict[str, Any]:
         return {
