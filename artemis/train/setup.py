@@ -122,11 +122,11 @@ def build_model(config: TrainConfig, dtype: torch.dtype = torch.float32) -> tupl
 
     section = config.model
     if section.base is not None:
+        if section.config and config.quantization.bits is not None:
+            raise ConfigError("model.config adds modules to an unquantised model only; extend it in a stage first")
         model, processor = load_stage(section.base, quantization_config=quantization_config(config))
         base = section.base
         if section.config:
-            if config.quantization.bits is not None:
-                raise ConfigError("model.config adds modules to an unquantised model only; extend it in a stage first")
             model, processor = extend_model(model, processor, section.config)
             base = None  # the extended start exists nowhere else: the runner saves it with the stage
     elif section.tiny is not None:

@@ -97,3 +97,13 @@ def test_an_added_track_token_is_counted_by_the_processor_and_the_prompt(tiny_mo
     assert model.config.region_track_token is False  # the trained model is left as it was
     old = model.state_dict()
     assert all(torch.equal(extended.state_dict()[name], tensor) for name, tensor in old.items())
+
+
+def test_modules_are_not_added_to_a_model_quantised_while_loading(
+    synthref_root: Path, trained: Path, tmp_path: Path
+) -> None:
+    config = _extending(synthref_root, trained, tmp_path / "out", {"region_mask_mode": "add"})
+    config["train"]["llm"] = "lora"
+    config["quantization"] = {"bits": 4}
+    with pytest.raises(ConfigError, match="unquantised model only"):
+        build_model(load_config(write_config(tmp_path / "q.yaml", config)))
