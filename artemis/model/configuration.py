@@ -68,6 +68,10 @@ class ArtemisConfig(PreTrainedConfig):
             similarity of every cell to the mean feature inside that box, through a learned projection and
             scale, is added to the selector's logits, so the kept tokens follow the target rather than
             whatever is salient. Our addition (the release scores each frame on its own); off by default.
+        frame_select_centre: with ``frame_select_query``: take that cosine between features centred on
+            their frame's mean (each cell minus its frame's mean cell; the query from the first frame so
+            centred). A plain background then scores near zero instead of close to the box's mean, which
+            the background inside the box pulls towards it. Our addition; off by default.
         frame_position_init: how that embedding starts: ``"zeros"`` (default) or ``"sincos"`` (a fixed 2D
             sine-cosine code of the cell's column and row, so position is readable before it is learnt).
         frame_position_embedding: add a learned embedding of each token's grid cell (the pooled grid, or
@@ -167,6 +171,7 @@ class ArtemisConfig(PreTrainedConfig):
     frame_select_gradient: Literal["straight_through", "none"] = "straight_through"
     frame_position_embedding: bool = False
     frame_select_query: bool = False
+    frame_select_centre: bool = False
     frame_position_init: Literal["zeros", "sincos"] = "zeros"
     image_tokens: Literal["video", "patches"] = "video"
     vision_feature_layer: int = -2
@@ -313,6 +318,13 @@ class ArtemisConfig(PreTrainedConfig):
             raise ConfigError(
                 f"frame_select_query=true scores the frame selector's tokens but frame_tokens={self.frame_tokens!r}; "
                 "set frame_tokens='select' or frame_select_query=false"
+            )
+        if not isinstance(self.frame_select_centre, bool):
+            raise ConfigError(f"frame_select_centre={self.frame_select_centre!r} is not valid; expected true or false")
+        if self.frame_select_centre and not self.frame_select_query:
+            raise ConfigError(
+                "frame_select_centre=true centres the features of the selector's target query, but "
+                "frame_select_query=false; set frame_select_query=true or frame_select_centre=false"
             )
         if self.frame_tokens != "select":
             return

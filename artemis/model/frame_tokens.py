@@ -27,7 +27,9 @@ Our additions are a gradient path (``gradient="straight_through"``), :class:`Fra
 (the LLM is told which grid cell each kept token came from) and an optional target query
 (``query=True``): when the prompt gives the target's box (SOT), every cell's cosine similarity to the
 mean feature inside that box on the clip's first frame, through a learned projection and a learned
-scale, is added to the logits, so the tokens kept on each frame follow the target (:func:`box_query`).
+scale, is added to the logits, so the tokens kept on each frame follow the target (:func:`box_query`);
+with ``centre=True`` (``frame_select_centre``) that cosine is taken between features centred on their
+frame's mean cell.
 """
 
 from __future__ import annotations
@@ -78,12 +80,19 @@ class FrameTokenSelector(nn.Module):
     """
 
     def __init__(
-        self, channels: int, side: int, keep: int, gradient: str = "straight_through", query: bool = False
+        self,
+        channels: int,
+        side: int,
+        keep: int,
+        gradient: str = "straight_through",
+        query: bool = False,
+        centre: bool = False,
     ) -> None:
         super().__init__()
         self.side = int(side)
         self.keep = int(keep)
         self.gradient = gradient
+        self.centre = bool(centre)
         cells = self.side**2
         self.pre_proj = nn.Linear(channels, 1)
         self.trans_weight = nn.Parameter(torch.zeros(cells, cells))
@@ -124,10 +133,15 @@ class FrameTokenSelector(nn.Module):
             return logits
         has_query = torch.isfinite(query).all(-1)  # (B,)
         target = self.query_proj(torch.nan_to_num(query))  # (B, C)
-        cells = self.query_proj(tokens)  # (B, T, N, C)
+        cells = self.query_proj(_centred(tokens) if self.centre else tokens)  # (B, T, N, C)
         similarity = nn.functional.cosine_similarity(cells, target[:, None, None, :], dim=-1)  # (B, T, N)
         similarity = similarity * has_query.to(similarity.dtype)[:, None, None]
         return logits + self.query_scale.to(logits.dtype) * similarity
+
+    def target_query(self, grid: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """The query :meth:`scores` takes: :func:`box_query` of ``grid`` (B, T, N, C) and ``boxes`` (B, 4),
+        on the first frame centred on its mean cell when the selector centres (``frame_select_centre``)."""
+        return box_query(_centred(grid[:, :1]) if self.centre else grid, boxes)
 
     def forward(self, tokens: torch.Tensor, query: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Keep the top ``k`` tokens of each frame, in raster order.
@@ -162,6 +176,11 @@ class FrameTokenSelector(nn.Module):
             gate = 1.0 + (weight - weight.detach())  # (..., k), == 1 in value
             kept = kept * gate[..., None].to(kept.dtype)  # (..., k, C)
         return kept, cells
+
+
+def _centred(grid: torch.Tensor) -> torch.Tensor:
+    """Each frame's cells minus that frame's mean cell: (..., N, C) -> (..., N, C)."""
+    return grid - grid.mean(dim=-2, keepdim=True)
 
 
 def box_query(grid: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from artemis.model.configuration import ArtemisConfig
-from artemis.model.frame_tokens import QUERY_SCALE_INIT, FramePositionEmbedding, FrameTokenSelector, box_query
+from artemis.model.frame_tokens import QUERY_SCALE_INIT, FramePositionEmbedding, FrameTokenSelector
 from artemis.model.region import MaskEmbedding, RegionEncoder, RelationEmbedding
 from artemis.model.selector import TokenSelector
 
@@ -119,6 +119,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
                 config.frame_select_tokens,
                 config.frame_select_gradient,
                 query=config.frame_select_query,
+                centre=config.frame_select_centre,
             )
         if config.frame_position_embedding:
             self.frame_positions = FramePositionEmbedding(
@@ -254,7 +255,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         if self.frame_selector is not None:
             query = None
             if self.config.frame_select_query and query_boxes is not None:
-                query = box_query(grid, query_boxes.to(device=grid.device))  # (B, C)
+                query = self.frame_selector.target_query(grid, query_boxes.to(device=grid.device))  # (B, C)
             grid, cells = self.frame_selector(grid, query)  # (B, N_t, k, C)
         tokens = self.mm_projector(grid)  # (B, N_t, n, D)
         if self.frame_positions is not None:

@@ -266,6 +266,47 @@ def test_query_reaches_the_model_from_the_sot_prompt_and_trains() -> None:
         tiny_config(video_layout="frames", frame_select_query=True)
 
 
+def test_centred_query_ignores_what_every_cell_of_a_frame_shares(tmp_path: Path) -> None:
+    """``frame_select_centre``: a colour shared by the whole frame (a plain background) changes nothing."""
+    from artemis.model.frame_tokens import FrameTokenSelector, box_query
+
+    side, channels = 8, 6
+    rng = np.random.default_rng(5)
+    grid = torch.as_tensor(rng.normal(scale=0.05, size=(1, 3, side * side, channels)), dtype=torch.float32)
+    target = torch.as_tensor(rng.normal(size=channels), dtype=torch.float32)
+    target_cells = {0: [9, 10, 17, 18], 1: [11, 12, 19, 20], 2: [13, 14, 21, 22]}
+    for frame, cells in target_cells.items():
+        grid[0, frame, cells] += target
+    background = torch.as_tensor(rng.normal(size=channels) * 20, dtype=torch.float32)  # shared by every cell
+    shifted = grid + background
+    box = torch.tensor([[0.0, 0.0, 3 / side, 3 / side]])  # the target's 4 cells and 5 of background
+    centred, plain = (FrameTokenSelector(channels, side, keep=4, query=True, centre=c) for c in (True, False))
+    for selector in (centred, plain):
+        with torch.no_grad():
+            selector.trans_bias.zero_()
+    # The query is the box's mean on the first frame, centred on that frame's mean cell.
+    first = grid[:, :1] - grid[:, :1].mean(dim=2, keepdim=True)
+    torch.testing.assert_close(centred.target_query(grid, box), box_query(first, box))
+    torch.testing.assert_close(plain.target_query(grid, box), box_query(grid, box))
+    _, kept = centred(grid, centred.target_query(grid, box))
+    _, kept_shifted = centred(shifted, centred.target_query(shifted, box))
+    for frame, cells in target_cells.items():
+        assert kept[0, frame].tolist() == cells
+    assert torch.equal(kept_shifted, kept)
+    # The raw cosine is pulled to the shared colour: with it, the kept cells are no longer the target's.
+    _, plain_shifted = plain(shifted, plain.target_query(shifted, box))
+    assert not torch.equal(plain_shifted, kept)
+
+    model, _ = build_tiny_model(seed=0, tasks=["boxes"], frame_select_query=True, frame_select_centre=True, **SELECT)
+    assert model.frame_selector.centre
+    model.save_pretrained(tmp_path / "m")
+    assert ArtemisConfig.from_pretrained(tmp_path / "m").frame_select_centre is True
+    with pytest.raises(ConfigError, match=r"frame_select_centre=true .* frame_select_query=false"):
+        tiny_config(frame_select_centre=True, **SELECT)
+    with pytest.raises(ConfigError, match="frame_select_centre='yes' is not valid"):
+        tiny_config(frame_select_query=True, frame_select_centre="yes", **SELECT)
+
+
 def test_sincos_position_start_tells_every_cell_apart_and_survives_reload(tmp_path: Path) -> None:
     model, processor = build_tiny_model(
         seed=0, tasks=["boxes"], frame_position_embedding=True, frame_position_init="sincos", **SELECT
