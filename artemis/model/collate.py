@@ -67,7 +67,9 @@ def collate(
         (B, R_max, S, S), NaN for the regions given as boxes. From a features cache ``video_features`` (B, N_v, C_v)
         and ``video_feature_mask`` (B,) replace the pixels and frame mask, and ``region_hidden_states`` (a
         tuple of (B, K, P, C_v), one per region level) replaces ``region_pixel_values``. When any item is
-        an SOT clip, ``query_boxes`` (B, 4): its frame-1 box, NaN rows for the others. When any item is an
+        an SOT clip, ``query_boxes`` (B, 4): its frame-1 box, NaN rows for the others. When any item is a
+        box-output clip with its answer, ``frame_boxes`` (B, T_max, 4): the target on each frame, NaN where
+        it is absent and for the other items. When any item is an
         image given as patch tokens (its ``image_mask`` is True), ``image_mask`` (B,).
     """
     if not items:
@@ -89,6 +91,13 @@ def collate(
     if any("query_boxes" in item for item in items):  # SOT clips: the target's box on frame 1, NaN for others
         nan = torch.full((4,), float("nan"))
         batch["query_boxes"] = torch.stack([item.get("query_boxes", nan) for item in items])  # (B, 4)
+    if any("frame_boxes" in item for item in items):  # box-output training: the target on each frame, NaN padded
+        frames = max(len(item["frame_boxes"]) for item in items if "frame_boxes" in item)
+        boxes = torch.full((len(items), frames, 4), float("nan"))
+        for row, item in enumerate(items):
+            if "frame_boxes" in item:
+                boxes[row, : len(item["frame_boxes"])] = item["frame_boxes"]
+        batch["frame_boxes"] = boxes  # (B, T_max, 4)
     if any("image_mask" in item for item in items):  # images as patch tokens: which samples they are
         batch["image_mask"] = torch.tensor([bool(item.get("image_mask", False)) for item in items])  # (B,)
     return batch

@@ -72,6 +72,11 @@ class ArtemisConfig(PreTrainedConfig):
             their frame's mean (each cell minus its frame's mean cell; the query from the first frame so
             centred). A plain background then scores near zero instead of close to the box's mean, which
             the background inside the box pulls towards it. Our addition; off by default.
+        frame_select_box_loss: ``"select"``, ours: in training, the weight of a loss on the selector's logits
+            that asks for the target's cells on every frame of a box-output clip (cross-entropy of each
+            frame's softmax against the cells whose centre lies in the target's box, from the clip's answer
+            boxes; frames where the target is absent add nothing), added to the LM loss. 0 (the default)
+            turns it off. Without it the selector learns only through its straight-through gate.
         frame_position_init: how that embedding starts: ``"zeros"`` (default) or ``"sincos"`` (a fixed 2D
             sine-cosine code of the cell's column and row, so position is readable before it is learnt).
         frame_position_embedding: add a learned embedding of each token's grid cell (the pooled grid, or
@@ -172,6 +177,7 @@ class ArtemisConfig(PreTrainedConfig):
     frame_position_embedding: bool = False
     frame_select_query: bool = False
     frame_select_centre: bool = False
+    frame_select_box_loss: float = 0.0
     frame_position_init: Literal["zeros", "sincos"] = "zeros"
     image_tokens: Literal["video", "patches"] = "video"
     vision_feature_layer: int = -2
@@ -325,6 +331,14 @@ class ArtemisConfig(PreTrainedConfig):
             raise ConfigError(
                 "frame_select_centre=true centres the features of the selector's target query, but "
                 "frame_select_query=false; set frame_select_query=true or frame_select_centre=false"
+            )
+        loss = self.frame_select_box_loss
+        if isinstance(loss, bool) or not isinstance(loss, (int, float)) or not loss >= 0:
+            raise ConfigError(f"frame_select_box_loss={loss!r} is not valid; expected a number >= 0 (0: off)")
+        if loss and self.frame_tokens != "select":
+            raise ConfigError(
+                f"frame_select_box_loss={loss!r} trains the frame selector, but frame_tokens={self.frame_tokens!r}; "
+                "set frame_tokens='select' or frame_select_box_loss=0"
             )
         if self.frame_tokens != "select":
             return

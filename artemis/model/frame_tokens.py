@@ -40,7 +40,14 @@ import torch
 from torch import nn
 from torchvision.ops import roi_align
 
-__all__ = ["FRAME_TOKEN_MODULES", "FramePositionEmbedding", "FrameTokenSelector", "box_query", "spread_cells"]
+__all__ = [
+    "FRAME_TOKEN_MODULES",
+    "FramePositionEmbedding",
+    "FrameTokenSelector",
+    "box_cells_loss",
+    "box_query",
+    "spread_cells",
+]
 
 QUERY_SCALE_INIT = 4.0
 """Initial weight of the target similarity in the selector's logits (cosines lie in -1..1)."""
@@ -176,6 +183,42 @@ class FrameTokenSelector(nn.Module):
             gate = 1.0 + (weight - weight.detach())  # (..., k), == 1 in value
             kept = kept * gate[..., None].to(kept.dtype)  # (..., k, C)
         return kept, cells
+
+
+def box_cells_loss(logits: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor | None:
+    """How far each frame's selection is from the target's cells (``frame_select_box_loss``).
+
+    Per frame with a target box, the cross-entropy of the softmax over the frame's cells against a uniform
+    distribution on the target's cells: those whose centre lies inside the box, or, for a box too small to
+    hold a cell centre, the cell holding the box's centre. Minimising it ranks the target's cells first,
+    which is what the top-k needs; written here because no library scores a grid against boxes this way.
+
+    Args:
+        logits: (B, T, N) the selector's logits (:meth:`FrameTokenSelector.scores`), N = side * side.
+        boxes: (B, T', 4) normalised xyxy of the target on each frame, NaN rows where it is absent or for
+            frames past the clip; T' <= T (the missing frames count as absent).
+
+    Returns:
+        The mean over the frames with a box, or None when no frame has one.
+    """
+    frames, count = logits.shape[1:]
+    side = math.isqrt(count)
+    boxes = boxes.to(logits.device, torch.float32)
+    boxes = nn.functional.pad(boxes, (0, 0, 0, frames - boxes.shape[1]), value=math.nan)  # (B, T, 4)
+    present = torch.isfinite(boxes).all(-1)  # (B, T)
+    if not bool(present.any()):
+        return None
+    safe = torch.nan_to_num(boxes)  # absent frames are dropped below
+    centres = (torch.arange(side, device=logits.device, dtype=torch.float32) + 0.5) / side  # (s,)
+    in_x = (centres > safe[..., 0:1]) & (centres < safe[..., 2:3])  # (B, T, s)
+    in_y = (centres > safe[..., 1:2]) & (centres < safe[..., 3:4])  # (B, T, s)
+    cells = (in_y[..., :, None] & in_x[..., None, :]).flatten(-2)  # (B, T, N) raster order
+    middle = ((safe[..., 0:2] + safe[..., 2:4]) / 2 * side).floor().clamp(0, side - 1).long()  # (B, T, 2) col, row
+    nearest = nn.functional.one_hot(middle[..., 1] * side + middle[..., 0], count).bool()  # (B, T, N)
+    cells = torch.where(cells.any(-1, keepdim=True), cells, nearest).float()
+    log_p = logits.float().log_softmax(dim=-1)  # (B, T, N)
+    per_frame = -(log_p * cells).sum(-1) / cells.sum(-1)  # (B, T)
+    return per_frame[present].mean()
 
 
 def _centred(grid: torch.Tensor) -> torch.Tensor:

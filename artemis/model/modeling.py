@@ -19,7 +19,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from artemis.model.configuration import ArtemisConfig
-from artemis.model.frame_tokens import QUERY_SCALE_INIT, FramePositionEmbedding, FrameTokenSelector
+from artemis.model.frame_tokens import QUERY_SCALE_INIT, FramePositionEmbedding, FrameTokenSelector, box_cells_loss
 from artemis.model.region import MaskEmbedding, RegionEncoder, RelationEmbedding
 from artemis.model.selector import TokenSelector
 
@@ -129,6 +129,9 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         # The relation embedding's own loss in the last forward with labels (``region_track_token="relation"``),
         # already added to that forward's loss; None when it had none. Kept for logging.
         self.relation_loss: torch.Tensor | None = None
+        # The frame selector's loss against the target's cells in the last training forward
+        # (``frame_select_box_loss``), already added to its loss; None when it had none. Kept for logging.
+        self.frame_select_loss: torch.Tensor | None = None
         self.post_init()
 
     # --- embeddings plumbing (resize_token_embeddings, peft and generate rely on these) -------------
@@ -230,7 +233,12 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         """
         return self.project_video_features(self.pool_video_features(patches, frame_mask))  # (B, N_v, D)
 
-    def project_video_features(self, features: torch.Tensor, query_boxes: torch.Tensor | None = None) -> torch.Tensor:
+    def project_video_features(
+        self,
+        features: torch.Tensor,
+        query_boxes: torch.Tensor | None = None,
+        frame_boxes: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Pooled video features to video tokens in the LLM's space.
 
         ``"frames"`` layout: the frame selector keeps ``frame_select_tokens`` of each frame's grid
@@ -241,6 +249,8 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             features: (B, num_video_features, C_v), the output of :meth:`pool_video_features`.
             query_boxes: (B, 4) the target's normalised box on the first frame (NaN rows: none), for a
                 selector with ``frame_select_query``; ignored otherwise.
+            frame_boxes: (B, T, 4) the target's normalised box on each frame (NaN rows: absent), in training
+                with ``frame_select_box_loss``: :attr:`frame_select_loss` is set from the selector's logits.
 
         Returns:
             (B, num_video_tokens, D).
@@ -256,6 +266,8 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             query = None
             if self.config.frame_select_query and query_boxes is not None:
                 query = self.frame_selector.target_query(grid, query_boxes.to(device=grid.device))  # (B, C)
+            if frame_boxes is not None and self.training and self.config.frame_select_box_loss:
+                self.frame_select_loss = box_cells_loss(self.frame_selector.scores(grid, query), frame_boxes)
             grid, cells = self.frame_selector(grid, query)  # (B, N_t, k, C)
         tokens = self.mm_projector(grid)  # (B, N_t, n, D)
         if self.frame_positions is not None:
@@ -333,6 +345,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         region_masks: torch.Tensor | None = None,
         question: torch.Tensor | None = None,
         answer_ids: torch.Tensor | None = None,
+        frame_boxes: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Video and region tokens of a batch, in placeholder order.
 
@@ -392,11 +405,13 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         if pooled is not None and len(pooled):
             if query_boxes is not None and has_video is not None:
                 query_boxes = query_boxes[has_video.to(query_boxes.device)]  # rows of the samples with a video
+            if frame_boxes is not None and has_video is not None:
+                frame_boxes = frame_boxes[has_video.to(frame_boxes.device)]
             images = self._image_rows(image_mask, has_video, frame_mask, len(pooled))  # (n,) bool, or None
             if images is None:
-                video = self.project_video_features(pooled, query_boxes).flatten(0, 1)  # (n*N_v, D)
+                video = self.project_video_features(pooled, query_boxes, frame_boxes).flatten(0, 1)  # (n*N_v, D)
             else:
-                video = self._media_tokens(pooled, first_frames, images, query_boxes)
+                video = self._media_tokens(pooled, first_frames, images, query_boxes, frame_boxes)
 
         levels = None  # each (n*K, P, C_v)
         if region_frames is not None and len(region_frames):
@@ -454,6 +469,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         first_frames: torch.Tensor | None,
         images: torch.Tensor,
         query_boxes: torch.Tensor | None,
+        frame_boxes: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Tokens of a batch mixing images and videos (``image_tokens="patches"``), in sample order.
 
@@ -466,6 +482,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
                 cache: a one-frame video's pooled features (``"pooled"`` layout) end with its patch features.
             images: (n,) True for the image samples.
             query_boxes: (n, 4) or None, for the video samples' frame selector.
+            frame_boxes: (n, T, 4) or None, for the selector's loss on the video samples.
 
         Returns:
             (n_images * P + n_videos * N_v, D).
@@ -485,7 +502,8 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         video_tokens = None
         if bool((~images).any()):
             query = None if query_boxes is None else query_boxes[~images.to(query_boxes.device)]
-            video_tokens = self.project_video_features(pooled[~images], query)  # (n_v, N_v, D)
+            targets = None if frame_boxes is None else frame_boxes[~images.to(frame_boxes.device)]
+            video_tokens = self.project_video_features(pooled[~images], query, targets)  # (n_v, N_v, D)
         image_iter, video_iter = iter(image_tokens), iter(() if video_tokens is None else video_tokens)
         parts = [next(image_iter) if is_image else next(video_iter) for is_image in images.tolist()]
         return torch.cat(parts)  # (n_i * P + n_v * N_v, D)
@@ -564,6 +582,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         query_boxes: torch.Tensor | None = None,
         image_mask: torch.Tensor | None = None,
         region_masks: torch.Tensor | None = None,
+        frame_boxes: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
@@ -591,6 +610,9 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
                 (``config.image_tokens="patches"``; the prompt expands its ``<video>`` to ``num_image_tokens``).
             region_masks: (B, R, S, S) each region's mask on its key frame, in [0, 1] on the square input,
                 NaN for a region given by its box; used with ``config.region_key_mask``.
+            frame_boxes: (B, T, 4) the target's normalised box on each video frame (NaN: absent), from a
+                box-output clip's answer; in training with ``config.frame_select_box_loss`` the selector's
+                loss against it is added to the loss (:func:`~artemis.model.frame_tokens.box_cells_loss`).
             labels: (B, L) with -100 on positions that carry no loss.
         """
         if (input_ids is None) == (inputs_embeds is None):
@@ -604,7 +626,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)  # (B, L, D)
         relation = self.config.region_track_token == "relation"
-        self.relation_loss = None
+        self.relation_loss = self.frame_select_loss = None
         if input_ids is not None and not decoding:
             question = answer_ids = None
             if relation and region_boxes is not None:
@@ -612,7 +634,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             video, region = self.get_multimodal_features(
                 pixel_values, frame_mask, region_pixel_values, region_boxes, region_visible, region_times,
                 video_features, video_feature_mask, region_hidden_states, query_boxes, image_mask, region_masks,
-                question, answer_ids,
+                question, answer_ids, frame_boxes,
             )  # fmt: skip
             inputs_embeds = self._scatter(input_ids, inputs_embeds, video, self.config.video_token_id, "<video>")
             inputs_embeds = self._scatter(input_ids, inputs_embeds, region, self.config.region_token_id, "<region>")
@@ -630,6 +652,9 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         weight = self.config.region_relation_loss
         if output.loss is not None and self.relation_loss is not None and weight:
             output.loss = output.loss + weight * self.relation_loss.to(output.loss.dtype)
+        weight = self.config.frame_select_box_loss
+        if output.loss is not None and self.frame_select_loss is not None and weight:
+            output.loss = output.loss + weight * self.frame_select_loss.to(output.loss.dtype)
         return output
 
     def _question_and_answer(

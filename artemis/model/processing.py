@@ -459,6 +459,9 @@ class ArtemisProcessor(ProcessorMixin):
         item["frame_mask"] = torch.ones(count, dtype=torch.bool)
         if query is not None:
             item["query_boxes"] = torch.as_tensor(np.clip(query, 0.0, 1.0), dtype=torch.float32)  # (4,)
+        if answer_boxes is not None:  # the target on every frame, for a selector trained on it (NaN: absent)
+            model_boxes = transform.boxes_to_model(np.asarray(answer_boxes, dtype=np.float64).reshape(-1, 4))
+            item["frame_boxes"] = torch.as_tensor(np.clip(model_boxes, 0.0, 1.0), dtype=torch.float32)  # (n, 4)
         return item
 
     def collate(self, items: Sequence[dict[str, torch.Tensor]], side: str = "right") -> dict[str, torch.Tensor]:

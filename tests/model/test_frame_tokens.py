@@ -307,6 +307,66 @@ def test_centred_query_ignores_what_every_cell_of_a_frame_shares(tmp_path: Path)
         tiny_config(frame_select_query=True, frame_select_centre="yes", **SELECT)
 
 
+def test_box_cells_loss_is_the_cross_entropy_against_the_targets_cells() -> None:
+    from artemis.model.frame_tokens import box_cells_loss
+
+    logits = torch.randn(1, 3, 16, generator=torch.Generator().manual_seed(0))  # a 4x4 grid, 3 frames
+    boxes = torch.tensor(
+        [
+            [
+                [0.2, 0.2, 0.7, 0.7],  # holds the centres of cells (1, 1), (2, 1), (1, 2), (2, 2)
+                [0.8, 0.05, 0.85, 0.1],  # holds no cell centre: the cell of its centre, (3, 0)
+            ]
+        ]
+    )  # frame 3 has no box: absent
+    log_p = logits.log_softmax(-1)
+    expected = (-log_p[0, 0, [5, 6, 9, 10]].mean() - log_p[0, 1, 3]) / 2
+    torch.testing.assert_close(box_cells_loss(logits, boxes), expected)
+    nan = torch.full((1, 2, 4), float("nan"))
+    torch.testing.assert_close(
+        box_cells_loss(logits, torch.cat([boxes[:, :1], nan], 1)), -log_p[0, 0, [5, 6, 9, 10]].mean()
+    )
+    assert box_cells_loss(logits, nan) is None
+
+
+def test_selector_box_loss_trains_the_selector_from_the_answer_boxes() -> None:
+    model, processor = build_tiny_model(
+        seed=0, tasks=["boxes"], frame_select_query=True, frame_select_box_loss=0.5, **SELECT
+    )
+    clip = _clip(7)
+    boxes = np.tile([4.0, 6.0, 20.0, 18.0], (len(clip), 1))
+    boxes[2] = np.nan  # absent on the third frame
+    sot = processor.box_output_item(clip, box=boxes[0], answer_boxes=boxes)
+    rsot = processor.box_output_item(clip[:4], expression="the red circle", answer_boxes=boxes[:4])
+    inference = processor.box_output_item(clip, box=boxes[0])
+    assert "frame_boxes" not in inference
+    batch = processor.collate([sot, rsot])
+    assert batch["frame_boxes"].shape == (2, len(clip), 4)
+    assert torch.isnan(batch["frame_boxes"][0, 2]).all() and torch.isnan(batch["frame_boxes"][1, 4:]).all()
+    torch.testing.assert_close(batch["frame_boxes"][0, 0], batch["query_boxes"][0])
+    model.train()
+    with_loss = model(**batch)
+    selector_loss = model.frame_select_loss
+    assert selector_loss is not None and selector_loss > 0
+    model.config.frame_select_box_loss = 0.0
+    without = model(**batch)
+    torch.testing.assert_close(with_loss.loss - without.loss, 0.5 * selector_loss)
+    model.zero_grad()
+    model.config.frame_select_box_loss = 0.5
+    model(**batch).loss.backward()
+    assert model.frame_selector.trans_bias.grad.abs().sum() > 0 and model.frame_selector.query_scale.grad.abs() > 0
+    model.eval()
+    with torch.no_grad():
+        model(**batch)
+    assert model.frame_select_loss is None  # a training loss only
+    with pytest.raises(ConfigError, match="frame_select_box_loss=-1 is not valid"):
+        tiny_config(frame_select_box_loss=-1, **SELECT)
+    with pytest.raises(ConfigError, match="frame_select_box_loss=True is not valid"):
+        tiny_config(frame_select_box_loss=True, **SELECT)
+    with pytest.raises(ConfigError, match="frame_tokens='pool'"):
+        tiny_config(video_layout="frames", frame_select_box_loss=1.0)
+
+
 def test_sincos_position_start_tells_every_cell_apart_and_survives_reload(tmp_path: Path) -> None:
     model, processor = build_tiny_model(
         seed=0, tasks=["boxes"], frame_position_embedding=True, frame_position_init="sincos", **SELECT
