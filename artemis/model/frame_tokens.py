@@ -134,6 +134,11 @@ class FrameTokenSelector(nn.Module):
         the frame's cells by a learned (N, N) map, plus a learned per-cell prior. With a query (B, C)
         (NaN rows: no query for that sample), ``query_scale * cos(query_proj(x), query_proj(q))`` is added.
         """
+        if tokens.shape[-2] != self.side**2:
+            raise ValueError(
+                f"the frame selector scores a {self.side}x{self.side} grid ({self.side**2} tokens) but got "
+                f"{tokens.shape[-2]} tokens per frame"
+            )
         saliency = self.pre_proj(tokens).squeeze(-1)  # (..., N)
         logits = saliency @ self.trans_weight.to(saliency.dtype) + self.trans_bias.to(saliency.dtype)  # (..., N)
         if query is None or self.query_proj is None:
@@ -162,12 +167,11 @@ class FrameTokenSelector(nn.Module):
             ``(kept, cells)``: (..., k, C) the kept tokens, values unchanged, and (..., k) their raster
             indices, ascending.
         """
-        if tokens.shape[-2] != self.side**2:
-            raise ValueError(
-                f"the frame selector scores a {self.side}x{self.side} grid ({self.side**2} tokens) but got "
-                f"{tokens.shape[-2]} tokens per frame"
-            )
-        logits = self.scores(tokens, query)  # (..., N)
+        return self.select(tokens, self.scores(tokens, query))
+
+    def select(self, tokens: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward` with the logits already computed by :meth:`scores` (the model also reads them for
+        ``frame_select_box_loss``): tokens (..., N, C) and logits (..., N) -> ``(kept, cells)``."""
         cells = logits.topk(self.keep, dim=-1).indices.sort(dim=-1).values  # (..., k) raster order
         kept = tokens.gather(-2, cells[..., None].expand(*cells.shape, tokens.shape[-1]))  # (..., k, C)
         if self.gradient == "straight_through":

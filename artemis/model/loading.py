@@ -20,7 +20,7 @@ import torch
 import yaml
 from safetensors import SafetensorError, safe_open
 
-from artemis.errors import CheckpointError
+from artemis.errors import CheckpointError, ConfigError
 from artemis.model.configuration import ArtemisConfig
 from artemis.model.modeling import ArtemisForConditionalGeneration
 from artemis.model.processing import ArtemisProcessor
@@ -183,8 +183,6 @@ def extend_model(
     A change that would reshape or drop a trained weight is refused, as it would silently discard training.
     Returns the new model and a processor whose token counts follow the new config.
     """
-    from artemis.errors import ConfigError
-
     unknown = sorted(name for name in changes if not hasattr(model.config, name))
     if unknown:
         raise ConfigError(f"model.config names {unknown}, which are not ArtemisConfig fields; check the spelling")

@@ -266,9 +266,10 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             query = None
             if self.config.frame_select_query and query_boxes is not None:
                 query = self.frame_selector.target_query(grid, query_boxes.to(device=grid.device))  # (B, C)
+            logits = self.frame_selector.scores(grid, query)  # (B, N_t, g*g)
             if frame_boxes is not None and self.training and self.config.frame_select_box_loss:
-                self.frame_select_loss = box_cells_loss(self.frame_selector.scores(grid, query), frame_boxes)
-            grid, cells = self.frame_selector(grid, query)  # (B, N_t, k, C)
+                self.frame_select_loss = box_cells_loss(logits, frame_boxes)
+            grid, cells = self.frame_selector.select(grid, logits)  # (B, N_t, k, C)
         tokens = self.mm_projector(grid)  # (B, N_t, n, D)
         if self.frame_positions is not None:
             tokens = self.frame_positions(tokens, cells)  # (B, N_t, n, D)

@@ -452,15 +452,15 @@ class ArtemisProcessor(ProcessorMixin):
             question = sot_question(query)
         else:
             question = rsot_question(expression)
-        answer = None if answer_boxes is None else format_box_answer(transform.boxes_to_model(answer_boxes))
+        model_boxes = None if answer_boxes is None else transform.boxes_to_model(answer_boxes)  # (n, 4), NaN: absent
+        answer = None if model_boxes is None else format_box_answer(model_boxes)
         prompt = frames_prompt(count, question, padding_frames=self.num_frames - count)
         item = self._text_tensors(self.encode_conversation([(prompt, answer)]))
         item["pixel_values"] = self.video_processor(frames)  # (n, 3, S, S)
         item["frame_mask"] = torch.ones(count, dtype=torch.bool)
         if query is not None:
             item["query_boxes"] = torch.as_tensor(np.clip(query, 0.0, 1.0), dtype=torch.float32)  # (4,)
-        if answer_boxes is not None:  # the target on every frame, for a selector trained on it (NaN: absent)
-            model_boxes = transform.boxes_to_model(np.asarray(answer_boxes, dtype=np.float64).reshape(-1, 4))
+        if model_boxes is not None:  # the target on every frame, for a selector trained on it (NaN: absent)
             item["frame_boxes"] = torch.as_tensor(np.clip(model_boxes, 0.0, 1.0), dtype=torch.float32)  # (n, 4)
         return item
 
