@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from train_helpers import TINY_VISION, few_steps, write_config
 
 from artemis.cli import main
@@ -63,6 +64,26 @@ def test_artemis_train_mixes_describe_sot_and_rsot_in_its_batches(synthref_root:
     assert any("describe" in b and b & {"sot", "rsot"} for b in batches), batches
     assert (out / "config.json").is_file()
     assert "boxes" in json.loads((out / "config.json").read_text())["tasks"]
+
+
+def test_artemis_train_trains_the_frame_selector_on_the_target_cells(
+    synthref_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """``frame_select_box_loss`` and ``frame_select_centre`` through ``artemis train``; a bad weight is refused."""
+    raw = _config(synthref_root, tmp_path / "out")
+    select = {"frame_tokens": "select", "frame_select_tokens": 4, "frame_select_query": True}
+    raw["model"]["tiny"].update(select, frame_select_centre=True, frame_select_box_loss=1.0)
+    raw["data"]["files"] = raw["data"]["files"][1:]  # SOT and RSOT clips only
+    assert main(["train", "--config", str(write_config(tmp_path / "select.yaml", raw))]) == 0
+    saved = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert saved["frame_select_box_loss"] == 1.0 and saved["frame_select_centre"] is True
+    start = load_file(tmp_path / "out" / "base" / "model.safetensors")["frame_selector.trans_bias"]
+    trained = load_file(tmp_path / "out" / "model.safetensors")["frame_selector.trans_bias"]
+    assert not torch.equal(start, trained)
+    raw["model"]["tiny"]["frame_select_box_loss"] = -1
+    raw["training"] = few_steps(tmp_path / "bad", 3)
+    assert main(["train", "--config", str(write_config(tmp_path / "bad.yaml", raw))]) == 2
+    assert "frame_select_box_loss=-1 is not valid" in capsys.readouterr().err
 
 
 def test_a_describe_item_and_a_box_item_collate_and_train_together(synthref_root: Path) -> None:
