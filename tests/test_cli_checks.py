@@ -99,3 +99,20 @@ def test_set_selector_is_an_inference_switch_that_is_not_saved(tiny_model_dir, r
     with pytest.raises(ConfigError, match="selector 'all' changes the region token count"):
         model.set_selector("all")
     assert np.isfinite(first.track.boxes[5]).all()
+
+
+def test_describe_takes_stride_auto_and_refuses_a_bad_stride(realshort, tiny_model_dir, capsys):
+    code = main(
+        ["describe", str(realshort), "--box", "100,60,220,200", "--frame", "5", "--stride", "auto",
+         "--model", str(tiny_model_dir), "--json", "--max-new-tokens", "2"]
+    )  # fmt: skip
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    track = json.loads(out.out)["tracks"][0]
+    assert track["key_frame"] == 5 and len(track["boxes"]) == 36
+    for bad in ("0", "-2", "fast", "1.5"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["describe", str(realshort), "--box", "100,60,220,200", "--stride", bad])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exit_info.value.code == 2
+        assert f"argument --stride: {bad!r} is not a stride; expected an integer >= 1 or 'auto'" in err[-1]

@@ -10,8 +10,7 @@ import argparse
 import json
 import sys
 
-from artemis.cli.args import announce_model
-from artemis.cli.describe import tracker_settings
+from artemis.cli.args import add_tracker_arguments, announce_model, tracker_settings
 from artemis.errors import BoxError
 from artemis.model.loading import DEFAULT_MODEL
 from artemis.regions import Region, parse_region_arg
@@ -48,9 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--question", required=True, help="the question; name the regions <region>, in order")
     parser.add_argument("--box-format", choices=("xyxy", "xywh"), default="xyxy")
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model directory (default: {DEFAULT_MODEL})")
-    parser.add_argument("--tracker", default="opencv-csrt", help="tracker backend (default opencv-csrt)")
-    parser.add_argument("--stride", type=int, default=None, help="track every K-th frame (default: the model's, 8)")
-    parser.add_argument("--max-side", type=int, help="track frames downscaled to PX (default 320; 0: full size)")
+    add_tracker_arguments(parser)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")

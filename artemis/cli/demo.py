@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from artemis.cli.args import announce_model
-from artemis.cli.describe import DEFAULT_MODEL, tracker_settings
+from artemis.cli.args import add_tracker_arguments, announce_model, tracker_settings
+from artemis.cli.describe import DEFAULT_MODEL
 from artemis.cli.track import box_model_dir
 from artemis.model.loading import DEFAULT_BOX_MODEL, bundled_models
 
@@ -33,9 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, default=Path("artemis-demo"), help="output folder (default artemis-demo)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model directory or bundled name ({DEFAULT_MODEL})")
     parser.add_argument("--seed", type=int, default=0, help="SynthRef seed of the demo video")
-    parser.add_argument("--tracker", default="opencv-csrt")
-    parser.add_argument("--stride", type=int, default=None, help="track every K-th frame (default: the model's, 8)")
-    parser.add_argument("--max-side", type=int, help="track frames downscaled to PX (default 320; 0: full size)")
+    add_tracker_arguments(parser)
     parser.add_argument(
         "--box-model",
         default=None,

@@ -7,7 +7,7 @@ import json
 import sys
 
 from artemis.boxes import parse_box_arg
-from artemis.cli.args import announce_model
+from artemis.cli.args import add_tracker_arguments, announce_model, tracker_settings
 from artemis.model.loading import DEFAULT_MODEL
 
 
@@ -23,23 +23,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--frame", type=int, default=0, help="0-based frame the box is on (default 0)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model directory (default: {DEFAULT_MODEL})")
     parser.add_argument("--question", default=None, help="a question about the target; name it <region>")
-    parser.add_argument("--tracker", default="opencv-csrt", help="tracker backend (default opencv-csrt)")
-    parser.add_argument("--stride", type=int, default=None, help="track every K-th frame (default: the model's, 8)")
-    parser.add_argument("--max-side", type=int, help="track frames downscaled to PX (default 320; 0: full size)")
+    add_tracker_arguments(parser)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
     parser.set_defaults(func=run)
-
-
-def tracker_settings(args: argparse.Namespace) -> dict:
-    """``--stride`` / ``--max-side`` as model options; an option not given keeps the model's default."""
-    settings: dict = {}
-    if args.stride is not None:
-        settings["track_stride"] = args.stride
-    if args.max_side is not None:
-        settings["track_max_side"] = args.max_side or None  # 0: track at full resolution
-    return settings
 
 
 def run(args: argparse.Namespace) -> int:

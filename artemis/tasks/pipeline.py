@@ -35,8 +35,9 @@ from artemis.tasks.referring import (
     chat,
     prepare,
 )
-from artemis.track import DEFAULT_TRACKER, Track, track_targets, track_video
+from artemis.track import FAST_TRACKER, Track, track_targets, track_video
 from artemis.video import VideoSource, open_video, opened
+from artemis.video.keep import FrameKeeper
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +103,8 @@ class VideoPipeline:
         model / processor: the HF model and its processor.
         card: what the model says about itself (name, what it was trained on).
         tracker: tracker name (:data:`artemis.track.TRACKER_NAMES`).
-        track_stride / track_max_side: tracker speed settings (see ``docs/tracking.md``).
+        track_stride / track_max_side: tracker speed settings (see ``docs/tracking.md``): ``"auto"`` tracks
+            every 8th frame of a video of 192 frames or more and at least 24 frames of a shorter one.
         video_backend: decoder for video files (``auto``, ``decord``, ``pyav``, ``opencv``).
     """
 
@@ -112,8 +114,8 @@ class VideoPipeline:
         processor: ArtemisProcessor,
         *,
         card: ModelCard | None = None,
-        tracker: str = DEFAULT_TRACKER,
-        track_stride: int = 8,
+        tracker: str = FAST_TRACKER,
+        track_stride: int | str = "auto",
         track_max_side: int | None = 320,
         video_backend: str = "auto",
     ) -> None:
@@ -221,7 +223,8 @@ class VideoPipeline:
             raise ValueError("ask needs a question; name the targets in it with <region>, one per target")
         if (boxes is None) == (regions is None):
             raise ValueError("ask takes boxes (all on frame_index) or regions=[Region(...), ...], exactly one of them")
-        with opened(video, backend=self.video_backend) as source:
+        with opened(video, backend=self.video_backend) as opened_source:
+            source = self._keeper(opened_source, frame_index if regions is None else _first_frame(regions), tracks)
             masks = None
             if regions is None:
                 box_list = as_box_list(boxes)
@@ -257,7 +260,8 @@ class VideoPipeline:
         tracks; earlier turns and answers unchanged), generation starts from that call's KV cache
         (:attr:`chat_cache`, one conversation kept) and only the new turn is prefilled.
         """
-        with opened(video, backend=self.video_backend) as source:
+        with opened(video, backend=self.video_backend) as opened_source:
+            source = self._keeper(opened_source, _first_frame(regions), tracks)
             box_list, frames, masks = self._resolve_regions(source, regions, box_format)
             tracks = self._region_tracks(source, box_list, frames, "xyxy", tracks, progress)
             key: int | list[int] = frames[0] if len(set(frames)) == 1 else frames
@@ -272,6 +276,22 @@ class VideoPipeline:
                 conversation=self.chat_cache,
                 **generation,
             )
+
+    def _keeper(self, source: VideoSource, key_frame: Any, tracks: Sequence[Track] | None) -> VideoSource:
+        """``source``, keeping the frames the model will likely be shown as the tracker's pass reads them.
+
+        The guess is the processor's frame plan for a target visible on every frame, given on ``key_frame``:
+        the video frames are exact, the tracked frames are right whenever the target stays in view, and a
+        frame guessed wrong is only read again afterwards (docs/tracking.md, "describe's frames"). With
+        ``tracks`` given nothing is tracked, so nothing is kept.
+        """
+        num_frames = int(source.num_frames)
+        valid = isinstance(key_frame, (int, np.integer)) and not isinstance(key_frame, bool)
+        if tracks is not None or not valid or not 0 <= key_frame < num_frames:
+            return source  # an invalid frame is reported by the checks that follow
+        everywhere = (np.zeros((num_frames, 4)), np.ones(num_frames, dtype=bool))
+        plan = self.processor.plan(num_frames, source.width, source.height, int(key_frame), [everywhere])
+        return FrameKeeper(source, [*plan.video_frames.tolist(), *plan.region_frames.tolist()])
 
     @staticmethod
     def _resolve_regions(
@@ -331,8 +351,9 @@ class VideoPipeline:
         for start in range(0, len(wanted), size):
             prepared = []
             for request in wanted[start : start + size]:
-                with opened(request.video, backend=self.video_backend) as source:
+                with opened(request.video, backend=self.video_backend) as opened_source:
                     given = None if request.track is None else [request.track]
+                    source = self._keeper(opened_source, request.frame_index, given)
                     tracks = self._region_tracks(
                         source, as_box_list(request.box), request.frame_index, box_format, given, progress
                     )
@@ -441,3 +462,8 @@ class VideoPipeline:
                 progress=progress,
                 **options,
             )
+
+
+def _first_frame(regions: Sequence[Region] | None) -> Any:
+    """The first region's frame, or None when there is none to read (the region checks then say why)."""
+    return getattr(regions[0], "frame", None) if regions else None

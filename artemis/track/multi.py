@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 
 from artemis.boxes import BoxFormat, validate_box
-from artemis.errors import ConfigError, VideoError
+from artemis.errors import VideoError
 from artemis.track.base import Track, Tracker
-from artemis.track.propagate import WorkingFrames, _interpolate, tracked_indices
+from artemis.track.propagate import Stride, WorkingFrames, _interpolate, resolve_stride, tracked_indices
 from artemis.track.registry import DEFAULT_TRACKER, create_tracker
 from artemis.video import VideoSource
 
@@ -41,7 +41,7 @@ def track_targets(
     *,
     tracker: str = DEFAULT_TRACKER,
     box_format: BoxFormat = "xyxy",
-    stride: int = 1,
+    stride: Stride = 1,
     max_side: int | None = None,
     tracker_options: dict[str, Any] | None = None,
 ) -> list[Track]:
@@ -62,8 +62,7 @@ def track_targets(
     if not boxes:
         return []
     num_frames, width, height = int(source.num_frames), int(source.width), int(source.height)
-    if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
-        raise ConfigError(f"stride {stride!r} is invalid; expected an integer >= 1 (1 tracks every frame)")
+    stride = resolve_stride(stride, num_frames)
     keys = []
     for frame in frames:
         if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)) or not 0 <= frame < num_frames:

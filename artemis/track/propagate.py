@@ -10,6 +10,8 @@ reversed frame order, backward to frame 0. Rules (also in ``docs/tracking.md``):
 * **Stride.** With ``stride=k`` only frames ``key, key±k, key±2k, ...`` and both ends (0 and T-1) are
   tracked. A frame between two tracked frames gets the linear interpolation of their boxes when both are
   visible, and is invisible otherwise (an interpolation towards a lost box would be invented).
+  ``stride="auto"`` (:func:`resolve_stride`) tracks at least :data:`AUTO_MIN_TRACKED` frames of a short
+  video and every :data:`AUTO_MAX_STRIDE`-th frame of a long one.
 * **Working resolution.** With ``max_side`` the frames are downscaled so their longer side is at most
   ``max_side`` pixels; boxes are scaled by the exact per-axis ratio of the resized to the original size
   on the way in and divided by it on the way out, so no offset creeps in (box edges, not pixel centres,
@@ -29,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -43,9 +45,39 @@ from artemis.track.registry import DEFAULT_TRACKER, GIVEN_TRACKER, create_tracke
 from artemis.video import ArrayVideo, VideoInput, VideoSource, open_video, opened
 
 # ArrayVideo and open_video live in artemis.video; they stay importable from here for existing callers.
-__all__ = ["ArrayVideo", "open_video", "track_video", "tracked_indices"]
+__all__ = [
+    "AUTO_MAX_STRIDE",
+    "AUTO_MIN_TRACKED",
+    "ArrayVideo",
+    "open_video",
+    "resolve_stride",
+    "track_video",
+    "tracked_indices",
+]
 
 logger = logging.getLogger(__name__)
+
+
+AUTO_MAX_STRIDE = 8
+AUTO_MIN_TRACKED = 24
+Stride = int | Literal["auto"]
+
+
+def resolve_stride(stride: Stride, num_frames: int) -> int:
+    """The stride to track a video of ``num_frames`` frames with; ``"auto"`` is
+    ``clip(num_frames // AUTO_MIN_TRACKED, 1, AUTO_MAX_STRIDE)``.
+
+    A short video is cheap to track densely, and at stride 8 a 24-frame clip would keep only 4 tracked
+    frames and interpolate the rest; from 192 frames on, "auto" is stride 8 (docs/tracking.md).
+
+    Raises:
+        ConfigError: ``stride`` is neither ``"auto"`` nor an integer >= 1.
+    """
+    if stride == "auto":
+        return max(1, min(AUTO_MAX_STRIDE, int(num_frames) // AUTO_MIN_TRACKED))
+    if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
+        raise ConfigError(f"stride {stride!r} is invalid; expected an integer >= 1 (1 tracks every frame) or 'auto'")
+    return int(stride)
 
 
 def tracked_indices(key_frame: int, num_frames: int, stride: int) -> tuple[list[int], list[int]]:
@@ -119,7 +151,7 @@ def track_video(
     *,
     tracker: str | Callable[[], Tracker] = DEFAULT_TRACKER,
     box_format: BoxFormat = "xyxy",
-    stride: int = 1,
+    stride: Stride = 1,
     max_side: int | None = None,
     parallel: bool = True,
     progress: bool = False,
@@ -137,7 +169,8 @@ def track_video(
         tracker: a backend name (``opencv-csrt``, ``opencv-kcf``, ``opencv-mil``, ``given``) or a
             zero-argument factory returning a fresh :class:`Tracker` (called once per direction).
         box_format: ``"xyxy"`` or ``"xywh"``.
-        stride: track every ``stride``-th frame and interpolate in between.
+        stride: track every ``stride``-th frame and interpolate in between; ``"auto"``: see
+            :func:`resolve_stride`.
         max_side: downscale frames so their longer side is at most this many pixels while tracking.
         parallel: decode on a thread of its own and run the forward and backward passes at once (the
             boxes are the same either way; ``False`` keeps all the work in the calling thread).
@@ -169,7 +202,7 @@ def _track(
     frame_index: int,
     tracker: str | Callable[[], Tracker],
     box_format: BoxFormat,
-    stride: int,
+    stride: Stride,
     max_side: int | None,
     parallel: bool,
     progress: bool,
@@ -187,8 +220,7 @@ def _track(
             f"expected a frame index in 0..{num_frames - 1}"
         )
     frame_index = int(frame_index)
-    if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
-        raise ConfigError(f"stride {stride!r} is invalid; expected an integer >= 1 (1 tracks every frame)")
+    stride = resolve_stride(stride, num_frames)
     if max_side is not None and (not isinstance(max_side, (int, np.integer)) or max_side < 16):
         raise ConfigError(f"max_side {max_side!r} is invalid; expected None or an integer >= 16 pixels")
     key_box = validate_box(box, width, height, box_format=box_format, frame_index=frame_index)

@@ -160,11 +160,18 @@ class DecodedVideo(ClosesOnExit):
                 f"iter_frames(start={start}, stop={stop}, step={step}) is invalid for {self.path.name}; "
                 "expected start >= 0, stop >= 0 and step >= 1"
             )
-        indices = range(start, min(self.num_frames if stop is None else stop, self.num_frames), step)
+        return self.iter_indices(range(start, min(self.num_frames if stop is None else stop, self.num_frames), step))
+
+    def iter_indices(self, indices: Sequence[int] | np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+        """Stream ``(index, (H, W, 3) uint8 RGB)`` for strictly increasing ``indices`` in one forward pass
+        of the decoder (no frame decoded twice), one frame held at a time."""
+        wanted = self._check_indices(indices)
+        if len(wanted) > 1 and not bool(np.all(np.diff(wanted) > 0)):
+            raise VideoError(f"iter_indices needs strictly increasing frame indices, got {wanted.tolist()[:8]}...")
         decoder = self._active()
 
         def frames() -> Iterator[tuple[int, np.ndarray]]:
-            for index, frame in decoder.read(indices):
+            for index, frame in decoder.read(wanted.tolist()):
                 yield index, self._checked(index, frame)
 
         return frames()

@@ -13,7 +13,7 @@ from artemis.errors import BoxError, VideoError
 from artemis.model.processing import shared_key_frame
 from artemis.prompts import referring_prompt
 from artemis.regions import Region, parse_region_arg
-from artemis.track import Track, track_targets, track_video, tracked_indices
+from artemis.track import Track, resolve_stride, track_targets, track_video, tracked_indices
 from artemis.video import open_video
 
 BIKE = (280, 100, 360, 170)  # a cyclist on frame 10 of bikes.mp4
@@ -40,6 +40,11 @@ class CountingVideo:
 
     def iter_frames(self, start=0, stop=None, step=1):
         for index, frame in self.source.iter_frames(start, stop, step):
+            self.reads[int(index)] += 1
+            yield index, frame
+
+    def iter_indices(self, indices):
+        for index, frame in self.source.iter_indices(indices):
             self.reads[int(index)] += 1
             yield index, frame
 
@@ -91,13 +96,36 @@ def test_ask_about_two_regions_on_different_frames_decodes_each_frame_once_for_t
     key = result.region_frames[0]
     assert all(t.visible[key] for t in result.tracks)  # the shared key slot shows both regions
     tracked = set()
+    stride = resolve_stride(model.track_stride, video.num_frames)
     for frame in (10, 200):
-        forward, backward = tracked_indices(frame, video.num_frames, model.track_stride)
+        forward, backward = tracked_indices(frame, video.num_frames, stride)
         tracked |= set(forward) | set(backward)
     prompt_frames = set(result.video_frames) | set(result.region_frames)
-    # The tracking pass reads each frame once; the prompt then reads its own frames once.
-    assert sum(video.reads.values()) == len(tracked) + len(prompt_frames)
+    # The tracking pass reads each frame once; the prompt reads its own frames at most once more (none of
+    # those the tracking pass kept for it).
+    assert set(video.reads) == tracked | prompt_frames
+    assert sum(video.reads.values()) <= len(tracked) + len(prompt_frames)
     assert max(video.reads.values()) <= 2
+
+
+def test_describe_reads_the_models_frames_during_the_tracking_pass(model, bikes):
+    """The frames the model is shown are kept as the tracker's pass decodes them: no frame is decoded twice."""
+    video = CountingVideo(open_video(bikes))
+    result = model.describe(video, BIKE, 10, max_new_tokens=4)
+    stride = resolve_stride(model.track_stride, video.num_frames)
+    forward, backward = tracked_indices(10, video.num_frames, stride)
+    prompt_frames = set(result.video_frames) | set(result.region_frames)
+    assert not prompt_frames <= set(forward) | set(backward)  # the model is shown frames the tracker skips
+    assert set(video.reads) == set(forward) | set(backward) | prompt_frames
+    # Only the key frame is decoded twice: each tracking pass (forward, backward) starts from it.
+    assert {index: count for index, count in video.reads.items() if count > 1} == {10: 2}
+    # The same answer and frames as with the track given (then the frames are read after tracking).
+    again = model.describe(bikes, BIKE, 10, max_new_tokens=4, track=result.track)
+    assert (again.text, again.video_frames, again.region_frames) == (
+        result.text,
+        result.video_frames,
+        result.region_frames,
+    )
 
 
 def test_two_region_prompt_is_the_training_layout(model, bikes):

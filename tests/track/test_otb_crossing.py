@@ -62,18 +62,26 @@ def _score_reversed(track, gt_otb: np.ndarray, key: int) -> float:
 
 
 def test_default_fast_settings_keep_the_reference_quality(crossing):
-    """What ArtemisModel and `artemis describe` track with by default (stride, working size, parallel)."""
+    """What ArtemisModel and `artemis describe` track with by default (tracker, stride, working size, parallel)."""
     from inspect import signature
 
     from artemis.tasks.pipeline import VideoPipeline
 
     parameters = signature(VideoPipeline).parameters
+    tracker = parameters["tracker"].default
     stride, max_side = parameters["track_stride"].default, parameters["track_max_side"].default
     folder, gt_otb = crossing
     for key in (0, 60):
         track = track_video(
-            open_reader(folder / "img"), otb_to_xyxy(gt_otb[key]), key, stride=stride, max_side=max_side
+            open_reader(folder / "img"),
+            otb_to_xyxy(gt_otb[key]),
+            key,
+            tracker=tracker,
+            stride=stride,
+            max_side=max_side,
         )
         auc = _score(track, gt_otb)
-        logger.warning("Crossing from frame %d, stride %d, max_side %s: success AUC %.4f", key, stride, max_side, auc)
+        logger.warning(
+            "Crossing from frame %d, %s, stride %s, max_side %s: success AUC %.4f", key, tracker, stride, max_side, auc
+        )
         assert auc >= 0.65

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from track_synth import OracleTracker, square_boxes, square_frames
 
-from artemis.track import track_video
+from artemis.errors import ConfigError
+from artemis.track import resolve_stride, track_video
 from artemis.track.feed import FrameFeed, chunk_backward
 from artemis.track.opencv import OpenCVTracker, _grow
 from artemis.video import ArrayVideo, VideoReader
@@ -157,5 +158,55 @@ def test_pipeline_defaults_are_fast_settings():
     from artemis.tasks.pipeline import VideoPipeline
 
     parameters = signature(VideoPipeline).parameters
-    assert parameters["track_stride"].default > 1
-    assert parameters["track_max_side"].default is not None
+    stride = parameters["track_stride"].default
+    assert parameters["tracker"].default == "opencv-csrt-fast"
+    assert parameters["track_max_side"].default == 320
+    # "auto": every 8th frame of a long video, every frame of a 24-frame clip, at least 24 tracked frames between.
+    assert [resolve_stride(stride, n) for n in (3000, 250, 192, 191, 100, 48, 47, 24, 5)] == [8, 8, 8, 7, 4, 2, 1, 1, 1]
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "fast", None])
+def test_a_bad_stride_is_refused_with_the_accepted_values(bad):
+    with pytest.raises(ConfigError, match=r"stride .* expected an integer >= 1 .* or 'auto'"):
+        resolve_stride(bad, 100)
+    with pytest.raises(ConfigError, match="stride"):
+        track_video(ArrayVideo(square_frames(square_boxes(10))), (10, 10, 30, 30), 0, stride=bad)
+
+
+def test_auto_stride_tracks_a_short_clip_on_every_frame_and_a_long_one_strided():
+    boxes = square_boxes(240, velocity=(0, 0))
+    frames = square_frames(boxes)
+    updates: list[int] = []
+
+    class Counting(OracleTracker):
+        def update(self, frame):
+            updates.append(1)
+            return super().update(frame)
+
+    counts = {}
+    for length in (24, 240):
+        updates.clear()
+        track = track_video(ArrayVideo(frames[:length]), boxes[0], 0, tracker=Counting, stride="auto", parallel=False)
+        assert track.visible.all()
+        counts[length] = len(updates)
+    assert counts[24] == 23  # every frame after the key frame
+    assert counts[240] == len(range(8, 240, 8)) + 1  # every 8th frame, and the last one
+
+
+def test_the_fast_csrt_is_csrt_with_its_options_and_takes_overrides():
+    from artemis.errors import TrackingError
+    from artemis.track import create_tracker
+    from artemis.track.opencv import FAST_CSRT_OPTIONS
+
+    fast = create_tracker("opencv-csrt-fast")
+    assert fast.algorithm == "csrt"
+    assert {name: getattr(fast._params, name) for name in FAST_CSRT_OPTIONS} == FAST_CSRT_OPTIONS
+    assert create_tracker("opencv-csrt")._params.template_size == 200  # OpenCV's own default is untouched
+    overridden = create_tracker("opencv-csrt-fast", template_size=200.0, psr_threshold=0.05)
+    assert overridden._params.template_size == 200 and overridden._params.use_segmentation is False
+    assert overridden._params.psr_threshold == pytest.approx(0.05)
+    with pytest.raises(TrackingError, match="has no field 'template'"):
+        create_tracker("opencv-csrt-fast", template=100)
+    boxes = square_boxes(30)
+    track = track_video(ArrayVideo(square_frames(boxes)), boxes[0], 0, tracker="opencv-csrt-fast")
+    assert track.visible.all() and np.abs(track.boxes - boxes).max() < 3
