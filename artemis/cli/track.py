@@ -15,7 +15,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from artemis.boxes import parse_box_arg
-from artemis.cli.args import announce_model
+from artemis.cli.args import announce_model, stride_arg
 from artemis.errors import ConfigError
 from artemis.io import check_writable, write_json_atomic
 from artemis.model.loading import DEFAULT_BOX_MODEL, DEFAULT_MODEL, bundled_models, load_config, resolve_model_dir
@@ -43,7 +43,9 @@ def register(subparsers: Any) -> None:
     # 'given' needs annotations, which this command does not take.
     choices = [name for name in TRACKER_NAMES if name != "given"]
     parser.add_argument("--tracker", default=DEFAULT_TRACKER, help=f"one of {', '.join(choices)}")
-    parser.add_argument("--stride", type=int, default=1, help="track every K-th frame, interpolate between")
+    parser.add_argument(
+        "--stride", type=stride_arg, default=1, help="track every K-th frame, interpolate between; or 'auto'"
+    )
     parser.add_argument("--max-side", type=int, default=None, help="downscale frames to at most PX on the longer side")
     parser.add_argument("--out", type=Path, default=None, help="JSON output (default: stdout)")
     parser.add_argument("--viz", type=Path, default=None, help="also write the video with the box drawn (.mp4/.gif)")

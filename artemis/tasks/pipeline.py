@@ -8,6 +8,7 @@ never needs the user facade.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,11 +30,11 @@ from artemis.tasks.box_output import BoxOutTrack, ground, track_with_llm
 from artemis.tasks.referring import (
     Description,
     DescriptionStream,
-    answer,
     answer_batch,
+    answer_chat,
     answer_stream,
-    chat,
     prepare,
+    prepare_chat,
 )
 from artemis.track import FAST_TRACKER, Track, track_targets, track_video
 from artemis.video import VideoSource, open_video, opened
@@ -234,8 +235,13 @@ class VideoPipeline:
                 box_format = "xyxy"
             tracks = self._region_tracks(source, box_list, frames, box_format, tracks, progress)
             key: int | list[int] = frames[0] if len(set(frames)) == 1 else frames
-            run = answer_stream if stream else answer
-            return run(self.model, self.processor, source, tracks, question, key, masks=masks, **generation)
+            if stream:  # reads the frames before it returns
+                model, processor = self.model, self.processor
+                return answer_stream(model, processor, source, tracks, question, key, masks=masks, **generation)
+            prepared = prepare(self.processor, source, tracks, question, key, masks)
+        # The video is closed before generating: a decoder left open may keep decoding ahead in the
+        # background (decord buffers a few hundred frames after a seek: +250 MB at 640x272, measured).
+        return answer_batch(self.model, self.processor, [prepared], **generation)[0]
 
     def chat(
         self,
@@ -265,17 +271,9 @@ class VideoPipeline:
             box_list, frames, masks = self._resolve_regions(source, regions, box_format)
             tracks = self._region_tracks(source, box_list, frames, "xyxy", tracks, progress)
             key: int | list[int] = frames[0] if len(set(frames)) == 1 else frames
-            return chat(
-                self.model,
-                self.processor,
-                source,
-                tracks,
-                messages,
-                key,
-                masks=masks,
-                conversation=self.chat_cache,
-                **generation,
-            )
+            prepared = prepare_chat(self.processor, source, tracks, messages, key, masks)
+        # Generated with the video closed, as in :meth:`ask`.
+        return answer_chat(self.model, self.processor, prepared, conversation=self.chat_cache, **generation)
 
     def _keeper(self, source: VideoSource, key_frame: Any, tracks: Sequence[Track] | None) -> VideoSource:
         """``source``, keeping the frames the model will likely be shown as the tracker's pass reads them.
@@ -384,17 +382,19 @@ class VideoPipeline:
             if len(tracks) != len(box_list):
                 raise ValueError(f"got {len(tracks)} tracks for {len(box_list)} boxes; give one track per box")
             return tracks
-        if len(box_list) == 1:
-            return [self.track(source, box_list[0], frames[0], box_format=box_format, progress=progress)]
-        return track_targets(
-            source,
-            box_list,
-            frames,
-            tracker=self.tracker,
-            box_format=box_format,
-            stride=self.track_stride,
-            max_side=self.track_max_side,
-        )
+        # The tracking pass stores the frames the keeper (:meth:`_keeper`) was asked to keep, for the model.
+        with source.keeping() if isinstance(source, FrameKeeper) else contextlib.nullcontext():
+            if len(box_list) == 1:
+                return [self.track(source, box_list[0], frames[0], box_format=box_format, progress=progress)]
+            return track_targets(
+                source,
+                box_list,
+                frames,
+                tracker=self.tracker,
+                box_format=box_format,
+                stride=self.track_stride,
+                max_side=self.track_max_side,
+            )
 
     def track_with_llm(
         self,

@@ -29,11 +29,13 @@ __all__ = [
     "DescriptionStream",
     "answer",
     "answer_batch",
+    "answer_chat",
     "answer_stream",
     "chat",
     "check_tracks",
     "conversation_turns",
     "prepare",
+    "prepare_chat",
 ]
 
 
@@ -230,6 +232,50 @@ def conversation_turns(messages: Sequence[Any]) -> list[tuple[str, str | None]]:
     return turns
 
 
+def prepare_chat(
+    processor: ArtemisProcessor,
+    source: VideoSource,
+    tracks: Sequence[Track],
+    messages: Sequence[Any],
+    frame_index: KeyFrames,
+    masks: Sequence[np.ndarray | None] | None = None,
+) -> tuple[dict, Description, list[tuple[str, str | None]]]:
+    """The model inputs of a conversation (frames read here, once), its description without text and its
+    turns; :func:`answer_chat` answers it, with the video already closed if the caller wishes."""
+    turns = conversation_turns(messages)
+    check_tracks(tracks, frame_index)
+    keys = frame_index if isinstance(frame_index, (int, np.integer)) else key_frame_list(frame_index, len(tracks))
+    item, plan = processor.referring_conversation_item(source, turns, tracks, keys, key_masks=masks)
+    description = Description(
+        text="",
+        question=turns[-1][0],
+        tracks=list(tracks),
+        video_frames=plan.video_frames.tolist(),
+        region_frames=plan.region_frames.tolist(),
+        region_visible=plan.region_visible.tolist(),
+    )
+    return item, description, turns
+
+
+def answer_chat(
+    model: ArtemisForConditionalGeneration,
+    processor: ArtemisProcessor,
+    prepared: tuple[dict, Description, list[tuple[str, str | None]]],
+    *,
+    conversation: ConversationCache | None = None,
+    **generation: Any,
+) -> Description:
+    """Generate the answer of a conversation prepared by :func:`prepare_chat` (see :func:`chat`)."""
+    item, description, turns = prepared
+    batch = processor.collate([item], side="left")
+    description.text = generate(model, processor, batch, conversation=conversation, **generation)[0]
+    description.messages = [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": text}
+        for i, text in enumerate(text for turn in turns for text in turn if text is not None)
+    ] + [{"role": "assistant", "content": description.text}]
+    return description
+
+
 def chat(
     model: ArtemisForConditionalGeneration,
     processor: ArtemisProcessor,
@@ -255,22 +301,5 @@ def chat(
             turn; otherwise the whole conversation is encoded. None encodes it every call.
         generation: ``generate`` keyword arguments (``max_new_tokens``, ``do_sample``, ...).
     """
-    turns = conversation_turns(messages)
-    check_tracks(tracks, frame_index)
-    keys = frame_index if isinstance(frame_index, (int, np.integer)) else key_frame_list(frame_index, len(tracks))
-    item, plan = processor.referring_conversation_item(source, turns, tracks, keys, key_masks=masks)
-    description = Description(
-        text="",
-        question=turns[-1][0],
-        tracks=list(tracks),
-        video_frames=plan.video_frames.tolist(),
-        region_frames=plan.region_frames.tolist(),
-        region_visible=plan.region_visible.tolist(),
-    )
-    batch = processor.collate([item], side="left")
-    description.text = generate(model, processor, batch, conversation=conversation, **generation)[0]
-    description.messages = [
-        {"role": "user" if i % 2 == 0 else "assistant", "content": text}
-        for i, text in enumerate(text for turn in turns for text in turn if text is not None)
-    ] + [{"role": "assistant", "content": description.text}]
-    return description
+    prepared = prepare_chat(processor, source, tracks, messages, frame_index, masks)
+    return answer_chat(model, processor, prepared, conversation=conversation, **generation)

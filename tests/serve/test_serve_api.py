@@ -64,13 +64,15 @@ def test_track_matches_the_cli(server, video):
 
     response = post_form(server, "/v1/track", video, box=BOX, frame=FRAME)
     assert response.status_code == 200, response.text
-    # The model's tracker settings (what describe uses: every track_stride-th frame at track_max_side px),
-    # in the JSON `artemis track VIDEO --box BOX --frame 5 --stride S --max-side M` writes.
+    # The model's tracker settings (what describe uses: its tracker on every track_stride-th frame at
+    # track_max_side px), in the JSON `artemis track VIDEO --box BOX --frame 5 --tracker T --stride S
+    # --max-side M` writes.
     pipeline = ArtemisModel.from_pretrained("synthref-tiny")
     box = tuple(float(v) for v in BOX.split(","))
     expected = track_video(
-        video, box, FRAME, stride=pipeline.track_stride, max_side=pipeline.track_max_side, progress=False
-    ).to_json()
+        video, box, FRAME, tracker=pipeline.tracker, stride=pipeline.track_stride,
+        max_side=pipeline.track_max_side, progress=False,
+    ).to_json()  # fmt: skip
     assert response.json() == json.loads(json.dumps(expected))
     assert pipeline.track(video, box, FRAME).to_json() == expected
 

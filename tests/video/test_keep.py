@@ -67,7 +67,8 @@ def test_a_pass_over_the_video_keeps_the_frames_asked_for_and_they_are_not_decod
     with VideoReader(clip) as reader, VideoReader(clip) as fresh:
         counting = Counting(reader, streams=True)
         keeper = FrameKeeper(counting, keep=[3, 5, 16, 37, 99])  # 99 is past the end: ignored
-        passed = list(keeper.iter_frames(0, 40, 8))
+        with keeper.keeping():
+            passed = list(keeper.iter_frames(0, 40, 8))
         assert [i for i, _ in passed] == [0, 8, 16, 24, 32]  # the caller still gets its grid only
         assert np.array_equal(np.stack([f for _, f in passed]), fresh.get_frames([0, 8, 16, 24, 32]))
         assert keeper.stored == [3, 5, 16, 37]
@@ -76,7 +77,14 @@ def test_a_pass_over_the_video_keeps_the_frames_asked_for_and_they_are_not_decod
         frames = keeper.get_frames([37, 3, 5, 3, 10])  # 10 was not kept: read now
         assert counting.reads == [10]
         assert np.array_equal(frames, fresh.get_frames([37, 3, 5, 3, 10]))
-        assert keeper.get_frame(16).shape == (48, 64, 3) and counting.reads == [10]
+        assert keeper.stored == []  # the first read after the pass drops every stored frame (16 too)
+        assert np.array_equal(keeper.get_frame(3), fresh.get_frame(3)) and counting.reads == [10, 3]
+        keeper = FrameKeeper(counting, keep=[5, 8])
+        list(keeper.iter_frames(0, 40, 8))  # outside keeping(): nothing stored, nothing extra decoded
+        assert keeper.stored == [] and 5 not in counting.reads[-5:]
+        with keeper.keeping():
+            list(keeper.iter_frames(0, 40, 8))
+        assert keeper.stored == [5, 8]
     keeper.close()
     assert keeper.stored == []
 
@@ -86,9 +94,10 @@ def test_a_source_that_cannot_stream_indices_keeps_what_passes_and_reads_the_res
         frames = reader.get_frames(range(40))
     counting = Counting(ArrayVideo(frames), streams=False)
     keeper = FrameKeeper(counting, keep=[3, 8])
-    assert [i for i, _ in keeper.iter_frames(0, 20, 4)] == [0, 4, 8, 12, 16]
+    with keeper.keeping():
+        assert [i for i, _ in keeper.iter_frames(0, 20, 4)] == [0, 4, 8, 12, 16]
     assert keeper.stored == [8]  # 3 is off the grid and this source reads ranges only
     counting.reads.clear()
     assert np.array_equal(keeper.get_frames([3, 8]), frames[[3, 8]])
     assert counting.reads == [3]
-    assert keeper.stored == [3, 8]
+    assert keeper.stored == []  # 8 was served and dropped; 3 was read after the pass, so not stored
