@@ -280,8 +280,8 @@ class VideoPipeline:
 
         The guess is the processor's frame plan for a target visible on every frame, given on ``key_frame``:
         the video frames are exact, the tracked frames are right whenever the target stays in view, and a
-        frame guessed wrong is only read again afterwards (docs/tracking.md, "describe's frames"). With
-        ``tracks`` given nothing is tracked, so nothing is kept.
+        frame guessed wrong is only read afterwards (docs/tracking.md, "The model's frames are read during
+        tracking"). With ``tracks`` given nothing is tracked, so nothing is kept.
         """
         num_frames = int(source.num_frames)
         valid = isinstance(key_frame, (int, np.integer)) and not isinstance(key_frame, bool)

@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 MIN_TEMPLATE_SIDE = 10
 
 # CSRT options of the ``opencv-csrt-fast`` tracker, the default of ArtemisModel and ``artemis describe``.
-# Chosen by a measured sweep at stride 8 and 320 px (docs/tracking.md, "CSRT's options"): an update costs
+# Chosen by a measured sweep at stride 8 and 320 px (docs/tracking.md, "Speed against accuracy"): an update costs
 # about a third of OpenCV's defaults (no per-frame segmentation of the target, 17 scales instead of 33,
 # three ADMM iterations instead of four, and a 128 px template, which stops CSRT from upscaling small
 # targets to 200 px), with OTB Crossing and SynthRef success AUCs as good as the defaults'.
