@@ -20,16 +20,16 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from types import TracebackType
 
 import numpy as np
 
+from artemis.video.reader import ClosesOnExit
 from artemis.video.source import VideoSource
 
 __all__ = ["FrameKeeper"]
 
 
-class FrameKeeper:
+class FrameKeeper(ClosesOnExit):
     """``source`` (a :class:`VideoSource`) that stores the frames at ``keep`` as any read passes them.
 
     Thread use: one reader at a time (as for every source); the stored frames are read after the pass that
@@ -129,11 +129,3 @@ class FrameKeeper:
 
     def close(self) -> None:
         self._stored.clear()
-
-    def __enter__(self) -> FrameKeeper:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.close()
