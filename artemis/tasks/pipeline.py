@@ -105,7 +105,7 @@ class VideoPipeline:
         card: what the model says about itself (name, what it was trained on).
         tracker: tracker name (:data:`artemis.track.TRACKER_NAMES`).
         track_stride / track_max_side: tracker speed settings (see ``docs/tracking.md``): ``"auto"`` tracks
-            every 8th frame of a video of 192 frames or more and at least 24 frames of a shorter one.
+            every 8th frame of a video of 192 frames or more and at least 24 frames (all, if fewer) of a shorter one.
         video_backend: decoder for video files (``auto``, ``decord``, ``pyav``, ``opencv``).
     """
 
