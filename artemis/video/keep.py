@@ -113,8 +113,11 @@ class FrameKeeper(ClosesOnExit):
         decoded in the same pass when the source streams arbitrary indices, and stored, not yielded."""
         end = min(self.num_frames if stop is None else stop, self.num_frames)
         grid = range(start, end, step)
-        extra = [i for i in sorted(self._keep) if start <= i < end and (i - start) % step and i not in self._stored]
-        extra = extra if self._keeping else []
+        extra = (
+            [i for i in sorted(self._keep) if start <= i < end and (i - start) % step and i not in self._stored]
+            if self._keeping
+            else []
+        )
         iter_indices = getattr(self.source, "iter_indices", None)
         if not extra or iter_indices is None:
             frames = self.source.iter_frames(start, stop, step)
