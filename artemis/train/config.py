@@ -498,6 +498,17 @@ def _sets_a_list(key: str, text: str) -> bool:
         return False
 
 
+# Config fields that are free-form mappings (model.tiny, model.config, training): jsonargparse sets a key
+# one level inside them, but a deeper key (--model.tiny.text_config.num_hidden_layers 4) it would store as
+# the string "4" in a new mapping that replaces the YAML's whole text_config. Such keys are set here.
+_MAPPINGS = ("model.tiny.", "model.config.", "training.")
+
+
+def _inside_a_mapping(key: str) -> bool:
+    """Whether an override sets a key nested two or more levels inside a free-form mapping field."""
+    return any(key.startswith(prefix) and "." in key[len(prefix) :] for prefix in _MAPPINGS)
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``["--training.learning_rate", "1e-4", ...]`` to a parsed config mapping (values read as YAML)."""
     for key, text in _pairs(overrides):
@@ -539,7 +550,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
     # jsonargparse sets the keys of sections and mappings. Lists are set here, in the parsed mapping, which
     # is then checked again: jsonargparse has no override of one item (data.files.0.path), and it merges a
     # whole new list item by item with the YAML's (a new entry without a path would take the old one's).
-    items = [(key, text) for key, text in pairs if _sets_a_list(key, text)]
+    # The same for keys nested inside a free-form mapping (_MAPPINGS), merged into the YAML's mapping.
+    items = [(key, text) for key, text in pairs if _sets_a_list(key, text) or _inside_a_mapping(key)]
     flags = [f"--{key}={text if text != '' else 'null'}" for key, text in pairs if (key, text) not in items]
     parser = _parser()
     try:

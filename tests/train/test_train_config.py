@@ -123,6 +123,27 @@ def test_overrides_of_mappings_and_lists(synthref_root: Path, tmp_path: Path) ->
         load_config(path, ["--data.files", "[{format: llava}]"])  # not filled in from the YAML's entry
 
 
+def test_overrides_nested_inside_a_mapping(synthref_root: Path, tmp_path: Path) -> None:
+    """A key two levels inside a free-form mapping is read as YAML and merged into the YAML's mapping."""
+    raw = stage_config(synthref_root, tmp_path, "pretrain")
+    raw["model"]["tiny"]["text_config"] = {"hidden_size": 48, "intermediate_size": 96}
+    path = write_config(tmp_path / "c.yaml", raw)
+    config = load_config(
+        path,
+        [
+            *("--model.tiny.text_config.num_hidden_layers", "3"),
+            *("--model.tiny.vision_config.image_size=64",),
+            *("--training.max_steps", "7"),
+        ],
+    )
+    text = config.model.tiny["text_config"]
+    assert text == {"hidden_size": 48, "intermediate_size": 96, "num_hidden_layers": 3}
+    assert isinstance(text["num_hidden_layers"], int)
+    assert config.model.tiny["vision_config"] == {**raw["model"]["tiny"]["vision_config"], "image_size": 64}
+    assert config.model.tiny["seed"] == raw["model"]["tiny"]["seed"]
+    assert config.training["max_steps"] == 7
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
