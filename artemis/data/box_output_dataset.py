@@ -24,6 +24,13 @@ record is cut into several clips and a video holds several records.
 SOT prompt jitter (``sot_box_jitter``, default 0): each edge of the box given in an SOT prompt moves by a
 uniform draw of up to that fraction of the box's width / height; the answer keeps the exact boxes, so
 the model learns to correct a box chained from the previous clip.
+
+History noise (``box_history_noise``, default 0): under teacher forcing the LLM reads the exact boxes of
+the frames before the one it writes, and SynthRef's objects move in straight lines, so after two frames it
+can extrapolate the rest without looking at the frames; at inference it reads its own boxes instead. With
+``box_history_noise=r`` each answer box the LLM reads back is moved by whole units of the 0..100 grid,
+``dx, dy`` drawn uniformly from ``-r..r`` per frame (per seed, epoch and item); the labels stay exact, so
+the loss rewards reading the frame over extrapolating a shaky history (the usual remedy for exposure bias).
 """
 
 from __future__ import annotations
@@ -158,6 +165,8 @@ class BoxOutDataset(Dataset):
         clip_length / stride: the clip schedule (default ``min(8, num_frames)`` and one less), as inference.
         sot_box_jitter: SOT prompts give the first-frame box with each edge moved by up to this fraction of
             the box's size (0, the default, gives the exact box); drawn per seed, epoch and item.
+        box_history_noise: the largest move, in units of the 0..100 box grid, of each answer box as the LLM
+            reads it back in training (0, the default: exact); the labels stay exact.
         seed: base of the jitter draws.
         video_cache_mb / max_video_mb: the LRU of whole decoded small videos (0 turns it off).
         vision_features: give items ``video_features`` computed by this function from the clip's processed
@@ -178,6 +187,7 @@ class BoxOutDataset(Dataset):
         clip_length: int | None = None,
         stride: int | None = None,
         sot_box_jitter: float = 0.0,
+        box_history_noise: int = 0,
         seed: int = 0,
         video_cache_mb: float = 512.0,
         max_video_mb: float = 32.0,
@@ -190,6 +200,16 @@ class BoxOutDataset(Dataset):
                 "box's size; use a number from 0 (exact box) to 0.5"
             )
         self.sot_box_jitter = float(sot_box_jitter)
+        if (
+            isinstance(box_history_noise, bool)
+            or not isinstance(box_history_noise, int)
+            or not 0 <= box_history_noise <= 20
+        ):
+            raise ConfigError(
+                f"box_history_noise={box_history_noise!r}: it is the largest move of a box the LLM reads back, in "
+                "units of the 0..100 box grid; use a whole number from 0 (exact) to 20"
+            )
+        self.box_history_noise = box_history_noise
         self.seed = int(seed)
         self.epoch = 0
         self.video_cache = DecodedVideoCache(int(video_cache_mb * 2**20), int(max_video_mb * 2**20))
@@ -285,10 +305,16 @@ class BoxOutDataset(Dataset):
         boxes, visible = sample.boxes_array()
         boxes = boxes[list(clip.positions)]
         boxes[~visible[list(clip.positions)]] = np.nan  # hidden or absent -> written [0,0,0,0]
+        history = None  # (n, 2) moves of the boxes the LLM reads back, in the answer's 0..100 units
+        if self.box_history_noise:
+            rng = np.random.default_rng([self.seed, self.epoch, int(index), 0x484953])
+            history = rng.integers(-self.box_history_noise, self.box_history_noise + 1, size=(len(boxes), 2))
         if clip.task == "sot":
             box = boxes[0]
             if self.sot_box_jitter > 0.0:
                 rng = np.random.default_rng([self.seed, self.epoch, int(index), 0x534F54])
                 box = jitter_box(box, self.sot_box_jitter, width, height, rng)
-            return self.processor.box_output_item(frames, box=box, answer_boxes=boxes)
-        return self.processor.box_output_item(frames, expression=sample.caption or "", answer_boxes=boxes)
+            return self.processor.box_output_item(frames, box=box, answer_boxes=boxes, history_moves=history)
+        return self.processor.box_output_item(
+            frames, expression=sample.caption or "", answer_boxes=boxes, history_moves=history
+        )

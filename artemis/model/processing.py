@@ -430,6 +430,7 @@ class ArtemisProcessor(ProcessorMixin):
         box: Sequence[float] | np.ndarray | None = None,
         expression: str | None = None,
         answer_boxes: np.ndarray | None = None,
+        history_moves: np.ndarray | None = None,
     ) -> dict[str, torch.Tensor]:
         """One box-output clip (Elysium layout) without a batch dimension.
 
@@ -438,6 +439,11 @@ class ArtemisProcessor(ProcessorMixin):
             box: SOT: the target's pixel xyxy box on the clip's first frame.
             expression: RSOT: a referring expression (used when ``box`` is None).
             answer_boxes: the training target, (n, 4) pixel xyxy, NaN rows where the target is absent.
+            history_moves: with ``answer_boxes``, (n, 2) whole moves ``(dx, dy)`` in the answer's 0..100
+                units: the answer's input ids spell each present box moved by its row (clipped to 0..100), the
+                boxes the LLM reads back under teacher forcing, while the labels stay ``answer_boxes``'. Used
+                only when both answers encode to the same number of tokens (always with a word-level
+                tokenizer; a digit-splitting one may differ where a number gains a digit), else ignored.
         """
         frames = np.asarray(frames)
         count, height, width = frames.shape[:3]
@@ -456,6 +462,13 @@ class ArtemisProcessor(ProcessorMixin):
         answer = None if model_boxes is None else format_box_answer(model_boxes)
         prompt = frames_prompt(count, question, padding_frames=self.num_frames - count)
         item = self._text_tensors(self.encode_conversation([(prompt, answer)]))
+        if model_boxes is not None and history_moves is not None:
+            units = np.round(np.clip(model_boxes, 0.0, 1.0) * 100)  # (n, 4) the numbers written; NaN: absent
+            moved = np.clip(units + np.tile(np.asarray(history_moves, dtype=np.float64), 2), 0, 100)  # (n, 4)
+            shown = format_box_answer(moved / 100)
+            ids = self._text_tensors(self.encode_conversation([(prompt, shown)]))["input_ids"]
+            if ids.shape == item["input_ids"].shape:
+                item["input_ids"] = ids
         item["pixel_values"] = self.video_processor(frames)  # (n, 3, S, S)
         item["frame_mask"] = torch.ones(count, dtype=torch.bool)
         if query is not None:

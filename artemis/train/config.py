@@ -160,6 +160,9 @@ class DataSection:
             the region encoder of a model with ``region_key_mask``; only on the record's own key frame.
         sot_box_jitter: largest move of each edge of the box an SOT prompt gives, as a fraction of the
             box's size (0 to 0.5; 0, the default, gives the exact first-frame box).
+        box_history_noise: largest move of each answer box as the LLM reads it back under teacher forcing, in
+            units of the 0..100 box grid (0 to 20; 0, the default, exact); the labels stay exact
+            (:class:`~artemis.data.box_output_dataset.BoxOutDataset`).
         seed: seed of the dataset's random draws (jitter, paraphrases, mixing).
         log_samples: write ``samples-rank<r>.jsonl`` with the ids each rank trained on, and each rank's
             weight digest at the end (to check sharding).
@@ -176,6 +179,7 @@ class DataSection:
     key_frame_jitter: float = 0.0
     mask_prompts: float = 0.0
     sot_box_jitter: float = 0.0
+    box_history_noise: int = 0
     cache_dir: str | None = None
     bad_records: str = "raise"
     seed: int = 0
@@ -340,6 +344,12 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError(
             f"data.sot_box_jitter={box_jitter!r}: the largest move of an SOT prompt box's edge as a fraction of "
             "the box's size; use a number from 0 (exact box) to 0.5"
+        )
+    noise = config.data.box_history_noise
+    if isinstance(noise, bool) or not isinstance(noise, int) or not 0 <= noise <= 20:
+        raise ConfigError(
+            f"data.box_history_noise={noise!r}: the largest move of an answer box the LLM reads back, in units of "
+            "the 0..100 box grid; use a whole number from 0 (exact) to 20"
         )
     if config.data.bad_records not in ("raise", "skip"):
         raise ConfigError(f"data.bad_records={config.data.bad_records!r}; expected 'raise' or 'skip'")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -158,6 +159,46 @@ def test_sot_box_jitter_moves_the_prompt_box_only(split_dir: Path, tiny) -> None
     assert any(not np.array_equal(x, y) for x, y in zip(before, after, strict=True))
     with pytest.raises(ConfigError, match="sot_box_jitter"):
         BoxOutDataset.from_files([path], processor, model.config, sot_box_jitter=0.9)
+
+
+def _answer_boxes(processor, item, key: str) -> np.ndarray:
+    """(n, 4) the boxes the answer spells in ``item[key]`` (input ids or labels), in 0..100 units."""
+    ids = [t for t, label in zip(item[key].tolist(), item["labels"].tolist(), strict=True) if label != -100]
+    text = processor.decode(ids)
+    return np.array(re.findall(r"\[\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*\]", text), dtype=int)
+
+
+def test_box_history_noise_moves_the_boxes_read_back_not_the_labels(split_dir: Path, tiny) -> None:
+    model, processor = tiny
+    path = split_dir / "elysium_track.json"
+    exact = BoxOutDataset.from_files([path], processor, model.config)
+    noisy = BoxOutDataset.from_files([path], processor, model.config, box_history_noise=3, seed=2)
+    moves = []
+    for index in range(0, len(exact), 5):
+        a, b = exact[index], noisy[index]
+        assert a["labels"].tolist() == b["labels"].tolist()  # what is learnt stays exact
+        truth = _answer_boxes(processor, a, "labels")
+        np.testing.assert_array_equal(_answer_boxes(processor, a, "input_ids"), truth)  # off: reads the truth
+        read = _answer_boxes(processor, b, "input_ids")
+        assert read.shape == truth.shape
+        absent = (truth == 0).all(1)
+        np.testing.assert_array_equal(read[absent], truth[absent])  # an absent frame stays [0,0,0,0]
+        move = read[~absent] - truth[~absent]  # (m, 4)
+        assert np.abs(move).max(initial=0) <= 3
+        inside = ((truth[~absent] >= 3) & (truth[~absent] <= 97)).all(1)  # not clipped at the frame's edge
+        np.testing.assert_array_equal(move[inside][:, :2], move[inside][:, 2:])  # the box moves, its size stays
+        moves += move[inside][:, :2].tolist()
+        prompt = [t for t, label in zip(b["input_ids"].tolist(), b["labels"].tolist(), strict=True) if label == -100]
+        assert prompt == [
+            t for t, label in zip(a["input_ids"].tolist(), a["labels"].tolist(), strict=True) if label == -100
+        ]
+    assert {dx for dx, _ in moves} == set(range(-3, 4))  # every move of the range is drawn
+    before = [noisy[i]["input_ids"].tolist() for i in range(0, len(noisy), 5)]
+    noisy.set_epoch(1)
+    assert before != [noisy[i]["input_ids"].tolist() for i in range(0, len(noisy), 5)]
+    for bad in (-1, 2.5, True, 21):
+        with pytest.raises(ConfigError, match="box_history_noise"):
+            BoxOutDataset.from_files([path], processor, model.config, box_history_noise=bad)
 
 
 def test_decoded_video_cache_gives_the_frames_a_direct_read_gives(split_dir: Path, tiny) -> None:

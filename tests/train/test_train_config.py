@@ -154,6 +154,8 @@ def test_overrides_nested_inside_a_mapping(synthref_root: Path, tmp_path: Path) 
         (["--train.projecter", "true"], r"unknown config key 'train\.projecter'; did you mean 'projector'\?"),
         (["--train", "3"], "config section 'train' must be a mapping"),
         (["nonsense"], "expected an override like --section.key VALUE"),
+        (["--data.box_history_noise", "30"], r"data\.box_history_noise=30: .* whole number from 0 \(exact\) to 20"),
+        (["--data.box_history_noise", "-1"], r"data\.box_history_noise=-1: .* whole number from 0 \(exact\) to 20"),
     ],
 )
 def test_bad_values_are_one_line_naming_the_key(
