@@ -72,6 +72,11 @@ class ArtemisConfig(PreTrainedConfig):
             their frame's mean (each cell minus its frame's mean cell; the query from the first frame so
             centred). A plain background then scores near zero instead of close to the box's mean, which
             the background inside the box pulls towards it. Our addition; off by default.
+        frame_select_text_query: with ``frame_select_query``, ours: a sample whose prompt gives no box (RSOT:
+            a referring expression) is scored against its prompt instead: the mean embedding of the prompt's
+            text tokens through a learned projection into the vision width (``frame_selector.text_proj``)
+            takes the box query's place. Without it an RSOT clip's selector has no target to follow. Off by
+            default.
         frame_select_box_loss: ``"select"``, ours: in training, the weight of a loss on the selector's logits
             that asks for the target's cells on every frame of a box-output clip (cross-entropy of each
             frame's softmax against the cells whose centre lies in the target's box, from the clip's answer
@@ -177,6 +182,7 @@ class ArtemisConfig(PreTrainedConfig):
     frame_position_embedding: bool = False
     frame_select_query: bool = False
     frame_select_centre: bool = False
+    frame_select_text_query: bool = False
     frame_select_box_loss: float = 0.0
     frame_position_init: Literal["zeros", "sincos"] = "zeros"
     image_tokens: Literal["video", "patches"] = "video"
@@ -331,6 +337,15 @@ class ArtemisConfig(PreTrainedConfig):
             raise ConfigError(
                 "frame_select_centre=true centres the features of the selector's target query, but "
                 "frame_select_query=false; set frame_select_query=true or frame_select_centre=false"
+            )
+        if not isinstance(self.frame_select_text_query, bool):
+            raise ConfigError(
+                f"frame_select_text_query={self.frame_select_text_query!r} is not valid; expected true or false"
+            )
+        if self.frame_select_text_query and not self.frame_select_query:
+            raise ConfigError(
+                "frame_select_text_query=true scores the frame selector against the prompt where no box is given, "
+                "but frame_select_query=false; set frame_select_query=true or frame_select_text_query=false"
             )
         loss = self.frame_select_box_loss
         if isinstance(loss, bool) or not isinstance(loss, (int, float)) or not loss >= 0:

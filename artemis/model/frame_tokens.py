@@ -29,7 +29,9 @@ Our additions are a gradient path (``gradient="straight_through"``), :class:`Fra
 mean feature inside that box on the clip's first frame, through a learned projection and a learned
 scale, is added to the logits, so the tokens kept on each frame follow the target (:func:`box_query`);
 with ``centre=True`` (``frame_select_centre``) that cosine is taken between features centred on their
-frame's mean cell.
+frame's mean cell. With ``text_dim`` (``frame_select_text_query``) a sample without a box is scored
+against its prompt instead: :meth:`FrameTokenSelector.text_query` maps the mean embedding of the
+prompt's text into the vision width (``text_proj``), which then takes the box query's place.
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ class FrameTokenSelector(nn.Module):
         gradient: str = "straight_through",
         query: bool = False,
         centre: bool = False,
+        text_dim: int | None = None,
     ) -> None:
         super().__init__()
         self.side = int(side)
@@ -111,6 +114,11 @@ class FrameTokenSelector(nn.Module):
             self.query_proj = nn.Linear(channels, channels)
             self.query_scale = nn.Parameter(torch.tensor(QUERY_SCALE_INIT))
             self.reset_query()
+        self.text_proj = None
+        if text_dim is not None:
+            if not query:
+                raise ValueError("a text query (text_dim) needs the target query (query=True)")
+            self.text_proj = nn.Linear(int(text_dim), channels)
 
     def reset_query(self) -> None:
         """Identity projection and the initial scale (also what ``_init_weights`` restores)."""
@@ -154,6 +162,24 @@ class FrameTokenSelector(nn.Module):
         """The query :meth:`scores` takes: :func:`box_query` of ``grid`` (B, T, N, C) and ``boxes`` (B, 4),
         on the first frame centred on its mean cell when the selector centres (``frame_select_centre``)."""
         return box_query(_centred(grid[:, :1]) if self.centre else grid, boxes)
+
+    def text_query(self, text: torch.Tensor, query: torch.Tensor | None) -> torch.Tensor:
+        """The query of each sample: its box query where it has one, else ``text_proj`` of its prompt.
+
+        Args:
+            text: (B, D) the mean embedding of each prompt's text tokens (the LLM's width).
+            query: (B, C) :meth:`target_query` (NaN rows: no box), or None when no sample has a box.
+
+        Returns:
+            (B, C).
+        """
+        if self.text_proj is None:
+            raise ValueError("this selector was built without a text query (frame_select_text_query)")
+        weight = self.text_proj.weight
+        from_text = self.text_proj(text.to(device=weight.device, dtype=weight.dtype))  # (B, C)
+        if query is None:
+            return from_text
+        return torch.where(torch.isfinite(query).all(-1, keepdim=True), query, from_text.to(query.dtype))
 
     def forward(self, tokens: torch.Tensor, query: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Keep the top ``k`` tokens of each frame, in raster order.

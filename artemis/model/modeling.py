@@ -120,6 +120,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
                 config.frame_select_gradient,
                 query=config.frame_select_query,
                 centre=config.frame_select_centre,
+                text_dim=config.text_config.hidden_size if config.frame_select_text_query else None,
             )
         if config.frame_position_embedding:
             self.frame_positions = FramePositionEmbedding(
@@ -238,6 +239,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         features: torch.Tensor,
         query_boxes: torch.Tensor | None = None,
         frame_boxes: torch.Tensor | None = None,
+        question: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Pooled video features to video tokens in the LLM's space.
 
@@ -251,6 +253,8 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
                 selector with ``frame_select_query``; ignored otherwise.
             frame_boxes: (B, T, 4) the target's normalised box on each frame (NaN rows: absent), in training
                 with ``frame_select_box_loss``: :attr:`frame_select_loss` is set from the selector's logits.
+            question: (B, D) the mean embedding of each prompt's text, the query of the samples without a
+                box for a selector with ``frame_select_text_query``; ignored otherwise.
 
         Returns:
             (B, num_video_tokens, D).
@@ -266,6 +270,8 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             query = None
             if self.config.frame_select_query and query_boxes is not None:
                 query = self.frame_selector.target_query(grid, query_boxes.to(device=grid.device))  # (B, C)
+            if self.config.frame_select_text_query and question is not None:
+                query = self.frame_selector.text_query(question.to(grid.device), query)  # (B, C)
             logits = self.frame_selector.scores(grid, query)  # (B, N_t, g*g)
             if frame_boxes is not None and self.training and self.config.frame_select_box_loss:
                 self.frame_select_loss = box_cells_loss(logits, frame_boxes)
@@ -408,11 +414,14 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
                 query_boxes = query_boxes[has_video.to(query_boxes.device)]  # rows of the samples with a video
             if frame_boxes is not None and has_video is not None:
                 frame_boxes = frame_boxes[has_video.to(frame_boxes.device)]
+            text = question if self.config.frame_select_text_query else None  # the selector's query without a box
+            if text is not None and has_video is not None:
+                text = text[has_video.to(text.device)]
             images = self._image_rows(image_mask, has_video, frame_mask, len(pooled))  # (n,) bool, or None
             if images is None:
-                video = self.project_video_features(pooled, query_boxes, frame_boxes).flatten(0, 1)  # (n*N_v, D)
+                video = self.project_video_features(pooled, query_boxes, frame_boxes, text).flatten(0, 1)  # (n*N_v, D)
             else:
-                video = self._media_tokens(pooled, first_frames, images, query_boxes, frame_boxes)
+                video = self._media_tokens(pooled, first_frames, images, query_boxes, frame_boxes, text)
 
         levels = None  # each (n*K, P, C_v)
         if region_frames is not None and len(region_frames):
@@ -471,6 +480,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         images: torch.Tensor,
         query_boxes: torch.Tensor | None,
         frame_boxes: torch.Tensor | None = None,
+        question: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Tokens of a batch mixing images and videos (``image_tokens="patches"``), in sample order.
 
@@ -484,6 +494,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             images: (n,) True for the image samples.
             query_boxes: (n, 4) or None, for the video samples' frame selector.
             frame_boxes: (n, T, 4) or None, for the selector's loss on the video samples.
+            question: (n, D) or None, the prompts' mean text embedding, for a selector's text query.
 
         Returns:
             (n_images * P + n_videos * N_v, D).
@@ -504,7 +515,8 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         if bool((~images).any()):
             query = None if query_boxes is None else query_boxes[~images.to(query_boxes.device)]
             targets = None if frame_boxes is None else frame_boxes[~images.to(frame_boxes.device)]
-            video_tokens = self.project_video_features(pooled[~images], query, targets)  # (n_v, N_v, D)
+            text = None if question is None else question[~images.to(question.device)]
+            video_tokens = self.project_video_features(pooled[~images], query, targets, text)  # (n_v, N_v, D)
         image_iter, video_iter = iter(image_tokens), iter(() if video_tokens is None else video_tokens)
         parts = [next(image_iter) if is_image else next(video_iter) for is_image in images.tolist()]
         return torch.cat(parts)  # (n_i * P + n_v * N_v, D)
@@ -630,7 +642,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         self.relation_loss = self.frame_select_loss = None
         if input_ids is not None and not decoding:
             question = answer_ids = None
-            if relation and region_boxes is not None:
+            if (relation and region_boxes is not None) or self.config.frame_select_text_query:
                 question, answer_ids = self._question_and_answer(input_ids, inputs_embeds, attention_mask, labels)
             video, region = self.get_multimodal_features(
                 pixel_values, frame_mask, region_pixel_values, region_boxes, region_visible, region_times,
@@ -665,9 +677,9 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         attention_mask: torch.Tensor | None,
         labels: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """What a relation token reads: (B, D) the mean embedding of each prompt's text tokens (not the
-        placeholders, the padding or the answer), and with ``labels`` (B,) each sample's first answer token
-        (-100 where it has none)."""
+        """What a relation token and the frame selector's text query read: (B, D) the mean embedding of each
+        prompt's text tokens (not the placeholders, the padding or the answer), and with ``labels`` (B,) each
+        sample's first answer token (-100 where it has none)."""
         text = (input_ids != self.config.video_token_id) & (input_ids != self.config.region_token_id)
         if attention_mask is not None:
             text = text & attention_mask.bool()

@@ -367,6 +367,44 @@ def test_selector_box_loss_trains_the_selector_from_the_answer_boxes() -> None:
         tiny_config(video_layout="frames", frame_select_box_loss=1.0)
 
 
+def test_text_query_scores_rsot_clips_against_their_expression_and_trains() -> None:
+    """``frame_select_text_query``: a clip without a box is scored against its prompt; a box still wins."""
+    texts = ["the red circle", "the blue square"]
+    model, processor = build_tiny_model(
+        texts, seed=0, tasks=["boxes"], frame_select_query=True, frame_select_text_query=True,
+        frame_select_box_loss=1.0, **SELECT,
+    )  # fmt: skip
+    plain, _ = build_tiny_model(texts, seed=0, tasks=["boxes"], frame_select_query=True, **SELECT)
+    plain.load_state_dict(model.state_dict(), strict=False)  # the same weights, without the text query
+    clip = _clip(9)
+    boxes = np.tile([4.0, 6.0, 20.0, 18.0], (len(clip), 1))
+    kept = {}
+    original = model.frame_selector.select
+
+    def record(tokens, logits):
+        kept["cells"] = original(tokens, logits)[1]
+        return original(tokens, logits)
+
+    model.frame_selector.select = record
+    model.eval()
+    with torch.no_grad():
+        for text in texts:
+            model(**processor(clip, task="rsot", expression=text))
+            kept[text] = kept["cells"]
+        sot = processor(clip, task="sot", box=boxes[0])
+        torch.testing.assert_close(model(**sot).logits, plain(**sot).logits)  # a box query is used as before
+    assert not torch.equal(kept[texts[0]], kept[texts[1]])  # the expression chooses the cells
+    model.train()
+    rsot = processor.box_output_item(clip, expression=texts[0], answer_boxes=boxes)
+    model(**processor.collate([rsot]))
+    model.frame_select_loss.backward()  # the selector's loss alone reaches the expression's words
+    assert model.frame_selector.text_proj.weight.grad.abs().sum() > 0
+    red = processor.tokenizer.convert_tokens_to_ids("red")
+    assert model.get_input_embeddings().weight.grad[red].abs().sum() > 0
+    with pytest.raises(ConfigError, match=r"frame_select_text_query=true .* but frame_select_query=false"):
+        tiny_config(frame_select_text_query=True, **SELECT)
+
+
 def test_sincos_position_start_tells_every_cell_apart_and_survives_reload(tmp_path: Path) -> None:
     model, processor = build_tiny_model(
         seed=0, tasks=["boxes"], frame_position_embedding=True, frame_position_init="sincos", **SELECT
