@@ -1,6 +1,6 @@
-"""Peak memory of ``describe()`` and ``track()``: short vs long video, key frame first vs last.
+"""Peak memory of ``describe()``, ``track()`` and ``track_with_llm()``: short vs long video, key frame first vs last.
 
-    python benchmarks/memory.py [--quick] [--model synthref-tiny]
+    python benchmarks/memory.py [--quick] [--model synthref-tiny] [--box-model DIR]
 
 Builds a 250-frame and a 3,000-frame video from ``bikes.mp4`` (forward, then reversed, repeated), then
 measures every case in a fresh subprocess that loads the model and makes one call with the default
@@ -9,6 +9,10 @@ model is loaded, since loading peaks higher than a call does and would hide it i
 reported too. Prints one JSON object with each peak in MB and the differences that must stay small: long
 minus short, key frame last minus first. ``--quick`` uses 40
 and 300 frames (for the test).
+
+``track_with_llm`` (the LLM writes the box on every frame, clip by clip, generating between reads) runs a
+box-output model: ``--box-model DIR``, or by default a tiny random one built from config (its memory does
+not depend on its training; an untrained model writes whatever it writes, up to the same token limit).
 """
 
 from __future__ import annotations
@@ -25,6 +29,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from describe_speed import BIKES_BOX, REFERENCE, make_long_video
 
+CALLS = ("describe", "track", "track_with_llm")
+
+
+def tiny_box_model(directory: Path) -> Path:
+    """Save a tiny random box-output model (per-frame tokens, ``tasks=["boxes"]``) in ``directory``."""
+    from artemis.model import build_tiny_model
+
+    model, processor = build_tiny_model(seed=0, video_layout="frames", frame_pool_size=2, tasks=["boxes"])
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return directory
+
 
 def measure(call: str, video: str, key: str, model: str) -> None:
     """In this (fresh) process: load the model, make one call, print the call's and the process's peak RSS (MB)."""
@@ -37,8 +53,10 @@ def measure(call: str, video: str, key: str, model: str) -> None:
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
     if call == "describe":
         pipeline.describe(video, BIKES_BOX, frame, max_new_tokens=16)
-    else:
+    elif call == "track":
         pipeline.track(video, BIKES_BOX, frame)
+    else:
+        pipeline.track_with_llm(video, box=BIKES_BOX, frame_index=frame)
     status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
     call_peak = int(status["VmHWM"].split()[0]) / 1024  # kB
     print(json.dumps({"call": call_peak, "process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -48,6 +66,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny inputs: checks the script, measures little")
     parser.add_argument("--model", default="synthref-tiny")
+    parser.add_argument("--box-model", help="a box-output model for track_with_llm (default: a tiny random one)")
     parser.add_argument("--case", nargs=3, metavar=("CALL", "VIDEO", "KEY"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
@@ -59,12 +78,15 @@ def main() -> None:
     result: dict = {"quick": args.quick, "frames": lengths}
     with tempfile.TemporaryDirectory() as tmp:
         videos = {name: make_long_video(bikes, Path(tmp) / f"{name}.mp4", n) for name, n in lengths.items()}
+        box_model = args.box_model or str(tiny_box_model(Path(tmp) / "box-model"))
+        result["box_model"] = args.box_model or "tiny random (built from config)"
         peaks: dict[str, float] = {}
         process_peaks: dict[str, float] = {}
-        for call in ("describe", "track"):
+        for call in CALLS:
+            model = box_model if call == "track_with_llm" else args.model
             for name, video in videos.items():
                 for key in ("first", "last"):
-                    command = [sys.executable, __file__, "--model", args.model, "--case", call, str(video), key]
+                    command = [sys.executable, __file__, "--model", model, "--case", call, str(video), key]
                     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
                     measured = json.loads(output.strip().splitlines()[-1])
                     peaks[f"{call}_{name}_key_{key}"] = round(measured["call"], 1)
@@ -73,12 +95,12 @@ def main() -> None:
         result["process_peak_rss_mb"] = process_peaks
         result["long_minus_short_mb"] = {
             f"{call}_key_{key}": round(peaks[f"{call}_long_key_{key}"] - peaks[f"{call}_short_key_{key}"], 1)
-            for call in ("describe", "track")
+            for call in CALLS
             for key in ("first", "last")
         }
         result["key_last_minus_first_mb"] = {
             f"{call}_{name}": round(peaks[f"{call}_{name}_key_last"] - peaks[f"{call}_{name}_key_first"], 1)
-            for call in ("describe", "track")
+            for call in CALLS
             for name in lengths
         }
     result["load_average_1min"] = round(os.getloadavg()[0], 2)

@@ -34,9 +34,8 @@ def test_describe_speed_quick():
 
 def test_memory_quick():
     result = _run("memory.py")
-    cases = [f"{c}_{n}_key_{k}" for c in ("describe", "track") for n in ("short", "long") for k in ("first", "last")]
+    calls = ("describe", "track", "track_with_llm")
+    cases = [f"{c}_{n}_key_{k}" for c in calls for n in ("short", "long") for k in ("first", "last")]
     assert set(result["peak_rss_mb"]) == set(cases) and set(result["process_peak_rss_mb"]) == set(cases)
-    assert set(result["long_minus_short_mb"]) == {
-        f"{c}_key_{k}" for c in ("describe", "track") for k in ("first", "last")
-    }
+    assert set(result["long_minus_short_mb"]) == {f"{c}_key_{k}" for c in calls for k in ("first", "last")}
     assert all(value > 0 for value in result["peak_rss_mb"].values())

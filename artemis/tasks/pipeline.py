@@ -37,7 +37,7 @@ from artemis.tasks.referring import (
     prepare_chat,
 )
 from artemis.track import FAST_TRACKER, Track, track_targets, track_video
-from artemis.video import VideoSource, open_video, opened
+from artemis.video import VideoSource, available_backends, open_video, opened
 from artemis.video.keep import FrameKeeper
 
 logger = logging.getLogger(__name__)
@@ -396,6 +396,17 @@ class VideoPipeline:
                 max_side=self.track_max_side,
             )
 
+    def _box_output_backend(self) -> str:
+        """The video backend of :meth:`track_with_llm` and :meth:`ground`, which decode between generations.
+
+        With ``"auto"``, PyAV when it imports: decord's decoding thread keeps reading ahead while the model
+        generates, so those frames pile up with the video's length (a 600-frame 640x272 video: +300 MB of
+        peak RSS over a 40-frame one with decord, +1 MB with PyAV; docs/box_output.md, "Memory").
+        """
+        if self.video_backend == "auto" and "pyav" in available_backends():
+            return "pyav"
+        return self.video_backend
+
     def track_with_llm(
         self,
         video: VideoInput,
@@ -415,7 +426,7 @@ class VideoPipeline:
         per-frame parse status and the generated texts). ``options``: ``clip_length``, ``stride`` and
         ``generate`` keyword arguments. Frames are read clip by clip, so memory does not grow with the video.
         """
-        with opened(video, backend=self.video_backend) as source:
+        with opened(video, backend=self._box_output_backend()) as source:
             return track_with_llm(
                 self.model,
                 self.processor,
@@ -451,7 +462,7 @@ class VideoPipeline:
         Raises:
             ConfigError: the model was not trained to write boxes, or the expression is empty.
         """
-        with opened(video, backend=self.video_backend) as source:
+        with opened(video, backend=self._box_output_backend()) as source:
             return ground(
                 self.model,
                 self.processor,

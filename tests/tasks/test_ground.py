@@ -19,7 +19,9 @@ from artemis import ArtemisModel
 from artemis.errors import ConfigError
 from artemis.model import build_tiny_model
 from artemis.tasks import box_output
+from artemis.tasks import pipeline as pipeline_module
 from artemis.tasks.box_output import BoxStatus
+from artemis.video import available_backends
 from artemis.video.reader import ClosesOnExit
 
 GIVEN, PREDICTED, UNPARSED, INVALID = BoxStatus.GIVEN, BoxStatus.PREDICTED, BoxStatus.UNPARSED, BoxStatus.INVALID
@@ -215,3 +217,37 @@ def test_memory_is_bounded_by_one_clip_on_a_long_video_from_a_middle_key_frame(t
     forward = [read for read in video.reads if read[0] >= 80]
     assert all(a[-1] < b[0] for a, b in itertools.pairwise(forward))  # a stream, never a step back
     assert all(read == sorted(read) for read in video.reads)  # backward clips decode in increasing order too
+
+
+def test_box_output_decodes_with_pyav_unless_told_otherwise(tiny_boxes, monkeypatch, tmp_path) -> None:
+    """decord's decoding thread reads ahead while the model generates between clips (memory grows with the
+    video, docs/box_output.md), so with backend "auto" the box-output calls open a file with PyAV."""
+    cv2 = pytest.importorskip("cv2")
+    path = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 48))
+    for t in range(20):
+        writer.write(np.full((48, 64, 3), 10 * t, dtype=np.uint8))
+    writer.release()
+    used: list[str] = []
+
+    def record(model, processor, source, **kwargs):
+        used.append(source.backend)
+        return real(model, processor, source, **kwargs)
+
+    def record_ground(model, processor, source, expression, **kwargs):
+        used.append(source.backend)
+        return real_ground(model, processor, source, expression, **kwargs)
+
+    real, real_ground = pipeline_module.track_with_llm, pipeline_module.ground
+    monkeypatch.setattr(pipeline_module, "track_with_llm", record)
+    monkeypatch.setattr(pipeline_module, "ground", record_ground)
+    answer = lambda clip, n: frames_answer([[10, 10, 50, 50]] * n)  # noqa: E731
+    model = Scripted(*tiny_boxes, answer, monkeypatch)
+    assert model.track_with_llm(path, box=(5, 5, 20, 20), frame_index=3).visible.all()
+    assert model.ground(path, "the red circle").visible.all()
+    assert used == ["pyav", "pyav"]
+    if "decord" in available_backends():
+        chosen = Scripted(*tiny_boxes, answer, monkeypatch)
+        chosen.video_backend = "decord"  # an explicit choice is kept
+        chosen.track_with_llm(path, box=(5, 5, 20, 20))
+        assert used[-1] == "decord"
