@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -396,16 +397,35 @@ class VideoPipeline:
                 max_side=self.track_max_side,
             )
 
-    def _box_output_backend(self) -> str:
+    def _box_output_backend(self, video: VideoInput) -> str:
         """The video backend of :meth:`track_with_llm` and :meth:`ground`, which decode between generations.
 
-        With ``"auto"``, PyAV when it imports: decord's decoding thread keeps reading ahead while the model
-        generates, so those frames pile up with the video's length (a 600-frame 640x272 video: +300 MB of
-        peak RSS over a 40-frame one with decord, +1 MB with PyAV; docs/box_output.md, "Memory").
+        With ``"auto"`` and a video file, PyAV when it imports: decord's decoding thread keeps reading ahead
+        while the model generates, so those frames pile up with the video's length (a 600-frame 640x272
+        video: +300 MB of peak RSS over a 40-frame one with decord, +1 MB with PyAV; docs/box_output.md,
+        "Memory"). Frame folders, image lists, arrays and open sources are opened as before.
         """
-        if self.video_backend == "auto" and "pyav" in available_backends():
-            return "pyav"
-        return self.video_backend
+        if self.video_backend != "auto" or "pyav" not in available_backends():
+            return self.video_backend
+        is_file = isinstance(video, (str, os.PathLike)) and Path(video).is_file()
+        return "pyav" if is_file else "auto"
+
+    @contextlib.contextmanager
+    def _box_output_video(self, video: VideoInput) -> Iterator[VideoSource]:
+        """``video`` opened with :meth:`_box_output_backend`; a file PyAV cannot read gets the usual choice."""
+        backend = self._box_output_backend(video)
+        if backend == self.video_backend:
+            with opened(video, backend=backend) as source:
+                yield source
+            return
+        try:
+            source = open_video(video, backend=backend)
+        except VideoError:  # "auto" may still read it with decord or OpenCV
+            source = open_video(video, backend=self.video_backend)
+        try:
+            yield source
+        finally:
+            source.close()  # a file path: this call opened it
 
     def track_with_llm(
         self,
@@ -426,7 +446,7 @@ class VideoPipeline:
         per-frame parse status and the generated texts). ``options``: ``clip_length``, ``stride`` and
         ``generate`` keyword arguments. Frames are read clip by clip, so memory does not grow with the video.
         """
-        with opened(video, backend=self._box_output_backend()) as source:
+        with self._box_output_video(video) as source:
             return track_with_llm(
                 self.model,
                 self.processor,
@@ -462,7 +482,7 @@ class VideoPipeline:
         Raises:
             ConfigError: the model was not trained to write boxes, or the expression is empty.
         """
-        with opened(video, backend=self._box_output_backend()) as source:
+        with self._box_output_video(video) as source:
             return ground(
                 self.model,
                 self.processor,
