@@ -19,6 +19,7 @@ VIDEO_LAYOUTS = ("pooled", "frames")
 FRAME_TOKENS = ("pool", "select")
 """How the ``"frames"`` layout turns a frame's patch grid into its tokens: average pooling or a learned top-k."""
 FRAME_SELECT_GRADIENTS = ("straight_through", "none")
+FRAME_SELECT_ORDERS = ("raster", "score")
 IMAGE_TOKENS = ("video", "patches")
 """What an image sample's ``<video>`` becomes: a one-frame video, or the image's patch tokens (the original)."""
 CAPABILITIES = ("describe", "boxes")
@@ -63,6 +64,11 @@ class ArtemisConfig(PreTrainedConfig):
         frame_select_gradient: ``"select"``: ``"straight_through"`` (default: the kept tokens are multiplied
             by a gate that is exactly 1 in the forward pass and carries the loss gradient to the scores) or
             ``"none"`` (the released Elysium: a hard top-k, no gradient reaches the selector).
+        frame_select_order: ``"select"``: the order of a frame's kept tokens: ``"raster"`` (default, the
+            release's: top to bottom, left to right) or ``"score"`` (ours: highest-scoring first, so the token
+            the selector ranks most target-like always sits in the frame's first slot, and the LLM can read
+            it by its place rather than by comparing contents). Each token's cell still reaches the LLM
+            through ``frame_position_embedding``.
         frame_select_query: ``"select"``: also score each frame's tokens against the target when the prompt
             gives its box (SOT: the box on the clip's first frame, passed as ``query_boxes``): the cosine
             similarity of every cell to the mean feature inside that box, through a learned projection and
@@ -179,6 +185,7 @@ class ArtemisConfig(PreTrainedConfig):
     frame_select_grid: int | None = None
     frame_select_tokens: int | None = None
     frame_select_gradient: Literal["straight_through", "none"] = "straight_through"
+    frame_select_order: Literal["raster", "score"] = "raster"
     frame_position_embedding: bool = False
     frame_select_query: bool = False
     frame_select_centre: bool = False
@@ -308,6 +315,7 @@ class ArtemisConfig(PreTrainedConfig):
 
         choice("frame_tokens", self.frame_tokens, FRAME_TOKENS)
         choice("frame_select_gradient", self.frame_select_gradient, FRAME_SELECT_GRADIENTS)
+        choice("frame_select_order", self.frame_select_order, FRAME_SELECT_ORDERS)
         choice("frame_position_init", self.frame_position_init, ("zeros", "sincos"))
         if not isinstance(self.frame_position_embedding, bool):
             raise ConfigError(

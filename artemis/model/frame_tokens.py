@@ -23,7 +23,9 @@ An importer maps ``adapter.pre_proj.{weight,bias}``, ``adapter.trans_weight`` an
 one-to-one onto ``frame_selector.*`` (``frame_select_grid=24``, ``frame_select_tokens=108``,
 ``frame_select_gradient="none"``) and drops ``adapter.score_proj.*``.
 
-Our additions are a gradient path (``gradient="straight_through"``), :class:`FramePositionEmbedding`
+Our additions are a gradient path (``gradient="straight_through"``), an ``order="score"`` that keeps the
+tokens highest score first instead of in raster order (the most target-like token always in a frame's
+first slot), :class:`FramePositionEmbedding`
 (the LLM is told which grid cell each kept token came from) and an optional target query
 (``query=True``): when the prompt gives the target's box (SOT), every cell's cosine similarity to the
 mean feature inside that box on the clip's first frame, through a learned projection and a learned
@@ -83,6 +85,7 @@ class FrameTokenSelector(nn.Module):
         side: side of the grid scored (``frame_select_grid``); N = side * side tokens per frame.
         keep: tokens kept per frame (k).
         gradient: ``"straight_through"`` or ``"none"`` (see :meth:`forward`).
+        order: ``"raster"`` (the release's: kept tokens in raster order) or ``"score"`` (highest score first).
 
     Parameters (the release's names and shapes): ``pre_proj`` Linear(C, 1), ``trans_weight`` (N, N),
     ``trans_bias`` (N,).
@@ -97,8 +100,12 @@ class FrameTokenSelector(nn.Module):
         query: bool = False,
         centre: bool = False,
         text_dim: int | None = None,
+        order: str = "raster",
     ) -> None:
         super().__init__()
+        if order not in ("raster", "score"):
+            raise ValueError(f"order={order!r}: expected 'raster' or 'score'")
+        self.order = order
         self.side = int(side)
         self.keep = int(keep)
         self.gradient = gradient
@@ -182,7 +189,7 @@ class FrameTokenSelector(nn.Module):
         return torch.where(torch.isfinite(query).all(-1, keepdim=True), query, from_text.to(query.dtype))
 
     def forward(self, tokens: torch.Tensor, query: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keep the top ``k`` tokens of each frame, in raster order.
+        """Keep the top ``k`` tokens of each frame, in raster order (or by score, highest first).
 
         Args:
             tokens: (B, T, N, C) each frame's features on the scored grid, raster order.
@@ -191,14 +198,16 @@ class FrameTokenSelector(nn.Module):
 
         Returns:
             ``(kept, cells)``: (..., k, C) the kept tokens, values unchanged, and (..., k) their raster
-            indices, ascending.
+            indices, ascending (with ``order="score"``: in decreasing score).
         """
         return self.select(tokens, self.scores(tokens, query))
 
     def select(self, tokens: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`forward` with the logits already computed by :meth:`scores` (the model also reads them for
         ``frame_select_box_loss``): tokens (..., N, C) and logits (..., N) -> ``(kept, cells)``."""
-        cells = logits.topk(self.keep, dim=-1).indices.sort(dim=-1).values  # (..., k) raster order
+        cells = logits.topk(self.keep, dim=-1).indices  # (..., k) highest score first
+        if self.order == "raster":
+            cells = cells.sort(dim=-1).values  # (..., k) raster order
         kept = tokens.gather(-2, cells[..., None].expand(*cells.shape, tokens.shape[-1]))  # (..., k, C)
         if self.gradient == "straight_through":
             # Straight-through rather than a soft top-k: the forward pass must stay the release's hard

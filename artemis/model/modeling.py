@@ -121,6 +121,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
                 query=config.frame_select_query,
                 centre=config.frame_select_centre,
                 text_dim=config.text_config.hidden_size if config.frame_select_text_query else None,
+                order=config.frame_select_order,
             )
         if config.frame_position_embedding:
             self.frame_positions = FramePositionEmbedding(

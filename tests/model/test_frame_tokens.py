@@ -43,6 +43,10 @@ def test_token_counts_and_validation() -> None:
     errors = {
         "frame_tokens='crop' is not valid": {"video_layout": "frames", "frame_tokens": "crop"},
         "frame_select_gradient='gumbel' is not valid": {**SELECT, "frame_select_gradient": "gumbel"},
+        "frame_select_order='random' is not valid; expected one of raster, score": {
+            **SELECT,
+            "frame_select_order": "random",
+        },
         "frame_tokens='select' applies to per-frame video tokens but video_layout='pooled'": {"frame_tokens": "select"},
         "frame_position_embedding=True applies .* set video_layout='frames'": {"frame_position_embedding": True},
         "frame_select_grid=9 must be between 1 and the patch grid's side 8": {**SELECT, "frame_select_grid": 9},
@@ -97,6 +101,40 @@ def test_selected_tokens_are_the_top_k_in_raster_order() -> None:
         tokens = model.video_tokens(patches, mask)  # (B, N_v, D)
         torch.testing.assert_close(tokens, model.mm_projector(kept).flatten(1, 2))
     assert tokens.shape == (2, model.config.num_video_tokens, 64)
+
+
+def test_score_order_keeps_the_same_tokens_highest_score_first(tmp_path: Path) -> None:
+    raster, processor = build_tiny_model(seed=0, **SELECT, frame_select_grid=4, frame_position_embedding=True)
+    with torch.no_grad():  # as after training: content decides, and every cell has its own position vector
+        raster.frame_selector.trans_weight.normal_(generator=torch.Generator().manual_seed(1))
+        raster.frame_positions.weight.normal_(generator=torch.Generator().manual_seed(3))
+    scored = copy.deepcopy(raster)
+    scored.config.frame_select_order = "score"
+    scored.frame_selector.order = "score"
+    patches = torch.randn(2, 3, 64, 32, generator=torch.Generator().manual_seed(2))  # (B, T, P, C)
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    grid = raster.pool_video_features(patches, mask).reshape(2, 8, 16, 32)
+    logits = scored.frame_selector.scores(grid)  # (B, N_t, 16)
+    kept, cells = scored.frame_selector(grid)
+    # The same cells as raster order, now in decreasing score: the first is each frame's argmax.
+    np.testing.assert_array_equal(np.sort(cells.numpy(), axis=-1), _reference_cells(raster.frame_selector, grid))
+    picked = logits.gather(-1, cells)
+    assert (picked[..., :-1] >= picked[..., 1:]).all()
+    # (frames 3-7 are padding, whose cells all tie)
+    np.testing.assert_array_equal(cells[:, :3, 0].numpy(), logits[:, :3].argmax(-1).numpy())
+    torch.testing.assert_close(kept, torch.gather(grid, 2, cells[..., None].expand(-1, -1, -1, 32)), rtol=0, atol=0)
+    # Each token keeps its own cell's position vector: the video tokens are a per-frame permutation.
+    with torch.no_grad():
+        by_raster = raster.video_tokens(patches, mask).reshape(2, 8, 5, -1)
+        by_score = scored.video_tokens(patches, mask).reshape(2, 8, 5, -1)
+    _, raster_cells = raster.frame_selector(grid)
+    order = (cells[..., :, None] == raster_cells[..., None, :]).float().argmax(-1)  # (B, N_t, 5) slot in raster
+    torch.testing.assert_close(by_score, by_raster.gather(2, order[..., None].expand_as(by_raster)))
+    assert not torch.equal(by_score, by_raster)
+    # The order is part of the saved config.
+    ArtemisModel(scored, processor).save_pretrained(tmp_path)
+    loaded = ArtemisModel.from_pretrained(tmp_path)
+    assert loaded.config.frame_select_order == "score" and loaded.model.frame_selector.order == "score"
 
 
 def _sot_batch(processor, clip: np.ndarray) -> dict[str, torch.Tensor]:
