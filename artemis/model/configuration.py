@@ -20,6 +20,7 @@ FRAME_TOKENS = ("pool", "select")
 """How the ``"frames"`` layout turns a frame's patch grid into its tokens: average pooling or a learned top-k."""
 FRAME_SELECT_GRADIENTS = ("straight_through", "none")
 FRAME_SELECT_ORDERS = ("raster", "score")
+FRAME_SELECT_BOX_TARGETS = ("inside", "centre")
 IMAGE_TOKENS = ("video", "patches")
 """What an image sample's ``<video>`` becomes: a one-frame video, or the image's patch tokens (the original)."""
 CAPABILITIES = ("describe", "boxes")
@@ -88,6 +89,9 @@ class ArtemisConfig(PreTrainedConfig):
             frame's softmax against the cells whose centre lies in the target's box, from the clip's answer
             boxes; frames where the target is absent add nothing), added to the LM loss. 0 (the default)
             turns it off. Without it the selector learns only through its straight-through gate.
+        frame_select_box_target: what that loss asks for, ours: ``"inside"`` (default: every cell whose centre
+            lies in the box, alike) or ``"centre"`` (a Gaussian of each cell's distance to the box's centre,
+            one cell wide, so the best-ranked cell holds the centre and the next ones lean the way it sits).
         frame_position_init: how that embedding starts: ``"zeros"`` (default) or ``"sincos"`` (a fixed 2D
             sine-cosine code of the cell's column and row, so position is readable before it is learnt).
         frame_position_embedding: add a learned embedding of each token's grid cell (the pooled grid, or
@@ -191,6 +195,7 @@ class ArtemisConfig(PreTrainedConfig):
     frame_select_centre: bool = False
     frame_select_text_query: bool = False
     frame_select_box_loss: float = 0.0
+    frame_select_box_target: Literal["inside", "centre"] = "inside"
     frame_position_init: Literal["zeros", "sincos"] = "zeros"
     image_tokens: Literal["video", "patches"] = "video"
     vision_feature_layer: int = -2
@@ -316,6 +321,7 @@ class ArtemisConfig(PreTrainedConfig):
         choice("frame_tokens", self.frame_tokens, FRAME_TOKENS)
         choice("frame_select_gradient", self.frame_select_gradient, FRAME_SELECT_GRADIENTS)
         choice("frame_select_order", self.frame_select_order, FRAME_SELECT_ORDERS)
+        choice("frame_select_box_target", self.frame_select_box_target, FRAME_SELECT_BOX_TARGETS)
         choice("frame_position_init", self.frame_position_init, ("zeros", "sincos"))
         if not isinstance(self.frame_position_embedding, bool):
             raise ConfigError(

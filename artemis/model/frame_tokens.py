@@ -224,18 +224,24 @@ class FrameTokenSelector(nn.Module):
         return kept, cells
 
 
-def box_cells_loss(logits: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor | None:
+def box_cells_loss(logits: torch.Tensor, boxes: torch.Tensor, target: str = "inside") -> torch.Tensor | None:
     """How far each frame's selection is from the target's cells (``frame_select_box_loss``).
 
-    Per frame with a target box, the cross-entropy of the softmax over the frame's cells against a uniform
-    distribution on the target's cells: those whose centre lies inside the box, or, for a box too small to
-    hold a cell centre, the cell holding the box's centre. Minimising it ranks the target's cells first,
-    which is what the top-k needs; written here because no library scores a grid against boxes this way.
+    Per frame with a target box, the cross-entropy of the softmax over the frame's cells against a
+    distribution on the target's cells. With ``target="inside"``: uniform on the cells whose centre lies
+    inside the box, or, for a box too small to hold a cell centre, the cell holding the box's centre.
+    Minimising it ranks the target's cells first, which is what the top-k needs, in no order among
+    themselves. With ``target="centre"`` (``frame_select_box_target``): a Gaussian of the distance from each
+    cell's centre to the box's centre, ``exp(-d^2 / 2)`` with ``d`` in cells, normalised; the best-ranked
+    cell is then the one holding the box's centre and the next ones lie towards where the centre sits
+    inside it, so with ``frame_select_order="score"`` the first slots tell the centre to better than a
+    cell. Written here because no library scores a grid against boxes this way.
 
     Args:
         logits: (B, T, N) the selector's logits (:meth:`FrameTokenSelector.scores`), N = side * side.
         boxes: (B, T', 4) normalised xyxy of the target on each frame, NaN rows where it is absent or for
             frames past the clip; T' <= T (the missing frames count as absent).
+        target: ``"inside"`` or ``"centre"``.
 
     Returns:
         The mean over the frames with a box, or None when no frame has one.
@@ -249,15 +255,31 @@ def box_cells_loss(logits: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor | 
         return None
     safe = torch.nan_to_num(boxes)  # absent frames are dropped below
     centres = (torch.arange(side, device=logits.device, dtype=torch.float32) + 0.5) / side  # (s,)
+    if target == "centre":
+        middle = (safe[..., 0:2] + safe[..., 2:4]) / 2  # (B, T, 2) x, y
+        dx = (centres - middle[..., 0:1]) * side  # (B, T, s) in cells
+        dy = (centres - middle[..., 1:2]) * side  # (B, T, s)
+        cells = torch.exp(-(dy[..., :, None] ** 2 + dx[..., None, :] ** 2) / 2).flatten(-2)  # (B, T, N) raster
+    elif target != "inside":
+        raise ValueError(f"target={target!r}: expected 'inside' or 'centre'")
+    else:
+        cells = _inside_cells(safe, centres)  # (B, T, N)
+    log_p = logits.float().log_softmax(dim=-1)  # (B, T, N)
+    per_frame = -(log_p * cells).sum(-1) / cells.sum(-1)  # (B, T)
+    return per_frame[present].mean()
+
+
+def _inside_cells(safe: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """(B, T, N) 1.0 on the cells whose centre lies inside each box (B, T, 4), or on the cell of its centre
+    when none does; ``centres`` (s,) are the cell centres along a side, normalised."""
+    side = len(centres)
+    count = side * side
     in_x = (centres > safe[..., 0:1]) & (centres < safe[..., 2:3])  # (B, T, s)
     in_y = (centres > safe[..., 1:2]) & (centres < safe[..., 3:4])  # (B, T, s)
     cells = (in_y[..., :, None] & in_x[..., None, :]).flatten(-2)  # (B, T, N) raster order
     middle = ((safe[..., 0:2] + safe[..., 2:4]) / 2 * side).floor().clamp(0, side - 1).long()  # (B, T, 2) col, row
     nearest = nn.functional.one_hot(middle[..., 1] * side + middle[..., 0], count).bool()  # (B, T, N)
-    cells = torch.where(cells.any(-1, keepdim=True), cells, nearest).float()
-    log_p = logits.float().log_softmax(dim=-1)  # (B, T, N)
-    per_frame = -(log_p * cells).sum(-1) / cells.sum(-1)  # (B, T)
-    return per_frame[present].mean()
+    return torch.where(cells.any(-1, keepdim=True), cells, nearest).float()
 
 
 def _centred(grid: torch.Tensor) -> torch.Tensor:

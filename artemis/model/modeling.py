@@ -275,7 +275,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
                 query = self.frame_selector.text_query(question.to(grid.device), query)  # (B, C)
             logits = self.frame_selector.scores(grid, query)  # (B, N_t, g*g)
             if frame_boxes is not None and self.training and self.config.frame_select_box_loss:
-                self.frame_select_loss = box_cells_loss(logits, frame_boxes)
+                self.frame_select_loss = box_cells_loss(logits, frame_boxes, self.config.frame_select_box_target)
             grid, cells = self.frame_selector.select(grid, logits)  # (B, N_t, k, C)
         tokens = self.mm_projector(grid)  # (B, N_t, n, D)
         if self.frame_positions is not None:

@@ -367,6 +367,35 @@ def test_box_cells_loss_is_the_cross_entropy_against_the_targets_cells() -> None
     assert box_cells_loss(logits, nan) is None
 
 
+def test_centre_target_ranks_the_cell_of_the_box_centre_first() -> None:
+    from artemis.model.frame_tokens import box_cells_loss
+
+    side = 8
+    boxes = torch.tensor([[[0.30, 0.40, 0.62, 0.58], [0.05, 0.70, 0.22, 0.95]]])  # centres (0.46, 0.49), (0.135, 0.825)
+    # The loss against a soft target is least where the softmax equals the target: recover it by descent.
+    logits = torch.zeros(1, 2, side * side, requires_grad=True)
+    optimiser = torch.optim.Adam([logits], lr=0.1)
+    for _ in range(300):
+        optimiser.zero_grad()
+        box_cells_loss(logits, boxes, "centre").backward()
+        optimiser.step()
+    p = logits.detach().softmax(-1)[0]  # (2, 64)
+    cx = (torch.arange(side) + 0.5) / side
+    for frame, (x, y) in enumerate([(0.46, 0.49), (0.135, 0.825)]):
+        best = int(p[frame].argmax())
+        assert (best % side, best // side) == (int(x * side), int(y * side))  # the cell holding the centre
+        d2 = ((cx[None, :] - x) ** 2 + (cx[:, None] - y) ** 2).flatten() * side**2
+        expected = torch.exp(-d2 / 2)
+        torch.testing.assert_close(p[frame], expected / expected.sum(), atol=2e-3, rtol=0)
+    # Next come the neighbours on the side the centre leans to: x = 0.46 is 3.68 cells, right of cell 3's
+    # centre (3.5), so cell (4, 3) outranks (2, 3).
+    assert p[0, 3 * side + 4] > p[0, 3 * side + 2]
+    with pytest.raises(ValueError, match="target='middle'"):
+        box_cells_loss(logits, boxes, "middle")
+    with pytest.raises(ConfigError, match="frame_select_box_target='middle' is not valid"):
+        tiny_config(**SELECT, frame_select_box_target="middle")
+
+
 def test_selector_box_loss_trains_the_selector_from_the_answer_boxes() -> None:
     model, processor = build_tiny_model(
         seed=0, tasks=["boxes"], frame_select_query=True, frame_select_box_loss=0.5, **SELECT
