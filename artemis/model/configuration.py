@@ -94,6 +94,12 @@ class ArtemisConfig(PreTrainedConfig):
             one cell wide, so the best-ranked cell holds the centre and the next ones lean the way it sits).
         frame_position_init: how that embedding starts: ``"zeros"`` (default) or ``"sincos"`` (a fixed 2D
             sine-cosine code of the cell's column and row, so position is readable before it is learnt).
+        frame_position_refine: with ``frame_select_order="score"`` and ``frame_position_embedding``, ours: the
+            first token of each frame (the selector's best cell) gets its position embedding not at its
+            cell's centre but where the selector places the target inside the 3x3 cells around it (the
+            softmax-weighted mean of their centres), read from the embedding table by bilinear
+            interpolation. The LLM is then told the target's position to better than a cell, and the
+            LM loss reaches the selector's logits through that position. Off by default.
         frame_position_embedding: add a learned embedding of each token's grid cell (the pooled grid, or
             the cell a selected token came from) to every frame token after the projector, so the LLM
             knows where a token lies on its frame. Zero-initialised. ``"frames"`` layout only.
@@ -191,6 +197,7 @@ class ArtemisConfig(PreTrainedConfig):
     frame_select_gradient: Literal["straight_through", "none"] = "straight_through"
     frame_select_order: Literal["raster", "score"] = "raster"
     frame_position_embedding: bool = False
+    frame_position_refine: bool = False
     frame_select_query: bool = False
     frame_select_centre: bool = False
     frame_select_text_query: bool = False
@@ -368,6 +375,19 @@ class ArtemisConfig(PreTrainedConfig):
             raise ConfigError(
                 f"frame_select_box_loss={loss!r} trains the frame selector, but frame_tokens={self.frame_tokens!r}; "
                 "set frame_tokens='select' or frame_select_box_loss=0"
+            )
+        if not isinstance(self.frame_position_refine, bool):
+            raise ConfigError(
+                f"frame_position_refine={self.frame_position_refine!r} is not valid; expected true or false"
+            )
+        if self.frame_position_refine and not (
+            self.frame_tokens == "select" and self.frame_select_order == "score" and self.frame_position_embedding
+        ):
+            raise ConfigError(
+                "frame_position_refine=true refines the position of each frame's best-scoring token, which needs "
+                f"frame_tokens='select' (got {self.frame_tokens!r}), frame_select_order='score' (got "
+                f"{self.frame_select_order!r}) and frame_position_embedding=true "
+                f"(got {self.frame_position_embedding!r})"
             )
         if self.frame_tokens != "select":
             return

@@ -50,6 +50,7 @@ __all__ = [
     "FrameTokenSelector",
     "box_cells_loss",
     "box_query",
+    "local_soft_argmax",
     "spread_cells",
 ]
 
@@ -344,9 +345,53 @@ class FramePositionEmbedding(nn.Module):
             table[:, offset + quarter : offset + 2 * quarter] = angles.cos()
         return table * (0.1 / table.pow(2).mean().sqrt())
 
-    def forward(self, tokens: torch.Tensor, cells: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, tokens: torch.Tensor, cells: torch.Tensor | None = None, first_at: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """tokens (..., n, D) + the embedding of each token's cell; ``cells`` (..., n) raster indices, or
-        None when the n tokens are the whole grid in raster order."""
+        None when the n tokens are the whole grid in raster order. ``first_at`` (..., 2), normalised x, y:
+        the first token's embedding is instead the table read at that point (:meth:`at`)."""
         if cells is None:
             return tokens + self.weight.to(tokens.dtype)  # (..., n, D), n == cells
-        return tokens + self.weight.to(tokens.dtype)[cells]  # (..., n, D)
+        positions = self.weight.to(tokens.dtype)[cells]  # (..., n, D)
+        if first_at is not None:
+            positions = torch.cat([self.at(first_at).to(tokens.dtype)[..., None, :], positions[..., 1:, :]], dim=-2)
+        return tokens + positions  # (..., n, D)
+
+    def at(self, points: torch.Tensor) -> torch.Tensor:
+        """The table read at continuous points (..., 2), normalised x, y on the frame: (..., D).
+
+        Bilinear between the four nearest cell centres (``grid_sample``; a cell's centre returns exactly its
+        row of the table, points past the outer centres take the border's). Differentiable in ``points``.
+        """
+        cells, dim = self.weight.shape
+        side = math.isqrt(cells)
+        table = self.weight.t().reshape(1, dim, side, side)  # (1, D, s, s)
+        flat = points.reshape(1, -1, 1, 2).to(table.dtype) * 2 - 1  # (1, P, 1, 2) in -1..1, x then y
+        sampled = nn.functional.grid_sample(table, flat, mode="bilinear", padding_mode="border", align_corners=False)
+        return sampled[0, :, :, 0].t().reshape(*points.shape[:-1], dim)  # (..., D)
+
+
+def local_soft_argmax(logits: torch.Tensor) -> torch.Tensor:
+    """Where each frame's selector places the target, to better than a cell: (..., N) -> (..., 2).
+
+    The softmax-weighted mean of the centres of the 3x3 cells around the best-scoring one (cells off the
+    grid left out), normalised x, y. Only the neighbourhood counts, so a distractor elsewhere on the frame
+    does not pull the point towards it, as a soft-argmax over the whole grid would. Differentiable in the
+    logits of that neighbourhood. Hand-written: torchvision and torch have no windowed soft-argmax.
+    """
+    count = logits.shape[-1]
+    side = math.isqrt(count)
+    best = logits.argmax(dim=-1)  # (...,)
+    row, col = best // side, best % side
+    offsets = torch.arange(-1, 2, device=logits.device)  # (3,)
+    rows = row[..., None, None] + offsets[:, None]  # (..., 3, 1)
+    cols = col[..., None, None] + offsets[None, :]  # (..., 1, 3)
+    rows, cols = torch.broadcast_tensors(rows, cols)  # (..., 3, 3)
+    inside = (rows >= 0) & (rows < side) & (cols >= 0) & (cols < side)
+    index = (rows.clamp(0, side - 1) * side + cols.clamp(0, side - 1)).flatten(-2)  # (..., 9)
+    window = logits.gather(-1, index).masked_fill(~inside.flatten(-2), float("-inf"))  # (..., 9)
+    weight = window.float().softmax(dim=-1)  # (..., 9)
+    x = ((cols.flatten(-2).float() + 0.5) / side * weight).sum(-1)
+    y = ((rows.flatten(-2).float() + 0.5) / side * weight).sum(-1)
+    return torch.stack([x, y], dim=-1).to(logits.dtype)  # (..., 2)

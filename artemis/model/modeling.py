@@ -19,7 +19,13 @@ from transformers.activations import ACT2FN
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from artemis.model.configuration import ArtemisConfig
-from artemis.model.frame_tokens import QUERY_SCALE_INIT, FramePositionEmbedding, FrameTokenSelector, box_cells_loss
+from artemis.model.frame_tokens import (
+    QUERY_SCALE_INIT,
+    FramePositionEmbedding,
+    FrameTokenSelector,
+    box_cells_loss,
+    local_soft_argmax,
+)
 from artemis.model.region import MaskEmbedding, RegionEncoder, RelationEmbedding
 from artemis.model.selector import TokenSelector
 
@@ -267,6 +273,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         batch, channels = features.shape[0], features.shape[-1]
         grid = features.reshape(batch, self.config.num_frames, -1, channels)  # (B, N_t, g*g, C)
         cells = None  # (B, N_t, k) raster index of each kept token; None: the whole grid
+        first_at = None  # (B, N_t, 2) with frame_position_refine: the first token's refined position
         if self.frame_selector is not None:
             query = None
             if self.config.frame_select_query and query_boxes is not None:
@@ -277,9 +284,11 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             if frame_boxes is not None and self.training and self.config.frame_select_box_loss:
                 self.frame_select_loss = box_cells_loss(logits, frame_boxes, self.config.frame_select_box_target)
             grid, cells = self.frame_selector.select(grid, logits)  # (B, N_t, k, C)
+            if self.config.frame_position_refine:
+                first_at = local_soft_argmax(logits)  # (B, N_t, 2) where the best cell places the target
         tokens = self.mm_projector(grid)  # (B, N_t, n, D)
         if self.frame_positions is not None:
-            tokens = self.frame_positions(tokens, cells)  # (B, N_t, n, D)
+            tokens = self.frame_positions(tokens, cells, first_at)  # (B, N_t, n, D)
         return tokens.flatten(1, 2)  # (B, N_t * n, D)
 
     def region_tokens(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 
 import numpy as np
@@ -135,6 +136,73 @@ def test_score_order_keeps_the_same_tokens_highest_score_first(tmp_path: Path) -
     ArtemisModel(scored, processor).save_pretrained(tmp_path)
     loaded = ArtemisModel.from_pretrained(tmp_path)
     assert loaded.config.frame_select_order == "score" and loaded.model.frame_selector.order == "score"
+
+
+def test_local_soft_argmax_reads_the_best_cells_neighbourhood_only() -> None:
+    from artemis.model.frame_tokens import local_soft_argmax
+
+    side = 8
+    logits = torch.full((3, side * side), -4.0)
+    logits[0, 2 * side + 3] = 5.0  # one peak at column 3, row 2: its centre exactly
+    logits[1, 5 * side + 6] = logits[1, 5 * side + 7] = 5.0  # two equal cells: halfway between their centres
+    logits[1, 0] = 4.9  # a distractor far away does not pull the point
+    logits[2, 0] = 5.0  # a corner: the cells off the grid are left out
+    logits[2, 1] = 5.0 + np.log(3.0)  # three times the weight of cell 0, beside it
+    points = local_soft_argmax(logits)
+    rest = np.exp(-9.0)  # each other cell of a window next to a peak of 5 (weight e^-9 against e^0)
+    torch.testing.assert_close(points[0], torch.tensor([3.5, 2.5]) / side)
+    torch.testing.assert_close(points[1], torch.tensor([7.0, 5.5]) / side, atol=1e-3, rtol=0)
+    # Cells (0, 0) and (1, 0) weigh 1 and 3; the window's other cells on the grid are (2, 0), (0, 1), (1, 1), (2, 1).
+    x = (0.5 * 1 + 1.5 * 3 + (2.5 + 0.5 + 1.5 + 2.5) * rest) / (4 + 4 * rest)
+    torch.testing.assert_close(points[2, 0], torch.tensor(x / side, dtype=torch.float32), atol=1e-3, rtol=0)
+    # Differentiable in the neighbourhood's logits, not in the distractor's.
+    logits.requires_grad_(True)
+    local_soft_argmax(logits)[1].sum().backward()
+    assert logits.grad[1, 5 * side + 7] > 0 and logits.grad[1, 0] == 0
+
+
+def test_refined_position_tells_the_llm_where_in_the_cell_and_trains_the_selector(tmp_path: Path) -> None:
+    settings = {**SELECT, "frame_select_order": "score", "frame_position_embedding": True}
+    model, processor = build_tiny_model(
+        seed=0, tasks=["boxes"], frame_position_init="sincos", frame_position_refine=True, **settings
+    )
+    positions = model.frame_positions
+    side = math.isqrt(positions.weight.shape[0])
+    # Read at a cell's centre, the table gives that cell's row; halfway between two centres, their mean.
+    centre = torch.tensor([[3.5, 2.5]]) / side
+    torch.testing.assert_close(positions.at(centre)[0], positions.weight[2 * side + 3], atol=1e-6, rtol=0)
+    halfway = torch.tensor([[4.0, 2.5]]) / side
+    expected = (positions.weight[2 * side + 3] + positions.weight[2 * side + 4]) / 2
+    torch.testing.assert_close(positions.at(halfway)[0], expected, atol=1e-6, rtol=0)
+    # The first token of each frame takes the refined point's vector; the others keep their cell's.
+    tokens = torch.zeros(1, 2, 5, positions.weight.shape[1])
+    cells = torch.tensor([[[19, 0, 1, 2, 3], [40, 4, 5, 6, 7]]])
+    out = positions(tokens, cells, halfway.expand(1, 2, 2))
+    torch.testing.assert_close(out[0, :, 0], expected.expand(2, -1), atol=1e-6, rtol=0)
+    torch.testing.assert_close(out[0, :, 1:], positions.weight[cells[0, :, 1:]])
+    # In the model the LM loss reaches the selector through that position, even without the straight-through
+    # gate (frame_select_gradient="none").
+    frozen_gate, _ = build_tiny_model(
+        seed=0, tasks=["boxes"], frame_position_refine=True, frame_select_gradient="none", **settings
+    )
+    frozen_gate.train()
+    with torch.no_grad():
+        frozen_gate.frame_positions.weight.normal_(generator=torch.Generator().manual_seed(4))
+    frozen_gate(**_sot_batch(processor, _clip(0))).loss.backward()
+    assert frozen_gate.frame_selector.trans_bias.grad.abs().sum() > 0
+    plain, _ = build_tiny_model(seed=0, tasks=["boxes"], frame_select_gradient="none", **settings)
+    plain.train()
+    plain(**_sot_batch(processor, _clip(0))).loss.backward()
+    assert plain.frame_selector.trans_bias.grad is None
+    # Saved and reloaded, it still refines.
+    ArtemisModel(model, processor).save_pretrained(tmp_path)
+    assert ArtemisModel.from_pretrained(tmp_path).config.frame_position_refine is True
+    for overrides, wrong in [
+        ({**SELECT, "frame_position_embedding": True}, "frame_select_order='score' \\(got 'raster'\\)"),
+        ({**SELECT, "frame_select_order": "score"}, "frame_position_embedding=true \\(got False\\)"),
+    ]:
+        with pytest.raises(ConfigError, match=f"frame_position_refine=true refines .*{wrong}"):
+            tiny_config(frame_position_refine=True, **overrides)
 
 
 def _sot_batch(processor, clip: np.ndarray) -> dict[str, torch.Tensor]:
