@@ -256,18 +256,25 @@ def box_cells_loss(logits: torch.Tensor, boxes: torch.Tensor, target: str = "ins
         return None
     safe = torch.nan_to_num(boxes)  # absent frames are dropped below
     centres = (torch.arange(side, device=logits.device, dtype=torch.float32) + 0.5) / side  # (s,)
-    if target == "centre":
-        middle = (safe[..., 0:2] + safe[..., 2:4]) / 2  # (B, T, 2) x, y
-        dx = (centres - middle[..., 0:1]) * side  # (B, T, s) in cells
-        dy = (centres - middle[..., 1:2]) * side  # (B, T, s)
-        cells = torch.exp(-(dy[..., :, None] ** 2 + dx[..., None, :] ** 2) / 2).flatten(-2)  # (B, T, N) raster
-    elif target != "inside":
-        raise ValueError(f"target={target!r}: expected 'inside' or 'centre'")
-    else:
+    if target == "inside":
         cells = _inside_cells(safe, centres)  # (B, T, N)
+    elif target == "centre":
+        cells = _centre_cells(safe, centres)  # (B, T, N)
+    else:
+        raise ValueError(f"target={target!r}: expected 'inside' or 'centre'")
     log_p = logits.float().log_softmax(dim=-1)  # (B, T, N)
     per_frame = -(log_p * cells).sum(-1) / cells.sum(-1)  # (B, T)
     return per_frame[present].mean()
+
+
+def _centre_cells(safe: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """(B, T, N) ``exp(-d^2 / 2)``, ``d`` the distance in cells from each cell's centre to each box's (B, T, 4)
+    centre; ``centres`` (s,) are the cell centres along a side, normalised."""
+    side = len(centres)
+    middle = (safe[..., 0:2] + safe[..., 2:4]) / 2  # (B, T, 2) x, y
+    dx = (centres - middle[..., 0:1]) * side  # (B, T, s) in cells
+    dy = (centres - middle[..., 1:2]) * side  # (B, T, s)
+    return torch.exp(-(dy[..., :, None] ** 2 + dx[..., None, :] ** 2) / 2).flatten(-2)  # (B, T, N) raster order
 
 
 def _inside_cells(safe: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
