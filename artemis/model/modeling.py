@@ -18,6 +18,7 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from artemis.errors import ConfigError
 from artemis.model.configuration import ArtemisConfig
 from artemis.model.frame_tokens import (
     QUERY_SCALE_INIT,
@@ -26,6 +27,7 @@ from artemis.model.frame_tokens import (
     box_cells_loss,
     local_soft_argmax,
 )
+from artemis.model.number_loss import BOX_VALUES, ordered_number_loss
 from artemis.model.region import MaskEmbedding, RegionEncoder, RelationEmbedding
 from artemis.model.selector import TokenSelector
 
@@ -140,7 +142,28 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         # The frame selector's loss against the target's cells in the last training forward
         # (``frame_select_box_loss``), already added to its loss; None when it had none. Kept for logging.
         self.frame_select_loss: torch.Tensor | None = None
+        # Training only, set by :meth:`set_box_label_sigma`: Gaussian targets on box numbers (0: off).
+        self.box_label_sigma = 0.0
+        self.box_number_ids: list[int] | None = None
         self.post_init()
+
+    def set_box_label_sigma(self, sigma: float, number_ids: list[int] | None) -> None:
+        """In training forwards with labels, take the loss of number labels against a Gaussian of width
+        ``sigma`` box units over the number tokens (:mod:`artemis.model.number_loss`); 0 turns it off.
+
+        Raises:
+            ConfigError: a negative or non-numeric ``sigma``, or ``sigma`` > 0 without the ids of the 101
+                number tokens (a tokenizer that does not write each of 0..100 as one token).
+        """
+        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma >= 0:
+            raise ConfigError(f"box_label_sigma={sigma!r} is not valid; expected a number >= 0 (0: off)")
+        if sigma and (number_ids is None or len(number_ids) != BOX_VALUES):
+            raise ConfigError(
+                f"box_label_sigma={sigma} needs a tokenizer that writes each number 0..100 as one token; this "
+                "one does not (a byte-level or digit-splitting tokenizer): set box_label_sigma to 0"
+            )
+        self.box_label_sigma = float(sigma)
+        self.box_number_ids = list(number_ids) if sigma else None
 
     # --- embeddings plumbing (resize_token_embeddings, peft and generate rely on these) -------------
 
@@ -663,15 +686,20 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             inputs_embeds = self._scatter(input_ids, inputs_embeds, region, self.config.region_token_id, "<region>")
         if past_key_values is not None:
             kwargs["past_key_values"] = past_key_values
+        ordered = labels is not None and self.training and self.box_label_sigma > 0
         output = self.language_model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            labels=labels,
+            labels=None if ordered else labels,
             use_cache=use_cache,
             logits_to_keep=logits_to_keep,
             **kwargs,
         )
+        if ordered:
+            output.loss = ordered_number_loss(
+                output.logits, labels, self.box_number_ids, self.box_label_sigma, kwargs.get("num_items_in_batch")
+            )
         weight = self.config.region_relation_loss
         if output.loss is not None and self.relation_loss is not None and weight:
             output.loss = output.loss + weight * self.relation_loss.to(output.loss.dtype)

@@ -84,6 +84,10 @@ class TrainableSection:
     running statistics, kept); ``train`` lets it normalise by each batch and move its statistics, as the
     trainer did before 2026-11-30 (the tiny recipe's referring part keeps it, the bundled model was trained
     so).
+    ``box_label_sigma`` (box output, ours; 0, the default, is off): with the ``lm`` objective, the loss of
+    each box number in an answer is taken against a Gaussian of that width (in the 0..100 box units) over
+    the number tokens instead of the number alone, so a near miss costs less than a far one
+    (:mod:`artemis.model.number_loss`). It needs a tokenizer that writes each of 0..100 as one token.
     """
 
     projector: bool = True
@@ -94,6 +98,7 @@ class TrainableSection:
     objective: str = "lm"
     region_words_bins: int = 1
     frozen_batch_norms: str = "eval"
+    box_label_sigma: float = 0.0
 
 
 @dataclass
@@ -287,6 +292,16 @@ def validate(config: TrainConfig) -> None:
                 "train.objective: region_words uses neither the LLM nor the projector; set train.llm: frozen and "
                 "train.projector: false"
             )
+    sigma = train.box_label_sigma
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma >= 0:
+        raise ConfigError(
+            f"train.box_label_sigma={sigma!r}: expected a number >= 0, the width in box units of the targets on "
+            "box numbers (0: off; e.g. 1.5)"
+        )
+    if sigma and train.objective != "lm":
+        raise ConfigError(
+            f"train.box_label_sigma={sigma} shapes the language-model loss; set train.objective: lm or remove it"
+        )
     bins = train.region_words_bins
     if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
         raise ConfigError(

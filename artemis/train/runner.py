@@ -30,6 +30,7 @@ from transformers import Trainer, TrainingArguments, set_seed
 
 from artemis.errors import ConfigError
 from artemis.io import write_json_atomic
+from artemis.model.number_loss import number_token_ids
 from artemis.train.config import TrainConfig, check_paths
 from artemis.train.setup import build_model, save_base, set_trainable, wrap_lora
 from artemis.train.stages import TRAINABLES_FILE, _load_trainables, save_stage, save_trainables
@@ -454,6 +455,8 @@ def run_training(config: TrainConfig, *, resume: bool | str = "auto") -> Path:
         if args.should_save:
             save_base(model, processor, saved_start)
     counts = set_trainable(model, config)
+    if config.train.box_label_sigma:
+        model.set_box_label_sigma(config.train.box_label_sigma, number_token_ids(processor.tokenizer))
     kind = save_kind(config)
     if kind == "lora":
         model = wrap_lora(model, config)

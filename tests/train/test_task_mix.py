@@ -17,6 +17,7 @@ from artemis.data.referring_dataset import ReferringDataset
 from artemis.data.task_mix import TaskMix
 from artemis.errors import ConfigError
 from artemis.model import build_tiny_model
+from artemis.model.number_loss import ordered_number_loss
 from artemis.train import load_config
 
 
@@ -84,6 +85,34 @@ def test_artemis_train_trains_the_frame_selector_on_the_target_cells(
     raw["training"] = few_steps(tmp_path / "bad", 3)
     assert main(["train", "--config", str(write_config(tmp_path / "bad.yaml", raw))]) == 2
     assert "frame_select_box_loss=-1 is not valid" in capsys.readouterr().err
+
+
+def test_artemis_train_takes_box_numbers_against_ordered_targets(
+    synthref_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``train.box_label_sigma`` reaches the model's loss on every training step; bad values are refused."""
+    from artemis.model import modeling
+
+    calls = []
+
+    def spy(logits, labels, number_ids, sigma, num_items_in_batch=None):
+        calls.append((len(number_ids), sigma))
+        return ordered_number_loss(logits, labels, number_ids, sigma, num_items_in_batch)
+
+    monkeypatch.setattr(modeling, "ordered_number_loss", spy)
+    raw = _config(synthref_root, tmp_path / "out")
+    raw["data"]["files"] = raw["data"]["files"][1:]  # SOT and RSOT clips only
+    raw["train"]["box_label_sigma"] = 1.5
+    assert main(["train", "--config", str(write_config(tmp_path / "sigma.yaml", raw))]) == 0
+    assert len(calls) == 3 and set(calls) == {(101, 1.5)}
+    summary = json.loads((tmp_path / "out" / "train_summary.json").read_text())
+    assert all(torch.isfinite(torch.tensor(loss)) for _, loss in summary["losses"])
+    assert summary["config"]["train"]["box_label_sigma"] == 1.5
+    for bad, message in ((-1, "train.box_label_sigma=-1.0: expected a number >= 0"), ("wide", "box_label_sigma")):
+        raw["train"]["box_label_sigma"] = bad
+        raw["training"] = few_steps(tmp_path / "bad", 3)
+        assert main(["train", "--config", str(write_config(tmp_path / "bad.yaml", raw))]) == 2
+        assert message in capsys.readouterr().err
 
 
 def test_a_describe_item_and_a_box_item_collate_and_train_together(synthref_root: Path) -> None:
