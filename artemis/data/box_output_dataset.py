@@ -139,16 +139,23 @@ def read_record_frames(
         raise VideoError(f"record {sample.sample_id}: {error}") from None
 
 
-def jitter_box(box: np.ndarray, fraction: float, width: int, height: int, rng: np.random.Generator) -> np.ndarray:
-    """``box`` (pixel xyxy) with each edge moved by up to ``fraction`` of the box's width / height.
+def jitter_box(
+    box: np.ndarray, fraction: float, width: int, height: int, rng: np.random.Generator, shift: float = 0.0
+) -> np.ndarray:
+    """``box`` (pixel xyxy) with each edge moved by up to ``fraction`` of the box's width / height, then
+    the whole box moved by up to ``shift`` of its width / height (its size kept).
 
     The result stays inside the ``width`` x ``height`` frame and at least one pixel wide and high.
     """
     x1, y1, x2, y2 = (float(v) for v in box)
     w, h = x2 - x1, y2 - y1
     dx1, dy1, dx2, dy2 = rng.uniform(-fraction, fraction, size=4) * np.array([w, h, w, h])
-    x1, x2 = np.clip([x1 + dx1, x2 + dx2], 0.0, width)
-    y1, y2 = np.clip([y1 + dy1, y2 + dy2], 0.0, height)
+    x1, x2, y1, y2 = x1 + dx1, x2 + dx2, y1 + dy1, y2 + dy2
+    if shift > 0.0:  # drawn only when asked, so the edge draws of a seed stay those of earlier runs
+        sx, sy = rng.uniform(-shift, shift, size=2) * np.array([w, h])
+        x1, x2, y1, y2 = x1 + sx, x2 + sx, y1 + sy, y2 + sy
+    x1, x2 = np.clip([x1, x2], 0.0, width)
+    y1, y2 = np.clip([y1, y2], 0.0, height)
     if x2 - x1 < 1.0 or y2 - y1 < 1.0:  # a tiny box jittered away: keep the true one
         return np.asarray(box, dtype=np.float64)
     return np.array([x1, y1, x2, y2], dtype=np.float64)
@@ -165,6 +172,8 @@ class BoxOutDataset(Dataset):
         clip_length / stride: the clip schedule (default ``min(8, num_frames)`` and one less), as inference.
         sot_box_jitter: SOT prompts give the first-frame box with each edge moved by up to this fraction of
             the box's size (0, the default, gives the exact box); drawn per seed, epoch and item.
+        sot_box_shift: and then moves the whole box, its size kept, by up to this fraction of its width /
+            height (0, the default: no move).
         box_history_noise: the largest move, in units of the 0..100 box grid, of each answer box as the LLM
             reads it back in training (0, the default: exact); the labels stay exact.
         seed: base of the jitter draws.
@@ -187,6 +196,7 @@ class BoxOutDataset(Dataset):
         clip_length: int | None = None,
         stride: int | None = None,
         sot_box_jitter: float = 0.0,
+        sot_box_shift: float = 0.0,
         box_history_noise: int = 0,
         seed: int = 0,
         video_cache_mb: float = 512.0,
@@ -200,6 +210,12 @@ class BoxOutDataset(Dataset):
                 "box's size; use a number from 0 (exact box) to 0.5"
             )
         self.sot_box_jitter = float(sot_box_jitter)
+        if isinstance(sot_box_shift, bool) or not 0.0 <= float(sot_box_shift) <= 1.0:
+            raise ConfigError(
+                f"sot_box_shift={sot_box_shift!r}: it is the largest move of the whole box as a fraction of its "
+                "size; use a number from 0 (no move) to 1"
+            )
+        self.sot_box_shift = float(sot_box_shift)
         if (
             isinstance(box_history_noise, bool)
             or not isinstance(box_history_noise, int)
@@ -311,9 +327,9 @@ class BoxOutDataset(Dataset):
             history = rng.integers(-self.box_history_noise, self.box_history_noise + 1, size=(len(boxes), 2))
         if clip.task == "sot":
             box = boxes[0]
-            if self.sot_box_jitter > 0.0:
+            if self.sot_box_jitter > 0.0 or self.sot_box_shift > 0.0:
                 rng = np.random.default_rng([self.seed, self.epoch, int(index), 0x534F54])
-                box = jitter_box(box, self.sot_box_jitter, width, height, rng)
+                box = jitter_box(box, self.sot_box_jitter, width, height, rng, self.sot_box_shift)
             return self.processor.box_output_item(frames, box=box, answer_boxes=boxes, history_moves=history)
         return self.processor.box_output_item(
             frames, expression=sample.caption or "", answer_boxes=boxes, history_moves=history

@@ -165,6 +165,8 @@ class DataSection:
             the region encoder of a model with ``region_key_mask``; only on the record's own key frame.
         sot_box_jitter: largest move of each edge of the box an SOT prompt gives, as a fraction of the
             box's size (0 to 0.5; 0, the default, gives the exact first-frame box).
+        sot_box_shift: largest move of that whole box, its size kept, as a fraction of its width / height
+            (0 to 1; 0, the default, no move): a chained box is mostly off in place, not in size.
         box_history_noise: largest move of each answer box as the LLM reads it back under teacher forcing, in
             units of the 0..100 box grid (0 to 20; 0, the default, exact); the labels stay exact
             (:class:`~artemis.data.box_output_dataset.BoxOutDataset`).
@@ -184,6 +186,7 @@ class DataSection:
     key_frame_jitter: float = 0.0
     mask_prompts: float = 0.0
     sot_box_jitter: float = 0.0
+    sot_box_shift: float = 0.0
     box_history_noise: int = 0
     cache_dir: str | None = None
     bad_records: str = "raise"
@@ -359,6 +362,12 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError(
             f"data.sot_box_jitter={box_jitter!r}: the largest move of an SOT prompt box's edge as a fraction of "
             "the box's size; use a number from 0 (exact box) to 0.5"
+        )
+    shift = config.data.sot_box_shift
+    if isinstance(shift, bool) or not isinstance(shift, (int, float)) or not 0 <= shift <= 1:
+        raise ConfigError(
+            f"data.sot_box_shift={shift!r}: the largest move of an SOT prompt box, its size kept, as a fraction of "
+            "its size; use a number from 0 (no move) to 1"
         )
     noise = config.data.box_history_noise
     if isinstance(noise, bool) or not isinstance(noise, int) or not 0 <= noise <= 20:

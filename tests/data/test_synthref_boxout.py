@@ -161,6 +161,36 @@ def test_sot_box_jitter_moves_the_prompt_box_only(split_dir: Path, tiny) -> None
         BoxOutDataset.from_files([path], processor, model.config, sot_box_jitter=0.9)
 
 
+def test_sot_box_shift_moves_the_prompt_box_and_keeps_its_size(split_dir: Path, tiny) -> None:
+    model, processor = tiny
+    path = split_dir / "elysium_track.json"
+    exact = BoxOutDataset.from_files([path], processor, model.config, tasks=("sot",))
+    shifted = BoxOutDataset.from_files([path], processor, model.config, tasks=("sot",), sot_box_shift=0.5, seed=3)
+    moved = kept = 0
+    for index in range(0, len(exact), 5):
+        a, b = exact[index], shifted[index]
+        assert [t for t in a["labels"].tolist() if t != IGNORE_INDEX] == [
+            t for t in b["labels"].tolist() if t != IGNORE_INDEX
+        ]  # the answer stays exact
+        clip = exact.clips[index]
+        sample = exact.samples[clip.record]
+        square = processor.video_processor.transform_for(sample.width, sample.height)
+        truth = square.boxes_to_model(np.asarray(sample.boxes[clip.positions[0]], dtype=np.float64))
+        given = _prompt_box(processor, b)
+        size, given_size = truth[2:] - truth[:2], given[2:] - given[:2]
+        centre_move = np.abs((given[:2] + given[2:]) / 2 - (truth[:2] + truth[2:]) / 2)
+        frame = square.boxes_to_model(np.array([0.0, 0.0, sample.width, sample.height]))
+        inside = np.all(given[:2] > frame[:2] + 0.01) and np.all(given[2:] < frame[2:] - 0.01)  # not clipped
+        if inside:
+            np.testing.assert_allclose(given_size, size, atol=0.0101)  # the size is kept (to the written units)
+            kept += 1
+        assert np.all(centre_move <= 0.5 * size + 0.0101)
+        moved += bool(np.any(centre_move > 0.011))
+    assert moved > len(range(0, len(exact), 5)) // 2 and kept > len(range(0, len(exact), 5)) // 4
+    with pytest.raises(ConfigError, match="sot_box_shift"):
+        BoxOutDataset.from_files([path], processor, model.config, sot_box_shift=1.5)
+
+
 def _answer_boxes(processor, item, key: str) -> np.ndarray:
     """(n, 4) the boxes the answer spells in ``item[key]`` (input ids or labels), in 0..100 units."""
     ids = [t for t, label in zip(item[key].tolist(), item["labels"].tolist(), strict=True) if label != -100]

@@ -156,6 +156,8 @@ def test_overrides_nested_inside_a_mapping(synthref_root: Path, tmp_path: Path) 
         (["nonsense"], "expected an override like --section.key VALUE"),
         (["--data.box_history_noise", "30"], r"data\.box_history_noise=30: .* whole number from 0 \(exact\) to 20"),
         (["--data.box_history_noise", "-1"], r"data\.box_history_noise=-1: .* whole number from 0 \(exact\) to 20"),
+        (["--data.sot_box_shift", "2"], r"data\.sot_box_shift=2\.0: .* its size kept, .* from 0 \(no move\) to 1"),
+        (["--train.box_label_sigma", "-0.5"], r"train\.box_label_sigma=-0\.5: expected a number >= 0"),
     ],
 )
 def test_bad_values_are_one_line_naming_the_key(
