@@ -84,6 +84,10 @@ class ArtemisConfig(PreTrainedConfig):
             text tokens through a learned projection into the vision width (``frame_selector.text_proj``)
             takes the box query's place. Without it an RSOT clip's selector has no target to follow. Off by
             default.
+        frame_select_text_pool: how that query sums up the prompt's words, ours: ``"mean"`` (the default)
+            or ``"attention"`` (a softmax over a learned score of each word, ``frame_selector.text_pool``,
+            zero at the start so it begins as the mean): the expression's few words can then outweigh the
+            template's many.
         frame_select_box_loss: ``"select"``, ours: in training, the weight of a loss on the selector's logits
             that asks for the target's cells on every frame of a box-output clip (cross-entropy of each
             frame's softmax against the cells whose centre lies in the target's box, from the clip's answer
@@ -201,6 +205,7 @@ class ArtemisConfig(PreTrainedConfig):
     frame_select_query: bool = False
     frame_select_centre: bool = False
     frame_select_text_query: bool = False
+    frame_select_text_pool: Literal["mean", "attention"] = "mean"
     frame_select_box_loss: float = 0.0
     frame_select_box_target: Literal["inside", "centre"] = "inside"
     frame_position_init: Literal["zeros", "sincos"] = "zeros"
@@ -362,6 +367,15 @@ class ArtemisConfig(PreTrainedConfig):
         if not isinstance(self.frame_select_text_query, bool):
             raise ConfigError(
                 f"frame_select_text_query={self.frame_select_text_query!r} is not valid; expected true or false"
+            )
+        if self.frame_select_text_pool not in ("mean", "attention"):
+            raise ConfigError(
+                f"frame_select_text_pool={self.frame_select_text_pool!r} is not valid; expected 'mean' or 'attention'"
+            )
+        if self.frame_select_text_pool == "attention" and not self.frame_select_text_query:
+            raise ConfigError(
+                "frame_select_text_pool='attention' pools the words of the selector's text query, but "
+                "frame_select_text_query=false; set frame_select_text_query=true or frame_select_text_pool='mean'"
             )
         if self.frame_select_text_query and not self.frame_select_query:
             raise ConfigError(

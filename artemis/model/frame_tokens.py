@@ -33,7 +33,9 @@ scale, is added to the logits, so the tokens kept on each frame follow the targe
 with ``centre=True`` (``frame_select_centre``) that cosine is taken between features centred on their
 frame's mean cell. With ``text_dim`` (``frame_select_text_query``) a sample without a box is scored
 against its prompt instead: :meth:`FrameTokenSelector.text_query` maps the mean embedding of the
-prompt's text into the vision width (``text_proj``), which then takes the box query's place.
+prompt's text into the vision width (``text_proj``), which then takes the box query's place; with
+``text_pool="attention"`` (``frame_select_text_pool``) the prompt's words are weighed by a learned score
+(:meth:`FrameTokenSelector.pool_text`) instead of averaged.
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ class FrameTokenSelector(nn.Module):
         centre: bool = False,
         text_dim: int | None = None,
         order: str = "raster",
+        text_pool: str = "mean",
     ) -> None:
         super().__init__()
         if order not in ("raster", "score"):
@@ -122,11 +125,19 @@ class FrameTokenSelector(nn.Module):
             self.query_proj = nn.Linear(channels, channels)
             self.query_scale = nn.Parameter(torch.tensor(QUERY_SCALE_INIT))
             self.reset_query()
-        self.text_proj = None
+        self.text_proj = self.text_pool = None
+        if text_pool not in ("mean", "attention"):
+            raise ValueError(f"text_pool={text_pool!r}: expected 'mean' or 'attention'")
         if text_dim is not None:
             if not query:
                 raise ValueError("a text query (text_dim) needs the target query (query=True)")
             self.text_proj = nn.Linear(int(text_dim), channels)
+            if text_pool == "attention":
+                # One weight per word, zero at the start: the pooling begins as the plain mean.
+                self.text_pool = nn.Linear(int(text_dim), 1)
+                self.reset_text_pool()
+        elif text_pool != "mean":
+            raise ValueError("text_pool='attention' pools the text query's words; it needs text_dim")
 
     def reset_query(self) -> None:
         """Identity projection and the initial scale (also what ``_init_weights`` restores)."""
@@ -136,6 +147,26 @@ class FrameTokenSelector(nn.Module):
             nn.init.eye_(self.query_proj.weight)
             nn.init.zeros_(self.query_proj.bias)
             self.query_scale.fill_(QUERY_SCALE_INIT)
+
+    def reset_text_pool(self) -> None:
+        """Zero word scores: the attention pooling starts as the mean (also what ``_init_weights`` restores)."""
+        if self.text_pool is not None:
+            with torch.no_grad():
+                nn.init.zeros_(self.text_pool.weight)
+                nn.init.zeros_(self.text_pool.bias)
+
+    def pool_text(self, embeds: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
+        """Each prompt's summary for :meth:`text_query`: (B, L, D) embeddings, (B, L) bool text positions ->
+        (B, D), the mean of the text positions, or with ``text_pool="attention"`` their softmax-weighted
+        mean under a learned score per word, so the words that name the target can outweigh the template's.
+        A sample without text positions gets zeros."""
+        weight = words.to(embeds.dtype).unsqueeze(-1)  # (B, L, 1)
+        if self.text_pool is None:
+            return (embeds * weight).sum(1) / weight.sum(1).clamp(min=1)
+        scores = self.text_pool(embeds.to(self.text_pool.weight.dtype)).squeeze(-1)  # (B, L)
+        scores = scores.masked_fill(~words, float("-inf"))
+        attention = torch.nan_to_num(scores.softmax(-1), nan=0.0).to(embeds.dtype)  # (B, L); all -inf -> 0
+        return (embeds * attention.unsqueeze(-1)).sum(1)
 
     def initial_bias(self) -> torch.Tensor:
         """(N,): 0.02 on the :func:`spread_cells` of the grid, 0 elsewhere (the release's value and idea)."""

@@ -89,6 +89,9 @@ class ArtemisPreTrainedModel(PreTrainedModel):
                 init.eye_(module.query_proj.weight)
                 init.zeros_(module.query_proj.bias)
                 init.constant_(module.query_scale, QUERY_SCALE_INIT)
+            if module.text_pool is not None:  # zero word scores: the pooling starts as the mean
+                init.zeros_(module.text_pool.weight)
+                init.zeros_(module.text_pool.bias)
         elif isinstance(module, FramePositionEmbedding):
             init.copy_(module.weight, module.initial_weight())
         elif isinstance(module, MaskEmbedding):  # zero start: a new mask embedding changes no answer
@@ -130,6 +133,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
                 centre=config.frame_select_centre,
                 text_dim=config.text_config.hidden_size if config.frame_select_text_query else None,
                 order=config.frame_select_order,
+                text_pool=config.frame_select_text_pool,
             )
         if config.frame_position_embedding:
             self.frame_positions = FramePositionEmbedding(
@@ -386,6 +390,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         question: torch.Tensor | None = None,
         answer_ids: torch.Tensor | None = None,
         frame_boxes: torch.Tensor | None = None,
+        selector_text: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Video and region tokens of a batch, in placeholder order.
 
@@ -396,7 +401,9 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         False) or without regions (all boxes NaN) contribute no tokens, so image-, video- and text-only
         samples can share a batch. With ``config.image_tokens="patches"``, ``image_mask`` (B,) marks the
         samples whose media is one image: theirs are the image's projected patch features instead
-        (:meth:`_media_tokens`).
+        (:meth:`_media_tokens`). ``question`` (B, D) is the prompts' mean text embedding (a relation token
+        and, without ``selector_text``, the selector's text query read it); ``selector_text`` (B, D) the
+        selector's own summary of the same words (``frame_select_text_pool``).
 
         Returns:
             ``(video, region)``: (n_video_samples * N_v, D) and (n_regions * (1 + k), D), or None.
@@ -447,7 +454,9 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
                 query_boxes = query_boxes[has_video.to(query_boxes.device)]  # rows of the samples with a video
             if frame_boxes is not None and has_video is not None:
                 frame_boxes = frame_boxes[has_video.to(frame_boxes.device)]
-            text = question if self.config.frame_select_text_query else None  # the selector's query without a box
+            text = None  # the selector's query without a box: the prompt's summary
+            if self.config.frame_select_text_query:
+                text = question if selector_text is None else selector_text
             if text is not None and has_video is not None:
                 text = text[has_video.to(text.device)]
             images = self._image_rows(image_mask, has_video, frame_mask, len(pooled))  # (n,) bool, or None
@@ -674,13 +683,15 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         relation = self.config.region_track_token == "relation"
         self.relation_loss = self.frame_select_loss = None
         if input_ids is not None and not decoding:
-            question = answer_ids = None
+            question = answer_ids = selector_text = None
             if (relation and region_boxes is not None) or self.config.frame_select_text_query:
-                question, answer_ids = self._question_and_answer(input_ids, inputs_embeds, attention_mask, labels)
+                question, answer_ids, selector_text = self._question_and_answer(
+                    input_ids, inputs_embeds, attention_mask, labels
+                )
             video, region = self.get_multimodal_features(
                 pixel_values, frame_mask, region_pixel_values, region_boxes, region_visible, region_times,
                 video_features, video_feature_mask, region_hidden_states, query_boxes, image_mask, region_masks,
-                question, answer_ids, frame_boxes,
+                question, answer_ids, frame_boxes, selector_text,
             )  # fmt: skip
             inputs_embeds = self._scatter(input_ids, inputs_embeds, video, self.config.video_token_id, "<video>")
             inputs_embeds = self._scatter(input_ids, inputs_embeds, region, self.config.region_token_id, "<region>")
@@ -714,10 +725,11 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         embeds: torch.Tensor,
         attention_mask: torch.Tensor | None,
         labels: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """What a relation token and the frame selector's text query read: (B, D) the mean embedding of each
-        prompt's text tokens (not the placeholders, the padding or the answer), and with ``labels`` (B,) each
-        sample's first answer token (-100 where it has none)."""
+        prompt's text tokens (not the placeholders, the padding or the answer); with ``labels`` (B,) each
+        sample's first answer token (-100 where it has none); and (B, D) the selector's summary of the same
+        tokens (:meth:`FrameTokenSelector.pool_text`; None without a text query)."""
         text = (input_ids != self.config.video_token_id) & (input_ids != self.config.region_token_id)
         if attention_mask is not None:
             text = text & attention_mask.bool()
@@ -729,7 +741,10 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             answer_ids = torch.where(answered.any(1), labels.gather(1, first[:, None]).squeeze(1), -100)
         weight = text.to(embeds.dtype).unsqueeze(-1)  # (B, L, 1)
         question = (embeds * weight).sum(1) / weight.sum(1).clamp(min=1)
-        return question, answer_ids
+        selector_text = None
+        if self.frame_selector is not None and self.frame_selector.text_proj is not None:
+            selector_text = self.frame_selector.pool_text(embeds, text)
+        return question, answer_ids, selector_text
 
     def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, cache=None, **kwargs):
         # ``cache`` is named here so that ``generate`` accepts a cache to continue from (transformers >= 5.24

@@ -540,6 +540,51 @@ def test_text_query_scores_rsot_clips_against_their_expression_and_trains() -> N
         tiny_config(frame_select_text_query=True, **SELECT)
 
 
+def test_attention_pooled_text_query_starts_as_the_mean_and_learns_which_words_count(tmp_path: Path) -> None:
+    """``frame_select_text_pool="attention"``: zero word scores give the mean; scores move the summary to
+    the words they favour; padding never counts; the scores train and survive a save."""
+    texts = ["the red circle", "the blue square"]
+    options = dict(tasks=["boxes"], frame_select_query=True, frame_select_text_query=True, **SELECT)
+    model, processor = build_tiny_model(texts, seed=0, frame_select_text_pool="attention", **options)
+    mean, _ = build_tiny_model(texts, seed=0, **options)
+    mean.load_state_dict(model.state_dict(), strict=False)  # the same weights, pooled by the mean
+    selector = model.frame_selector
+    assert selector.text_pool.weight.abs().sum() == 0 and selector.text_pool.bias.abs().sum() == 0
+    clip = _clip(4)
+    rsot = processor(clip, task="rsot", expression=texts[0])
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(**rsot).logits, mean(**rsot).logits)  # the mean at the start
+        embeds = torch.randn(2, 5, selector.text_proj.in_features)
+        words = torch.tensor([[True, True, True, False, False], [False, False, False, False, False]])
+        torch.testing.assert_close(selector.pool_text(embeds, words)[0], embeds[0, :3].mean(0))
+        assert selector.pool_text(embeds, words)[1].abs().sum() == 0  # no words: zeros, not NaN
+        selector.text_pool.weight.copy_(embeds[0, 1] * 50)  # a score that singles out the second word
+        pooled = selector.pool_text(embeds, words)[0]
+        assert torch.linalg.vector_norm(pooled - embeds[0, 1]) < 0.05 * torch.linalg.vector_norm(embeds[0, 1])
+        embeds[0, 3:] = 1e4  # padding changes nothing
+        torch.testing.assert_close(selector.pool_text(embeds, words)[0], pooled)
+        selector.reset_text_pool()
+    model.train()
+    boxes = np.tile([4.0, 6.0, 20.0, 18.0], (len(clip), 1))
+    model(
+        **processor.collate([processor.box_output_item(clip, expression=texts[1], answer_boxes=boxes)])
+    ).loss.backward()
+    assert selector.text_pool.weight.grad.abs().sum() > 0
+    model.eval()
+    with torch.no_grad():
+        selector.text_pool.weight.normal_()
+    ArtemisModel(model, processor).save_pretrained(tmp_path / "pooled")
+    reloaded = ArtemisModel.from_pretrained(tmp_path / "pooled").model
+    torch.testing.assert_close(reloaded.frame_selector.text_pool.weight, selector.text_pool.weight)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**rsot).logits, model(**rsot).logits)
+    with pytest.raises(ConfigError, match=r"frame_select_text_pool='attention' .* frame_select_text_query=false"):
+        tiny_config(frame_select_text_pool="attention", frame_select_query=True, **SELECT)
+    with pytest.raises(ConfigError, match=r"frame_select_text_pool='max' is not valid"):
+        tiny_config(frame_select_text_pool="max", **SELECT)
+
+
 def test_sincos_position_start_tells_every_cell_apart_and_survives_reload(tmp_path: Path) -> None:
     model, processor = build_tiny_model(
         seed=0, tasks=["boxes"], frame_position_embedding=True, frame_position_init="sincos", **SELECT
