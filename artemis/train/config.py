@@ -166,7 +166,7 @@ class DataSection:
         sot_box_jitter: largest move of each edge of the box an SOT prompt gives, as a fraction of the
             box's size (0 to 0.5; 0, the default, gives the exact first-frame box).
         sot_box_shift: largest move of that whole box, its size kept, as a fraction of its width / height
-            (0 to 1; 0, the default, no move): a chained box is mostly off in place, not in size.
+            (0 to 1; 0, the default, no move).
         box_history_noise: largest move of each answer box as the LLM reads it back under teacher forcing, in
             units of the 0..100 box grid (0 to 20; 0, the default, exact); the labels stay exact
             (:class:`~artemis.data.box_output_dataset.BoxOutDataset`).
