@@ -156,13 +156,12 @@ class FrameTokenSelector(nn.Module):
                 nn.init.zeros_(self.text_pool.bias)
 
     def pool_text(self, embeds: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
-        """Each prompt's summary for :meth:`text_query`: (B, L, D) embeddings, (B, L) bool text positions ->
-        (B, D), the mean of the text positions, or with ``text_pool="attention"`` their softmax-weighted
-        mean under a learned score per word, so the words that name the target can outweigh the template's.
-        A sample without text positions gets zeros."""
-        weight = words.to(embeds.dtype).unsqueeze(-1)  # (B, L, 1)
+        """Each prompt's summary for :meth:`text_query` with ``text_pool="attention"`` (the mean needs no
+        method: the model's prompt mean is it): (B, L, D) embeddings, (B, L) bool text positions -> (B, D),
+        their softmax-weighted mean under a learned score per word, so the words that name the target can
+        outweigh the template's. A sample without text positions gets zeros."""
         if self.text_pool is None:
-            return (embeds * weight).sum(1) / weight.sum(1).clamp(min=1)
+            raise ValueError("this selector pools its text query by the mean (text_pool='mean'); use the prompt mean")
         scores = self.text_pool(embeds.to(self.text_pool.weight.dtype)).squeeze(-1)  # (B, L)
         scores = scores.masked_fill(~words, float("-inf"))
         attention = torch.nan_to_num(scores.softmax(-1), nan=0.0).to(embeds.dtype)  # (B, L); all -inf -> 0

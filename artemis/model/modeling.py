@@ -728,8 +728,9 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """What a relation token and the frame selector's text query read: (B, D) the mean embedding of each
         prompt's text tokens (not the placeholders, the padding or the answer); with ``labels`` (B,) each
-        sample's first answer token (-100 where it has none); and (B, D) the selector's summary of the same
-        tokens (:meth:`FrameTokenSelector.pool_text`; None without a text query)."""
+        sample's first answer token (-100 where it has none); and (B, D) the selector's attention-pooled
+        summary of the same tokens (:meth:`FrameTokenSelector.pool_text`; None unless
+        ``frame_select_text_pool="attention"``)."""
         text = (input_ids != self.config.video_token_id) & (input_ids != self.config.region_token_id)
         if attention_mask is not None:
             text = text & attention_mask.bool()
@@ -741,8 +742,8 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             answer_ids = torch.where(answered.any(1), labels.gather(1, first[:, None]).squeeze(1), -100)
         weight = text.to(embeds.dtype).unsqueeze(-1)  # (B, L, 1)
         question = (embeds * weight).sum(1) / weight.sum(1).clamp(min=1)
-        selector_text = None
-        if self.frame_selector is not None and self.frame_selector.text_proj is not None:
+        selector_text = None  # the selector reads ``question`` unless it pools the words its own way
+        if self.frame_selector is not None and self.frame_selector.text_pool is not None:
             selector_text = self.frame_selector.pool_text(embeds, text)
         return question, answer_ids, selector_text
 
