@@ -98,6 +98,11 @@ class ArtemisConfig(PreTrainedConfig):
             one cell wide, so the best-ranked cell holds the centre and the next ones lean the way it sits).
         frame_position_init: how that embedding starts: ``"zeros"`` (default) or ``"sincos"`` (a fixed 2D
             sine-cosine code of the cell's column and row, so position is readable before it is learnt).
+        frame_context_layers: ``"frames"`` layout, ours: residual blocks of two 3x3 convolutions over each
+            frame's feature grid before the selector and the projector (``frame_context``,
+            :class:`~artemis.model.frame_tokens.FrameContext`), so each cell's feature carries its
+            neighbourhood (an object's shape lies in the layout of its cells). Zero-initialised output: a
+            model is unchanged until they train. 0 (default): none.
         frame_position_refine: with ``frame_select_order="score"`` and ``frame_position_embedding``, ours: the
             first token of each frame (the selector's best cell) gets its position embedding not at its
             cell's centre but where the selector places the target inside the 3x3 cells around it (the
@@ -209,6 +214,7 @@ class ArtemisConfig(PreTrainedConfig):
     frame_select_box_loss: float = 0.0
     frame_select_box_target: Literal["inside", "centre"] = "inside"
     frame_position_init: Literal["zeros", "sincos"] = "zeros"
+    frame_context_layers: int = 0
     image_tokens: Literal["video", "patches"] = "video"
     vision_feature_layer: int = -2
     region_feature_layers: list[int] | None = None
@@ -389,6 +395,14 @@ class ArtemisConfig(PreTrainedConfig):
             raise ConfigError(
                 f"frame_select_box_loss={loss!r} trains the frame selector, but frame_tokens={self.frame_tokens!r}; "
                 "set frame_tokens='select' or frame_select_box_loss=0"
+            )
+        layers = self.frame_context_layers
+        if isinstance(layers, bool) or not isinstance(layers, int) or layers < 0:
+            raise ConfigError(f"frame_context_layers={layers!r} is not valid; expected a whole number >= 0 (0: none)")
+        if layers and self.video_layout != "frames":
+            raise ConfigError(
+                f"frame_context_layers={layers} works on each frame's grid of the 'frames' layout, but "
+                f"video_layout={self.video_layout!r}; set video_layout='frames' or frame_context_layers=0"
             )
         if not isinstance(self.frame_position_refine, bool):
             raise ConfigError(

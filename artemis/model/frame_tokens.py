@@ -48,6 +48,7 @@ from torchvision.ops import roi_align
 
 __all__ = [
     "FRAME_TOKEN_MODULES",
+    "FrameContext",
     "FramePositionEmbedding",
     "FrameTokenSelector",
     "box_cells_loss",
@@ -59,7 +60,7 @@ __all__ = [
 QUERY_SCALE_INIT = 4.0
 """Initial weight of the target similarity in the selector's logits (cosines lie in -1..1)."""
 
-FRAME_TOKEN_MODULES = ("frame_selector", "frame_positions")
+FRAME_TOKEN_MODULES = ("frame_selector", "frame_positions", "frame_context")
 """Attributes of the model that turn frame features into tokens next to the projector (None when unused);
 they train whenever the projector trains."""
 
@@ -345,6 +346,54 @@ def box_query(grid: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     pooled = roi_align(first, rois, output_size=2, spatial_scale=1.0, sampling_ratio=1, aligned=True)  # (B, C, 2, 2)
     query = pooled.mean(dim=(2, 3))  # (B, C)
     return torch.where(has_box[:, None], query, torch.full_like(query, float("nan")))
+
+
+class FrameContext(nn.Module):
+    """Residual 3x3 convolutions over each frame's feature grid, so a cell's feature tells what lies around
+    it (``frame_context_layers``, ours).
+
+    A vision tower with 8 px patches leaves the shape of a 20 px object in the layout of its cells, not in
+    any one cell: the inside of a circle and of a square look alike cell by cell (docs/experiments.md, box
+    output). The selector scores cells one by one and the LLM reads a few kept cells, so neither can tell
+    "the triangle" from "the square" unless each cell carries its neighbourhood. Each block is
+    ``x + conv(gelu(conv(x)))`` with the second convolution zero-initialised: the block starts as the
+    identity, so turning it on changes nothing until it trains.
+
+    Args:
+        channels: width C of the features (the vision tower's).
+        layers: residual blocks (each widens a cell's view by two cells on every side).
+    """
+
+    def __init__(self, channels: int, layers: int) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(channels, channels, 3, padding=1),
+                nn.GELU(),
+                nn.Conv2d(channels, channels, 3, padding=1),
+            )
+            for _ in range(int(layers))
+        )
+        for block in self.blocks:
+            block[-1].zero_init = True  # the model's _init_weights keeps these at zero
+        self.reset_output()
+
+    def reset_output(self) -> None:
+        """Zero the last convolution of every block: the identity start (``_init_weights`` does the same for
+        each convolution marked ``zero_init``)."""
+        with torch.no_grad():
+            for block in self.blocks:
+                nn.init.zeros_(block[-1].weight)
+                nn.init.zeros_(block[-1].bias)
+
+    def forward(self, grid: torch.Tensor) -> torch.Tensor:
+        """(..., N, C) each frame's cells in raster order on a square grid -> (..., N, C)."""
+        *lead, count, channels = grid.shape
+        side = math.isqrt(count)
+        maps = grid.reshape(-1, side, side, channels).permute(0, 3, 1, 2)  # (F, C, s, s)
+        for block in self.blocks:
+            maps = maps + block(maps)
+        return maps.permute(0, 2, 3, 1).reshape(*lead, count, channels)
 
 
 class FramePositionEmbedding(nn.Module):

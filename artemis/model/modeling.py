@@ -22,6 +22,7 @@ from artemis.errors import ConfigError
 from artemis.model.configuration import ArtemisConfig
 from artemis.model.frame_tokens import (
     QUERY_SCALE_INIT,
+    FrameContext,
     FramePositionEmbedding,
     FrameTokenSelector,
     box_cells_loss,
@@ -94,6 +95,10 @@ class ArtemisPreTrainedModel(PreTrainedModel):
                 init.zeros_(module.text_pool.bias)
         elif isinstance(module, FramePositionEmbedding):
             init.copy_(module.weight, module.initial_weight())
+        elif isinstance(module, nn.Conv2d) and getattr(module, "zero_init", False):
+            # A FrameContext block's output convolution: zero, so the block starts as the identity.
+            init.zeros_(module.weight)
+            init.zeros_(module.bias)
         elif isinstance(module, MaskEmbedding):  # zero start: a new mask embedding changes no answer
             init.zeros_(module.out_weight)
             init.zeros_(module.out_bias)
@@ -140,6 +145,12 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
                 config.frame_feature_grid**2, config.text_config.hidden_size, init=config.frame_position_init
             )
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
+        # Built last and without drawing from the global generator (post_init draws its weights after all
+        # the others), so that turning it on leaves every other initial weight as it was.
+        self.frame_context = None
+        if config.frame_context_layers:
+            with torch.random.fork_rng(devices=[]):
+                self.frame_context = FrameContext(config.vision_config.hidden_size, config.frame_context_layers)
         # The relation embedding's own loss in the last forward with labels (``region_track_token="relation"``),
         # already added to that forward's loss; None when it had none. Kept for logging.
         self.relation_loss: torch.Tensor | None = None
@@ -277,7 +288,8 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
     ) -> torch.Tensor:
         """Pooled video features to video tokens in the LLM's space.
 
-        ``"frames"`` layout: the frame selector keeps ``frame_select_tokens`` of each frame's grid
+        ``"frames"`` layout: the context convolutions widen each cell's view (``frame_context_layers``),
+        the frame selector keeps ``frame_select_tokens`` of each frame's grid
         (``frame_tokens="select"``), the projector maps them, and the position embedding adds each token's
         grid cell (``frame_position_embedding``). Otherwise the projector alone.
 
@@ -299,6 +311,8 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             return self.mm_projector(features)  # (B, N_v, D)
         batch, channels = features.shape[0], features.shape[-1]
         grid = features.reshape(batch, self.config.num_frames, -1, channels)  # (B, N_t, g*g, C)
+        if self.frame_context is not None:
+            grid = self.frame_context(grid)  # (B, N_t, g*g, C), each cell now sees its neighbours
         cells = None  # (B, N_t, k) raster index of each kept token; None: the whole grid
         first_at = None  # (B, N_t, 2) with frame_position_refine: the first token's refined position
         if self.frame_selector is not None:

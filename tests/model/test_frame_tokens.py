@@ -603,3 +603,50 @@ def test_sincos_position_start_tells_every_cell_apart_and_survives_reload(tmp_pa
     assert torch.equal(reloaded.frame_positions.weight, model.frame_positions.weight)
     with pytest.raises(ConfigError, match="frame_position_init"):
         tiny_config(video_layout="frames", frame_position_embedding=True, frame_position_init="random")
+
+
+def test_frame_context_starts_as_the_identity_sees_its_neighbours_and_trains(tmp_path: Path) -> None:
+    settings = {**SELECT, "tasks": ["boxes"], "frame_select_query": True, "frame_position_embedding": True}
+    plain, processor = build_tiny_model(seed=3, **settings)
+    model, _ = build_tiny_model(seed=3, frame_context_layers=2, **settings)
+    clip = _clip(4)
+    boxes = np.tile([4.0, 6.0, 20.0, 18.0], (len(clip), 1))
+    inputs = processor(clip, task="sot", box=boxes[0])
+    with torch.no_grad():  # zero output convolutions: the same model as without them, weight for weight
+        torch.testing.assert_close(model(**inputs).logits, plain(**inputs).logits, rtol=0, atol=0)
+
+    # Once trained, a cell's feature depends on the cells within two of it per block, and on no other.
+    context = model.frame_context
+    with torch.no_grad():
+        for block in context.blocks:
+            block[-1].weight.normal_(std=0.1, generator=torch.Generator().manual_seed(1))
+    side = model.config.frame_select_grid
+    grid = torch.randn(1, 1, side * side, model.config.vision_config.hidden_size)
+    moved = grid.clone()
+    moved[0, 0, 0] += 1.0  # the top-left cell only
+    with torch.no_grad():
+        changed = (context(moved) - context(grid)).abs().sum(-1)[0, 0].reshape(side, side) > 0
+    reach = torch.zeros(side, side, dtype=torch.bool)
+    reach[:5, :5] = True  # two blocks of two 3x3 convolutions: four cells each way
+    assert torch.equal(changed, reach)
+
+    # It trains with the projector, from the first step (the gradient reaches the zero convolution).
+    config = TrainConfig(stage="s", model=None, train=TrainableSection(projector=True))
+    counts = set_trainable(model, config)
+    assert "frame_context.blocks.0.0.weight" in set(trainable_state(model))
+    parts = (model.mm_projector, model.frame_selector, model.frame_positions, context)
+    assert counts["projector"] == sum(p.numel() for part in parts for p in part.parameters())
+    model.train()
+    batch = processor.collate([processor.box_output_item(clip, box=boxes[0], answer_boxes=boxes)])
+    model(**batch).loss.backward()
+    assert context.blocks[0][-1].weight.grad.abs().sum() > 0
+
+    loaded_dir = tmp_path / "m"
+    ArtemisModel(model, processor).save_pretrained(loaded_dir)
+    loaded = ArtemisModel.from_pretrained(loaded_dir)
+    assert torch.equal(loaded.model.frame_context.blocks[1][-1].weight, context.blocks[1][-1].weight)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ConfigError, match="frame_context_layers"):
+            tiny_config(frame_context_layers=bad, **SELECT)
+    with pytest.raises(ConfigError, match="frame_context_layers"):
+        tiny_config(frame_context_layers=1)  # the default video layout has no frame grids
