@@ -237,7 +237,9 @@ def _lasot_sequence(pred: np.ndarray, gt: np.ndarray, absent: np.ndarray | None)
         success = np.sum(iou[:, None] > IOU_THRESHOLDS, axis=0) / denominator
         precision = np.sum(err[:, None] <= PIXEL_THRESHOLDS, axis=0) / denominator
         norm_precision = np.sum(norm_err[:, None] <= NORM_THRESHOLDS, axis=0) / denominator
-    ao = float(np.mean(iou[ok])) if ok.any() else float("nan")
+    # A frame still without a box after the replacement (a NaN copied from frame 1, or after a hidden frame)
+    # overlaps nothing: IoU 0, as the success curve already counts it (NaN > threshold is False).
+    ao = float(np.mean(np.nan_to_num(iou[ok], nan=0.0))) if ok.any() else float("nan")
     return _Curves(success, precision, norm_precision, ao, n)
 
 

@@ -134,6 +134,19 @@ def test_lasot_nan_frame_one_propagates() -> None:
     scores = score_sequence(pred, gt, convention="lasot")
     assert scores.precision_20px == pytest.approx(2 / 3)
     assert scores.success_auc == pytest.approx(HIT * 2 / 3)
+    assert scores.ao == pytest.approx(2 / 3)  # frame 1 is the GT, frame 2 has no box (IoU 0, not NaN), frame 3 exact
+
+
+def test_lasot_ao_counts_a_frame_left_without_a_box_as_a_miss() -> None:
+    # Hidden on frame 1 (its GT row is NaN, so frame 1's NaN prediction stays), then visible: the lost rows
+    # after it copy a NaN. Each such frame overlaps nothing; the others are exact.
+    gt = _gt(5)
+    gt[0] = np.nan
+    pred = gt.copy()
+    pred[1] = [np.nan] * 4  # copies frame 1's NaN
+    scores = score_sequence(pred, gt, convention="lasot")
+    assert scores.ao == pytest.approx(3 / 4)  # 4 frames with valid GT, 3 of them exact
+    assert scores.success_auc == pytest.approx(HIT * 3 / 5)  # all 5 frames in the denominator
 
 
 # --- absent frames and invalid ground truth ---------------------------------------------------------
