@@ -103,6 +103,8 @@ class ArtemisConfig(PreTrainedConfig):
             :class:`~artemis.model.frame_tokens.FrameContext`), so each cell's feature carries its
             neighbourhood (an object's shape lies in the layout of its cells). Zero-initialised output: a
             model is unchanged until they train. 0 (default): none.
+        frame_context_time: with ``frame_context_layers``, ours: the first convolution of each block is 3x3x3,
+            spanning the previous and the next frame too, so a cell sees what moves (default false).
         frame_position_refine: with ``frame_select_order="score"`` and ``frame_position_embedding``, ours: the
             first token of each frame (the selector's best cell) gets its position embedding not at its
             cell's centre but where the selector places the target inside the 3x3 cells around it (the
@@ -215,6 +217,7 @@ class ArtemisConfig(PreTrainedConfig):
     frame_select_box_target: Literal["inside", "centre"] = "inside"
     frame_position_init: Literal["zeros", "sincos"] = "zeros"
     frame_context_layers: int = 0
+    frame_context_time: bool = False
     image_tokens: Literal["video", "patches"] = "video"
     vision_feature_layer: int = -2
     region_feature_layers: list[int] | None = None
@@ -403,6 +406,13 @@ class ArtemisConfig(PreTrainedConfig):
             raise ConfigError(
                 f"frame_context_layers={layers} works on each frame's grid of the 'frames' layout, but "
                 f"video_layout={self.video_layout!r}; set video_layout='frames' or frame_context_layers=0"
+            )
+        if not isinstance(self.frame_context_time, bool):
+            raise ConfigError(f"frame_context_time={self.frame_context_time!r} is not valid; expected true or false")
+        if self.frame_context_time and not layers:
+            raise ConfigError(
+                "frame_context_time=true makes the context blocks span neighbouring frames, but "
+                "frame_context_layers=0; set frame_context_layers to 1 or more, or frame_context_time=false"
             )
         if not isinstance(self.frame_position_refine, bool):
             raise ConfigError(

@@ -350,25 +350,30 @@ def box_query(grid: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
 
 class FrameContext(nn.Module):
     """Residual 3x3 convolutions over each frame's feature grid, so a cell's feature tells what lies around
-    it (``frame_context_layers``, ours).
+    it (``frame_context_layers``, ours), and optionally across neighbouring frames (``frame_context_time``).
 
     A vision tower with 8 px patches leaves the shape of a 20 px object in the layout of its cells, not in
     any one cell: the inside of a circle and of a square look alike cell by cell (docs/experiments.md, box
     output). The selector scores cells one by one and the LLM reads a few kept cells, so neither can tell
     "the triangle" from "the square" unless each cell carries its neighbourhood. Each block is
     ``x + conv(gelu(conv(x)))`` with the second convolution zero-initialised: the block starts as the
-    identity, so turning it on changes nothing until it trains.
+    identity, so turning it on changes nothing until it trains. With ``time`` the first convolution of
+    each block is 3x3x3 over (frame, row, column), so a cell also sees the same place one frame before and
+    after it: what moves, and which way, as "the circle moving left" needs.
 
     Args:
         channels: width C of the features (the vision tower's).
         layers: residual blocks (each widens a cell's view by two cells on every side).
+        time: the first convolution of each block also spans the previous and the next frame.
     """
 
-    def __init__(self, channels: int, layers: int) -> None:
+    def __init__(self, channels: int, layers: int, time: bool = False) -> None:
         super().__init__()
+        self.time = bool(time)
+        first = (lambda: nn.Conv3d(channels, channels, 3, padding=1)) if self.time else None
         self.blocks = nn.ModuleList(
             nn.Sequential(
-                nn.Conv2d(channels, channels, 3, padding=1),
+                first() if first else nn.Conv2d(channels, channels, 3, padding=1),
                 nn.GELU(),
                 nn.Conv2d(channels, channels, 3, padding=1),
             )
@@ -387,13 +392,18 @@ class FrameContext(nn.Module):
                 nn.init.zeros_(block[-1].bias)
 
     def forward(self, grid: torch.Tensor) -> torch.Tensor:
-        """(..., N, C) each frame's cells in raster order on a square grid -> (..., N, C)."""
-        *lead, count, channels = grid.shape
+        """(B, T, N, C) each frame's cells in raster order on a square grid -> (B, T, N, C)."""
+        batch, frames, count, channels = grid.shape
         side = math.isqrt(count)
-        maps = grid.reshape(-1, side, side, channels).permute(0, 3, 1, 2)  # (F, C, s, s)
+        maps = grid.reshape(batch * frames, side, side, channels).permute(0, 3, 1, 2)  # (B*T, C, s, s)
         for block in self.blocks:
-            maps = maps + block(maps)
-        return maps.permute(0, 2, 3, 1).reshape(*lead, count, channels)
+            if self.time:  # the first convolution runs on (B, C, T, s, s), the rest frame by frame
+                clip = maps.reshape(batch, frames, channels, side, side).transpose(1, 2)  # (B, C, T, s, s)
+                hidden = block[0](clip).transpose(1, 2).reshape(batch * frames, channels, side, side)
+                maps = maps + block[2](block[1](hidden))
+            else:
+                maps = maps + block(maps)
+        return maps.permute(0, 2, 3, 1).reshape(batch, frames, count, channels)
 
 
 class FramePositionEmbedding(nn.Module):

@@ -150,7 +150,9 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         self.frame_context = None
         if config.frame_context_layers:
             with torch.random.fork_rng(devices=[]):
-                self.frame_context = FrameContext(config.vision_config.hidden_size, config.frame_context_layers)
+                self.frame_context = FrameContext(
+                    config.vision_config.hidden_size, config.frame_context_layers, time=config.frame_context_time
+                )
         # The relation embedding's own loss in the last forward with labels (``region_track_token="relation"``),
         # already added to that forward's loss; None when it had none. Kept for logging.
         self.relation_loss: torch.Tensor | None = None

@@ -14,6 +14,7 @@ from artemis import ArtemisModel
 from artemis.errors import ConfigError
 from artemis.model import ArtemisConfig, build_tiny_model, tiny_config
 from artemis.model.features import VisionFeatureExtractor
+from artemis.model.frame_tokens import FrameContext
 from artemis.model.generation import generate
 from artemis.train.config import TrainableSection, TrainConfig
 from artemis.train.setup import set_trainable
@@ -650,3 +651,27 @@ def test_frame_context_starts_as_the_identity_sees_its_neighbours_and_trains(tmp
             tiny_config(frame_context_layers=bad, **SELECT)
     with pytest.raises(ConfigError, match="frame_context_layers"):
         tiny_config(frame_context_layers=1)  # the default video layout has no frame grids
+
+
+@pytest.mark.parametrize("time", [False, True])
+def test_frame_context_over_time_sees_the_frames_before_and_after(time: bool) -> None:
+    context = FrameContext(8, layers=1, time=time)
+    grid = torch.randn(2, 5, 16, 8)  # 2 clips of 5 frames, 4x4 cells
+    torch.testing.assert_close(context(grid), grid, rtol=0, atol=0)  # the identity until it trains
+    with torch.no_grad():
+        context.blocks[0][-1].weight.normal_(std=0.1, generator=torch.Generator().manual_seed(2))
+    moved = grid.clone()
+    moved[1, 2, 5] += 1.0  # one cell of the middle frame of the second clip
+    with torch.no_grad():
+        changed = (context(moved) - context(grid)).abs().sum(dim=(-1, -2)) > 0  # (2, 5) frames touched
+    expected = torch.zeros(2, 5, dtype=torch.bool)
+    expected[1, 1:4] = time
+    expected[1, 2] = True
+    assert torch.equal(changed, expected)  # never the other clip, and across frames only with time
+    model, _ = build_tiny_model(seed=0, frame_context_layers=1, frame_context_time=True, **SELECT)
+    assert isinstance(model.frame_context.blocks[0][0], torch.nn.Conv3d)
+    assert not model.frame_context.blocks[0][-1].weight.any()  # built zero through _init_weights
+    with pytest.raises(ConfigError, match="frame_context_time"):
+        tiny_config(frame_context_time=True, **SELECT)  # no context blocks to span frames
+    with pytest.raises(ConfigError, match="frame_context_time"):
+        tiny_config(frame_context_layers=1, frame_context_time="yes", **SELECT)
