@@ -370,10 +370,10 @@ class FrameContext(nn.Module):
     def __init__(self, channels: int, layers: int, time: bool = False) -> None:
         super().__init__()
         self.time = bool(time)
-        first = (lambda: nn.Conv3d(channels, channels, 3, padding=1)) if self.time else None
+        first = nn.Conv3d if self.time else nn.Conv2d  # 3x3x3 over (frame, row, column), or 3x3 per frame
         self.blocks = nn.ModuleList(
             nn.Sequential(
-                first() if first else nn.Conv2d(channels, channels, 3, padding=1),
+                first(channels, channels, 3, padding=1),
                 nn.GELU(),
                 nn.Conv2d(channels, channels, 3, padding=1),
             )
