@@ -379,15 +379,9 @@ class FrameContext(nn.Module):
             )
             for _ in range(int(layers))
         )
-        for block in self.blocks:
-            block[-1].zero_init = True  # the model's _init_weights keeps these at zero
-        self.reset_output()
-
-    def reset_output(self) -> None:
-        """Zero the last convolution of every block: the identity start (``_init_weights`` does the same for
-        each convolution marked ``zero_init``)."""
-        with torch.no_grad():
+        with torch.no_grad():  # the identity start; the model's _init_weights zeroes each conv marked zero_init
             for block in self.blocks:
+                block[-1].zero_init = True
                 nn.init.zeros_(block[-1].weight)
                 nn.init.zeros_(block[-1].bias)
 
