@@ -105,6 +105,9 @@ class ArtemisConfig(PreTrainedConfig):
             model is unchanged until they train. 0 (default): none.
         frame_context_time: with ``frame_context_layers``, ours: the first convolution of each block is 3x3x3,
             spanning the previous and the next frame too, so a cell sees what moves (default false).
+        frame_index_embedding: ``"frames"`` layout, ours: a learned vector per frame of the clip added to all
+            of that frame's tokens (``frame_indices``, :class:`~artemis.model.frame_tokens.FrameIndexEmbedding`),
+            so the LLM writing "Frame k: [...]" can find frame k's tokens by content (default false).
         frame_position_refine: with ``frame_select_order="score"`` and ``frame_position_embedding``, ours: the
             first token of each frame (the selector's best cell) gets its position embedding not at its
             cell's centre but where the selector places the target inside the 3x3 cells around it (the
@@ -218,6 +221,7 @@ class ArtemisConfig(PreTrainedConfig):
     frame_position_init: Literal["zeros", "sincos"] = "zeros"
     frame_context_layers: int = 0
     frame_context_time: bool = False
+    frame_index_embedding: bool = False
     image_tokens: Literal["video", "patches"] = "video"
     vision_feature_layer: int = -2
     region_feature_layers: list[int] | None = None
@@ -413,6 +417,15 @@ class ArtemisConfig(PreTrainedConfig):
             raise ConfigError(
                 "frame_context_time=true makes the context blocks span neighbouring frames, but "
                 "frame_context_layers=0; set frame_context_layers to 1 or more, or frame_context_time=false"
+            )
+        if not isinstance(self.frame_index_embedding, bool):
+            raise ConfigError(
+                f"frame_index_embedding={self.frame_index_embedding!r} is not valid; expected true or false"
+            )
+        if self.frame_index_embedding and self.video_layout != "frames":
+            raise ConfigError(
+                "frame_index_embedding=true tags the tokens of each frame of the 'frames' layout, but "
+                f"video_layout={self.video_layout!r}; set video_layout='frames' or frame_index_embedding=false"
             )
         if not isinstance(self.frame_position_refine, bool):
             raise ConfigError(

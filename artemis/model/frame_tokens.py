@@ -49,6 +49,7 @@ from torchvision.ops import roi_align
 __all__ = [
     "FRAME_TOKEN_MODULES",
     "FrameContext",
+    "FrameIndexEmbedding",
     "FramePositionEmbedding",
     "FrameTokenSelector",
     "box_cells_loss",
@@ -60,7 +61,7 @@ __all__ = [
 QUERY_SCALE_INIT = 4.0
 """Initial weight of the target similarity in the selector's logits (cosines lie in -1..1)."""
 
-FRAME_TOKEN_MODULES = ("frame_selector", "frame_positions", "frame_context")
+FRAME_TOKEN_MODULES = ("frame_selector", "frame_positions", "frame_context", "frame_indices")
 """Attributes of the model that turn frame features into tokens next to the projector (None when unused);
 they train whenever the projector trains."""
 
@@ -460,6 +461,41 @@ class FramePositionEmbedding(nn.Module):
         flat = points.reshape(1, -1, 1, 2).to(table.dtype) * 2 - 1  # (1, P, 1, 2) in -1..1, x then y
         sampled = nn.functional.grid_sample(table, flat, mode="bilinear", padding_mode="border", align_corners=False)
         return sampled[0, :, :, 0].t().reshape(*points.shape[:-1], dim)  # (..., D)
+
+
+class FrameIndexEmbedding(nn.Module):
+    """A learned vector per frame of a clip, added to all of that frame's tokens in the LLM's space.
+
+    The box answer names each frame ("Frame 3: [...]"), and the LLM must read frame 3's tokens to write it.
+    The prompt's "Frame 3:" words stand before the first of them only; this tags every token of the frame
+    alike, so one attention head can match the frame number it is writing against the frame a token
+    belongs to. Starts as a fixed 1D sine-cosine code of the frame's place in the clip at RMS 0.1 (readable
+    from the first step, and no draw from the random generator, so turning it on leaves every other
+    initial weight as it was).
+
+    Args:
+        frames: frames per clip (``num_frames``).
+        dim: the LLM's hidden size.
+    """
+
+    def __init__(self, frames: int, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(self.initial_weight(frames, dim))  # (T, D)
+
+    def initial_weight(self, frames: int | None = None, dim: int | None = None) -> torch.Tensor:
+        """(T, D): sines and cosines of the frame's place at ``dim // 2`` frequencies, RMS 0.1."""
+        frames = self.weight.shape[0] if frames is None else frames
+        dim = self.weight.shape[1] if dim is None else dim
+        half = dim // 2
+        frequencies = 1.0 / (max(frames, 2) ** (torch.arange(half, dtype=torch.float32) / max(half, 1)))  # (D/2,)
+        angles = (torch.arange(frames, dtype=torch.float32) + 0.5)[:, None] * frequencies[None, :] * math.pi
+        table = torch.zeros(frames, dim)
+        table[:, :half], table[:, half : 2 * half] = angles.sin(), angles.cos()
+        return table * (0.1 / table.pow(2).mean().sqrt())
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, T, n, D) + each frame's vector."""
+        return tokens + self.weight.to(tokens.dtype)[None, :, None, :]
 
 
 def local_soft_argmax(logits: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,7 @@ from artemis.model.configuration import ArtemisConfig
 from artemis.model.frame_tokens import (
     QUERY_SCALE_INIT,
     FrameContext,
+    FrameIndexEmbedding,
     FramePositionEmbedding,
     FrameTokenSelector,
     box_cells_loss,
@@ -93,7 +94,7 @@ class ArtemisPreTrainedModel(PreTrainedModel):
             if module.text_pool is not None:  # zero word scores: the pooling starts as the mean
                 init.zeros_(module.text_pool.weight)
                 init.zeros_(module.text_pool.bias)
-        elif isinstance(module, FramePositionEmbedding):
+        elif isinstance(module, (FramePositionEmbedding, FrameIndexEmbedding)):
             init.copy_(module.weight, module.initial_weight())
         elif isinstance(module, nn.Conv2d) and getattr(module, "zero_init", False):
             # A FrameContext block's output convolution: zero, so the block starts as the identity.
@@ -144,6 +145,9 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             self.frame_positions = FramePositionEmbedding(
                 config.frame_feature_grid**2, config.text_config.hidden_size, init=config.frame_position_init
             )
+        self.frame_indices = None
+        if config.frame_index_embedding:
+            self.frame_indices = FrameIndexEmbedding(config.num_frames, config.text_config.hidden_size)
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
         # Built last and without drawing from the global generator (post_init draws its weights after all
         # the others), so that turning it on leaves every other initial weight as it was.
@@ -332,6 +336,8 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         tokens = self.mm_projector(grid)  # (B, N_t, n, D)
         if self.frame_positions is not None:
             tokens = self.frame_positions(tokens, cells, first_at)  # (B, N_t, n, D)
+        if self.frame_indices is not None:
+            tokens = self.frame_indices(tokens)  # (B, N_t, n, D), every token tagged with its frame
         return tokens.flatten(1, 2)  # (B, N_t * n, D)
 
     def region_tokens(

@@ -675,3 +675,49 @@ def test_frame_context_over_time_sees_the_frames_before_and_after(time: bool) ->
         tiny_config(frame_context_time=True, **SELECT)  # no context blocks to span frames
     with pytest.raises(ConfigError, match="frame_context_time"):
         tiny_config(frame_context_layers=1, frame_context_time="yes", **SELECT)
+
+
+def test_frame_index_embedding_tags_every_token_of_a_frame_and_trains(tmp_path: Path) -> None:
+    settings = {**SELECT, "tasks": ["boxes"], "frame_select_query": True, "frame_position_embedding": True}
+    plain, processor = build_tiny_model(seed=4, **settings)
+    model, _ = build_tiny_model(seed=4, frame_index_embedding=True, **settings)
+    # Turning it on draws nothing from the random generator: every other weight starts as it was.
+    plain_state = plain.state_dict()
+    for name, value in model.state_dict().items():
+        if not name.startswith("frame_indices."):
+            assert torch.equal(value, plain_state[name]), name
+    table = model.frame_indices.weight.detach()
+    frames, dim = model.config.num_frames, model.config.text_config.hidden_size
+    assert table.shape == (frames, dim)
+    assert math.isclose(table.pow(2).mean().sqrt().item(), 0.1, rel_tol=1e-5)
+    assert torch.cdist(table, table)[~torch.eye(frames, dtype=torch.bool)].min() > 0.1  # frames told apart
+
+    # Every token of frame t moves by the same vector, frame t's row, and by nothing else.
+    features = torch.randn(2, model.config.num_video_features, model.config.vision_config.hidden_size)
+    box = torch.tensor([[0.1, 0.2, 0.5, 0.6], [0.3, 0.3, 0.9, 0.8]])
+    with torch.no_grad():
+        tagged = model.project_video_features(features, query_boxes=box)
+        untagged = plain.project_video_features(features, query_boxes=box)
+    per_frame = (tagged - untagged).reshape(2, frames, model.config.tokens_per_frame, dim)
+    torch.testing.assert_close(per_frame, table[None, :, None, :].expand_as(per_frame), rtol=0, atol=1e-6)
+
+    # It trains with the projector, and is saved and loaded with the model.
+    config = TrainConfig(stage="s", model=None, train=TrainableSection(projector=True))
+    set_trainable(model, config)
+    assert "frame_indices.weight" in set(trainable_state(model))
+    model.train()
+    clip = _clip(5)
+    boxes = np.tile([4.0, 6.0, 20.0, 18.0], (len(clip), 1))
+    batch = processor.collate([processor.box_output_item(clip, box=boxes[0], answer_boxes=boxes)])
+    model(**batch).loss.backward()
+    assert model.frame_indices.weight.grad.abs().sum(-1).gt(0).all()  # every frame's row learns
+    with torch.no_grad():
+        model.frame_indices.weight.add_(0.5)
+    ArtemisModel(model, processor).save_pretrained(tmp_path / "m")
+    loaded = ArtemisModel.from_pretrained(tmp_path / "m")
+    assert torch.equal(loaded.model.frame_indices.weight, model.frame_indices.weight)
+    for bad in (1, "yes", None):
+        with pytest.raises(ConfigError, match="frame_index_embedding"):
+            tiny_config(frame_index_embedding=bad, **SELECT)
+    with pytest.raises(ConfigError, match="frame_index_embedding"):
+        tiny_config(frame_index_embedding=True)  # the default video layout has no frames of its own
