@@ -108,6 +108,13 @@ class ArtemisConfig(PreTrainedConfig):
         frame_index_embedding: ``"frames"`` layout, ours: a learned vector per frame of the clip added to all
             of that frame's tokens (``frame_indices``, :class:`~artemis.model.frame_tokens.FrameIndexEmbedding`),
             so the LLM writing "Frame k: [...]" can find frame k's tokens by content (default false).
+        frame_index_text: with ``frame_index_embedding``, ours: the same vector is also added to every text
+            token that follows the words "Frame k" (up to the next "Frame"), so the answer's numbers for frame
+            k carry frame k's vector as its video tokens do, and one attention head can match the two
+            (default false). Needs ``frame_label_ids``.
+        frame_label_ids: the token ids of the word "Frame" and of the numbers 1..``num_frames`` after it, in
+            that order, which :func:`~artemis.model.frame_tokens.frame_tags` reads (set by
+            :func:`~artemis.model.tiny.build_tiny_model`; None: not known).
         frame_position_refine: with ``frame_select_order="score"`` and ``frame_position_embedding``, ours: the
             first token of each frame (the selector's best cell) gets its position embedding not at its
             cell's centre but where the selector places the target inside the 3x3 cells around it (the
@@ -222,6 +229,8 @@ class ArtemisConfig(PreTrainedConfig):
     frame_context_layers: int = 0
     frame_context_time: bool = False
     frame_index_embedding: bool = False
+    frame_index_text: bool = False
+    frame_label_ids: list[int] | None = None
     image_tokens: Literal["video", "patches"] = "video"
     vision_feature_layer: int = -2
     region_feature_layers: list[int] | None = None
@@ -426,6 +435,24 @@ class ArtemisConfig(PreTrainedConfig):
             raise ConfigError(
                 "frame_index_embedding=true tags the tokens of each frame of the 'frames' layout, but "
                 f"video_layout={self.video_layout!r}; set video_layout='frames' or frame_index_embedding=false"
+            )
+        if not isinstance(self.frame_index_text, bool):
+            raise ConfigError(f"frame_index_text={self.frame_index_text!r} is not valid; expected true or false")
+        if self.frame_index_text and not self.frame_index_embedding:
+            raise ConfigError(
+                "frame_index_text=true adds each frame's index vector to the text about that frame, which needs "
+                "frame_index_embedding=true; set both, or frame_index_text=false"
+            )
+        labels = self.frame_label_ids
+        if self.frame_index_text and (
+            not isinstance(labels, (list, tuple))
+            or len(labels) != self.num_frames + 1
+            or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in labels)
+        ):
+            raise ConfigError(
+                f"frame_index_text=true needs frame_label_ids: the token ids of 'Frame' and of the numbers "
+                f"1..{self.num_frames}, {self.num_frames + 1} ids in all (got {labels!r}); build the model with "
+                "artemis.model.build_tiny_model, or set them from the tokenizer"
             )
         if not isinstance(self.frame_position_refine, bool):
             raise ConfigError(

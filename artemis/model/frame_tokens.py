@@ -41,6 +41,7 @@ prompt's text into the vision width (``text_proj``), which then takes the box qu
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -54,6 +55,7 @@ __all__ = [
     "FrameTokenSelector",
     "box_cells_loss",
     "box_query",
+    "frame_tags",
     "local_soft_argmax",
     "spread_cells",
 ]
@@ -496,6 +498,27 @@ class FrameIndexEmbedding(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (B, T, n, D) + each frame's vector."""
         return tokens + self.weight.to(tokens.dtype)[None, :, None, :]
+
+
+def frame_tags(input_ids: torch.Tensor, label_ids: Sequence[int]) -> torch.Tensor:
+    """(B, L) the frame each token is about: k (1-based) for every token after the words "Frame k" up to the
+    next "Frame" word (which keeps the previous tag; its number starts the new one), 0 before any.
+
+    ``label_ids`` holds the id of "Frame" then those of the numbers 1..T. A "Frame" followed by anything
+    else (the question's "in Frame 1." is a number too, so it counts) starts no tag.
+    """
+    frame_word, numbers = label_ids[0], torch.as_tensor(list(label_ids[1:]), device=input_ids.device)
+    following = torch.roll(input_ids, -1, dims=1)  # (B, L) the token after each
+    match = following[..., None] == numbers  # (B, L, T)
+    starts = (input_ids == frame_word) & match.any(-1)  # (B, L) a "Frame k" begins here
+    number = match.float().argmax(-1) + 1  # (B, L) k where it does
+    starts[:, -1] = False  # roll wrapped around
+    positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+    begun = torch.zeros_like(positions)  # at the number after each "Frame": its position (0 elsewhere)
+    begun[:, 1:] = torch.where(starts[:, :-1], positions[:, 1:], 0)
+    latest = torch.cummax(begun, dim=1).values  # (B, L) where the latest tag began (0: none yet)
+    tag = torch.gather(number, 1, (latest - 1).clamp(min=0))  # the number named by that "Frame"
+    return torch.where(latest > 0, tag, torch.zeros_like(tag))
 
 
 def local_soft_argmax(logits: torch.Tensor) -> torch.Tensor:

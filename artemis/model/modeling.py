@@ -29,6 +29,7 @@ from artemis.model.frame_tokens import (
     box_cells_loss,
     local_soft_argmax,
 )
+from artemis.model.frame_tokens import frame_tags as compute_frame_tags
 from artemis.model.number_loss import BOX_VALUES, ordered_number_loss
 from artemis.model.region import MaskEmbedding, RegionEncoder, RelationEmbedding
 from artemis.model.selector import TokenSelector
@@ -660,6 +661,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         image_mask: torch.Tensor | None = None,
         region_masks: torch.Tensor | None = None,
         frame_boxes: torch.Tensor | None = None,
+        frame_tags: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
@@ -690,6 +692,9 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             frame_boxes: (B, T, 4) the target's normalised box on each video frame (NaN: absent), from a
                 box-output clip's answer; in training with ``config.frame_select_box_loss`` the selector's
                 loss against it is added to the loss (:func:`~artemis.model.frame_tokens.box_cells_loss`).
+            frame_tags: (B, L) the frame each token is about (:func:`~artemis.model.frame_tokens.frame_tags`),
+                with ``config.frame_index_text``; computed from ``input_ids`` when not given. Generation
+                passes them, as a decoding step's ``input_ids`` no longer show the "Frame k" before them.
             labels: (B, L) with -100 on positions that carry no loss.
         """
         if (input_ids is None) == (inputs_embeds is None):
@@ -717,6 +722,8 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             )  # fmt: skip
             inputs_embeds = self._scatter(input_ids, inputs_embeds, video, self.config.video_token_id, "<video>")
             inputs_embeds = self._scatter(input_ids, inputs_embeds, region, self.config.region_token_id, "<region>")
+        if self.config.frame_index_text and (frame_tags is not None or input_ids is not None):
+            inputs_embeds = self._tag_text(inputs_embeds, input_ids, frame_tags)
         if past_key_values is not None:
             kwargs["past_key_values"] = past_key_values
         ordered = labels is not None and self.training and self.box_label_sigma > 0
@@ -740,6 +747,21 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         if output.loss is not None and self.frame_select_loss is not None and weight:
             output.loss = output.loss + weight * self.frame_select_loss.to(output.loss.dtype)
         return output
+
+    def _tag_text(
+        self, embeds: torch.Tensor, input_ids: torch.Tensor | None, tags: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``frame_index_text``: each text token about frame k gets frame k's index vector, as frame k's video
+        tokens did in :meth:`project_video_features` (placeholders are left alone)."""
+        if tags is None:
+            tags = compute_frame_tags(input_ids, self.config.frame_label_ids)
+        table = self.frame_indices.weight.to(embeds.dtype)
+        table = torch.cat([table.new_zeros(1, table.shape[1]), table])  # row 0: no frame
+        added = table[tags.to(embeds.device)]  # (B, L, D)
+        if input_ids is not None:
+            text = (input_ids != self.config.video_token_id) & (input_ids != self.config.region_token_id)
+            added = added * text[..., None].to(embeds.dtype)
+        return embeds + added
 
     def _question_and_answer(
         self,
@@ -775,6 +797,10 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         if cache is not None:
             kwargs["cache"] = cache
         inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
+        if self.config.frame_index_text and inputs.get("input_ids") is not None:
+            full = args[0] if args else kwargs["input_ids"]  # the whole sequence so far, prompt and answer
+            tags = compute_frame_tags(full, self.config.frame_label_ids)
+            inputs["frame_tags"] = tags[:, -inputs["input_ids"].shape[1] :]  # the positions this step reads
         if not is_first_iteration and kwargs.get("use_cache", True):
             for name in VISUAL_INPUTS:
                 inputs.pop(name, None)

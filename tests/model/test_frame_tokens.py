@@ -14,7 +14,7 @@ from artemis import ArtemisModel
 from artemis.errors import ConfigError
 from artemis.model import ArtemisConfig, build_tiny_model, tiny_config
 from artemis.model.features import VisionFeatureExtractor
-from artemis.model.frame_tokens import FrameContext
+from artemis.model.frame_tokens import FrameContext, frame_tags
 from artemis.model.generation import generate
 from artemis.train.config import TrainableSection, TrainConfig
 from artemis.train.setup import set_trainable
@@ -721,3 +721,55 @@ def test_frame_index_embedding_tags_every_token_of_a_frame_and_trains(tmp_path: 
             tiny_config(frame_index_embedding=bad, **SELECT)
     with pytest.raises(ConfigError, match="frame_index_embedding"):
         tiny_config(frame_index_embedding=True)  # the default video layout has no frames of its own
+
+
+def test_frame_index_text_tags_the_answer_for_each_frame_and_decodes_as_it_trains() -> None:
+    settings = {**SELECT, "tasks": ["boxes"], "frame_select_query": True, "frame_index_embedding": True}
+    model, processor = build_tiny_model(seed=6, frame_index_text=True, **settings)
+    untagged, _ = build_tiny_model(seed=6, **settings)
+    words = processor.tokenizer.convert_ids_to_tokens(model.config.frame_label_ids)
+    assert words == ["Frame", *(str(k) for k in range(1, model.config.num_frames + 1))]
+    clip = _clip(7, frames=5)
+    boxes = np.array([[4.0, 6.0, 20.0, 18.0], [5, 6, 21, 18], [np.nan] * 4, [7, 8, 23, 20], [8, 8, 24, 20]])
+    batch = processor.collate([processor.box_output_item(clip, box=boxes[0], answer_boxes=boxes)])
+    ids, labels = batch["input_ids"][0], batch["labels"][0]
+    tags = frame_tags(batch["input_ids"], model.config.frame_label_ids)[0]
+    # In the answer, "Frame k: [x1,y1,x2,y2]," is about frame k from its number on; "Frame" keeps the
+    # frame before it.
+    tokens = processor.tokenizer.convert_ids_to_tokens(ids.tolist())
+    numbers = [str(k) for k in range(1, model.config.num_frames + 1)]
+    named, expected = 0, []
+    for position, token in enumerate(tokens):
+        if position and tokens[position - 1] == "Frame" and token in numbers:
+            named = int(token)
+        expected.append(named)
+    assert tags.tolist() == expected
+    answer = (labels != -100).nonzero()[:, 0]
+    assert expected[answer[0] - 1] == 1 and max(expected[answer[0] :]) == len(clip)  # frames 1..5 named
+    # Each video token sits after "Frame k:" and is tagged k (it gets its vector in project_video_features).
+    video = (ids == model.config.video_token_id).nonzero()[:, 0]
+    per_frame = model.config.tokens_per_frame
+    assert tags[video[: len(clip) * per_frame]].tolist() == [k // per_frame + 1 for k in range(len(clip) * per_frame)]
+
+    # The tags change what the model computes, once its table is not the untagged model's zero.
+    with torch.no_grad():
+        model.frame_indices.weight.mul_(20.0)
+        untagged.frame_indices.weight.copy_(model.frame_indices.weight)
+        assert not torch.allclose(model(**batch).logits, untagged(**batch).logits)
+    # Decoding with the KV cache tags each new token from the whole sequence, as the training forward does:
+    # continued from the answer's "Frame 4: [", greedy generation (whose tokens are about frame 4 until it
+    # writes another "Frame") equals the argmax of one forward over everything it read and wrote.
+    fourth = next(p for p in answer.tolist() if tokens[p - 1] == "Frame" and tokens[p] == "4")
+    prefix = ids[None, : fourth + 3]  # up to "Frame 4: ["
+    visual = {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask", "labels", "frame_boxes")}
+    written = model.generate(
+        input_ids=prefix, attention_mask=torch.ones_like(prefix), **visual, max_new_tokens=12, min_new_tokens=12
+    )
+    assert written.shape[1] == prefix.shape[1] + 12
+    with torch.no_grad():
+        logits = model(input_ids=written, attention_mask=torch.ones_like(written), **visual).logits
+    assert torch.equal(logits[0, prefix.shape[1] - 1 : -1].argmax(-1), written[0, prefix.shape[1] :])
+    with pytest.raises(ConfigError, match="frame_label_ids"):
+        tiny_config(frame_index_embedding=True, frame_index_text=True, **SELECT)
+    with pytest.raises(ConfigError, match="frame_index_embedding"):
+        tiny_config(frame_index_text=True, frame_label_ids=list(range(9)), **SELECT)
