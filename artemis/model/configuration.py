@@ -112,6 +112,10 @@ class ArtemisConfig(PreTrainedConfig):
             token that follows the words "Frame k" (up to the next "Frame"), so the answer's numbers for frame
             k carry frame k's vector as its video tokens do, and one attention head can match the two
             (default false). Needs ``frame_label_ids``.
+        frame_aligned_positions: ``"frames"`` layout, ours: position ids under which the text about frame k
+            (after the video) lies as far from frame k's tokens as the text about frame 1 from frame 1's
+            (:func:`~artemis.model.frame_tokens.aligned_positions`), so an attention head that reaches back a
+            fixed distance reads the frame whose box it writes (default false). Needs ``frame_label_ids``.
         frame_label_ids: the token ids of the word "Frame" and of the numbers 1..``num_frames`` after it, in
             that order, which :func:`~artemis.model.frame_tokens.frame_tags` reads (set by
             :func:`~artemis.model.tiny.build_tiny_model`; None: not known).
@@ -230,6 +234,7 @@ class ArtemisConfig(PreTrainedConfig):
     frame_context_time: bool = False
     frame_index_embedding: bool = False
     frame_index_text: bool = False
+    frame_aligned_positions: bool = False
     frame_label_ids: list[int] | None = None
     image_tokens: Literal["video", "patches"] = "video"
     vision_feature_layer: int = -2
@@ -443,16 +448,26 @@ class ArtemisConfig(PreTrainedConfig):
                 "frame_index_text=true adds each frame's index vector to the text about that frame, which needs "
                 "frame_index_embedding=true; set both, or frame_index_text=false"
             )
+        if not isinstance(self.frame_aligned_positions, bool):
+            raise ConfigError(
+                f"frame_aligned_positions={self.frame_aligned_positions!r} is not valid; expected true or false"
+            )
+        if self.frame_aligned_positions and self.video_layout != "frames":
+            raise ConfigError(
+                "frame_aligned_positions=true aligns the text about each frame of the 'frames' layout with that "
+                f"frame, but video_layout={self.video_layout!r}; set video_layout='frames' or "
+                "frame_aligned_positions=false"
+            )
         labels = self.frame_label_ids
-        if self.frame_index_text and (
+        if (self.frame_index_text or self.frame_aligned_positions) and (
             not isinstance(labels, (list, tuple))
             or len(labels) != self.num_frames + 1
             or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in labels)
         ):
             raise ConfigError(
-                f"frame_index_text=true needs frame_label_ids: the token ids of 'Frame' and of the numbers "
-                f"1..{self.num_frames}, {self.num_frames + 1} ids in all (got {labels!r}); build the model with "
-                "artemis.model.build_tiny_model, or set them from the tokenizer"
+                "frame_index_text and frame_aligned_positions need frame_label_ids: the token ids of 'Frame' and "
+                f"of the numbers 1..{self.num_frames}, {self.num_frames + 1} ids in all (got {labels!r}); build the "
+                "model with artemis.model.build_tiny_model, or set them from the tokenizer"
             )
         if not isinstance(self.frame_position_refine, bool):
             raise ConfigError(

@@ -53,6 +53,7 @@ __all__ = [
     "FrameIndexEmbedding",
     "FramePositionEmbedding",
     "FrameTokenSelector",
+    "aligned_positions",
     "box_cells_loss",
     "box_query",
     "frame_tags",
@@ -519,6 +520,44 @@ def frame_tags(input_ids: torch.Tensor, label_ids: Sequence[int]) -> torch.Tenso
     latest = torch.cummax(begun, dim=1).values  # (B, L) where the latest tag began (0: none yet)
     tag = torch.gather(number, 1, (latest - 1).clamp(min=0))  # the number named by that "Frame"
     return torch.where(latest > 0, tag, torch.zeros_like(tag))
+
+
+def aligned_positions(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor | None, label_ids: Sequence[int], video_token_id: int
+) -> torch.Tensor:
+    """(B, L) position ids under which the text about frame k lies as far from frame k's tokens as the
+    text about frame 1 lies from frame 1's.
+
+    Plain positions count tokens, so the answer's "Frame k: [..]" (some 12 tokens a frame) drifts against the
+    prompt's "Frame k: <frame tokens>" (some 20 a frame) as k grows, and an attention head that reaches back
+    a fixed distance finds frame 1's tokens from frame 1's box but another frame's from frame 5's. Here each
+    "Frame k" after the last video token starts a run of positions at ``start + (q_k - q_1)``, where ``q_k``
+    is the position of the prompt's "Frame k" label and ``start`` that of the first "Frame" after the video,
+    so every frame's text keeps one distance to its frame. Positions are otherwise the plain ones (the
+    running count of attended tokens, as generation uses with left padding). Causal: a token's position
+    depends only on the tokens up to it, so cached decoding and one forward give the same positions.
+    """
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    plain = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, L)
+    frame_word, numbers = label_ids[0], {number: k for k, number in enumerate(label_ids[1:], start=1)}
+    rows = []
+    for ids, counts in zip(input_ids.tolist(), plain.tolist(), strict=True):
+        video = [p for p, token in enumerate(ids) if token == video_token_id]
+        row = list(counts)
+        labels: dict[int, int] = {}  # frame number -> plain position of the prompt's "Frame k"
+        start = base = shift = None  # the first "Frame" after the video; the current run's "Frame" and start
+        for p, token in enumerate(ids):
+            named = numbers.get(ids[p + 1], 0) if token == frame_word and p + 1 < len(ids) else 0
+            if named and video and p < video[-1]:
+                labels.setdefault(named, counts[p])
+            elif named and video and named in labels and 1 in labels:
+                start = counts[p] if start is None else start
+                base, shift = p, start + labels[named] - labels[1]
+            if base is not None:
+                row[p] = shift + counts[p] - counts[base]
+        rows.append(row)
+    return torch.tensor(rows, dtype=torch.long, device=input_ids.device)
 
 
 def local_soft_argmax(logits: torch.Tensor) -> torch.Tensor:

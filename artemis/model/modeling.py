@@ -26,6 +26,7 @@ from artemis.model.frame_tokens import (
     FrameIndexEmbedding,
     FramePositionEmbedding,
     FrameTokenSelector,
+    aligned_positions,
     box_cells_loss,
     local_soft_argmax,
 )
@@ -722,6 +723,15 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             )  # fmt: skip
             inputs_embeds = self._scatter(input_ids, inputs_embeds, video, self.config.video_token_id, "<video>")
             inputs_embeds = self._scatter(input_ids, inputs_embeds, region, self.config.region_token_id, "<region>")
+        if self.config.frame_aligned_positions and position_ids is None and input_ids is not None:
+            if decoding:
+                raise ValueError(
+                    "frame_aligned_positions: a decoding step needs position_ids from the whole sequence "
+                    "(generate passes them); pass position_ids"
+                )
+            position_ids = aligned_positions(
+                input_ids, attention_mask, self.config.frame_label_ids, self.config.video_token_id
+            )
         if self.config.frame_index_text and (frame_tags is not None or input_ids is not None):
             inputs_embeds = self._tag_text(inputs_embeds, input_ids, frame_tags)
         if past_key_values is not None:
@@ -801,6 +811,12 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             full = args[0] if args else kwargs["input_ids"]  # the whole sequence so far, prompt and answer
             tags = compute_frame_tags(full, self.config.frame_label_ids)
             inputs["frame_tags"] = tags[:, -inputs["input_ids"].shape[1] :]  # the positions this step reads
+        if self.config.frame_aligned_positions and inputs.get("input_ids") is not None:
+            full = args[0] if args else kwargs["input_ids"]
+            positions = aligned_positions(
+                full, kwargs.get("attention_mask"), self.config.frame_label_ids, self.config.video_token_id
+            )
+            inputs["position_ids"] = positions[:, -inputs["input_ids"].shape[1] :]
         if not is_first_iteration and kwargs.get("use_cache", True):
             for name in VISUAL_INPUTS:
                 inputs.pop(name, None)

@@ -14,7 +14,7 @@ from artemis import ArtemisModel
 from artemis.errors import ConfigError
 from artemis.model import ArtemisConfig, build_tiny_model, tiny_config
 from artemis.model.features import VisionFeatureExtractor
-from artemis.model.frame_tokens import FrameContext, frame_tags
+from artemis.model.frame_tokens import FrameContext, aligned_positions, frame_tags
 from artemis.model.generation import generate
 from artemis.train.config import TrainableSection, TrainConfig
 from artemis.train.setup import set_trainable
@@ -762,14 +762,72 @@ def test_frame_index_text_tags_the_answer_for_each_frame_and_decodes_as_it_train
     fourth = next(p for p in answer.tolist() if tokens[p - 1] == "Frame" and tokens[p] == "4")
     prefix = ids[None, : fourth + 3]  # up to "Frame 4: ["
     visual = {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask", "labels", "frame_boxes")}
-    written = model.generate(
-        input_ids=prefix, attention_mask=torch.ones_like(prefix), **visual, max_new_tokens=12, min_new_tokens=12
-    )
-    assert written.shape[1] == prefix.shape[1] + 12
-    with torch.no_grad():
-        logits = model(input_ids=written, attention_mask=torch.ones_like(written), **visual).logits
-    assert torch.equal(logits[0, prefix.shape[1] - 1 : -1].argmax(-1), written[0, prefix.shape[1] :])
+    _assert_cached_decoding_matches_one_forward(model, prefix, visual)
     with pytest.raises(ConfigError, match="frame_label_ids"):
         tiny_config(frame_index_embedding=True, frame_index_text=True, **SELECT)
     with pytest.raises(ConfigError, match="frame_index_embedding"):
         tiny_config(frame_index_text=True, frame_label_ids=list(range(9)), **SELECT)
+
+
+def test_frame_aligned_positions_keep_each_frame_text_one_distance_from_its_frame() -> None:
+    settings = {**SELECT, "tasks": ["boxes"], "frame_select_query": True}
+    model, processor = build_tiny_model(seed=8, frame_aligned_positions=True, **settings)
+    plain, _ = build_tiny_model(seed=8, **settings)
+    clip = _clip(9, frames=5)
+    boxes = np.array([[4.0, 6.0, 20.0, 18.0], [5, 6, 21, 18], [np.nan] * 4, [7, 8, 23, 20], [8, 8, 24, 20]])
+    for expression in (None, "the red circle"):  # SOT (whose question names "Frame 1" again) and RSOT
+        item = processor.box_output_item(
+            clip, box=None if expression else boxes[0], expression=expression, answer_boxes=boxes
+        )
+        batch = processor.collate([item])
+        ids, labels = batch["input_ids"][0], batch["labels"][0]
+        positions = aligned_positions(
+            batch["input_ids"], batch["attention_mask"], model.config.frame_label_ids, model.config.video_token_id
+        )[0]
+        tokens = processor.tokenizer.convert_ids_to_tokens(ids.tolist())
+        answer = int((labels != -100).nonzero()[0, 0])
+        named = {  # frame number -> (position of the prompt's "Frame k", of the answer's "Frame k")
+            int(tokens[p + 1]): p for p in range(answer) if tokens[p] == "Frame" and tokens[p + 2] == ":"
+        }
+        written = {int(tokens[p + 1]): p for p in range(answer - 1, len(tokens) - 1) if tokens[p] == "Frame"}
+        assert sorted(written) == sorted(named)[: len(clip)] == [1, 2, 3, 4, 5]
+        distances = {int(positions[written[k]] - positions[named[k]]) for k in written}
+        assert len(distances) == 1  # every frame's box text as far from its frame as frame 1's
+        plain_distances = {written[k] - named[k] for k in written}
+        assert len(plain_distances) == len(written)  # plain positions drift frame by frame
+        # Within a frame's text, positions run on one by one; before the video's end they are the plain ones.
+        assert positions[: named[5] + 1].tolist() == list(range(named[5] + 1))
+        assert (positions[written[3] : written[4]].diff() == 1).all()
+    # The model changes only through its positions: the training forward and cached decoding agree.
+    with torch.no_grad():
+        assert not torch.allclose(model(**batch).logits, plain(**batch).logits)
+    fourth = written[4]
+    prefix = ids[None, : fourth + 3]  # up to "Frame 4: ["
+    visual = {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask", "labels", "frame_boxes")}
+    _assert_cached_decoding_matches_one_forward(model, prefix, visual)
+    with pytest.raises(ConfigError, match="frame_label_ids"):
+        tiny_config(frame_aligned_positions=True, **SELECT)
+    with pytest.raises(ConfigError, match="frame_aligned_positions"):
+        tiny_config(frame_aligned_positions=True, frame_label_ids=list(range(9)))
+
+
+def _assert_cached_decoding_matches_one_forward(model, prefix: torch.Tensor, visual: dict) -> None:
+    """Greedy generation with the KV cache from ``prefix`` gives, step by step, the logits of one forward
+    over everything it read and wrote."""
+    banned = [model.config.video_token_id, model.config.region_token_id]
+    out = model.generate(
+        input_ids=prefix,
+        attention_mask=torch.ones_like(prefix),
+        **visual,
+        max_new_tokens=12,
+        min_new_tokens=12,
+        bad_words_ids=[[token] for token in banned],
+        output_logits=True,
+        return_dict_in_generate=True,
+    )
+    written = out.sequences
+    assert written.shape[1] == prefix.shape[1] + 12
+    with torch.no_grad():
+        logits = model(input_ids=written, attention_mask=torch.ones_like(written), **visual).logits
+    stepwise = torch.stack(out.logits, dim=1)  # (1, 12, V) each step's logits before the ban
+    torch.testing.assert_close(stepwise, logits[:, prefix.shape[1] - 1 : -1], rtol=1e-4, atol=1e-5)
