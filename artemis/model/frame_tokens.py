@@ -532,10 +532,11 @@ def aligned_positions(
     prompt's "Frame k: <frame tokens>" (some 20 a frame) as k grows, and an attention head that reaches back
     a fixed distance finds frame 1's tokens from frame 1's box but another frame's from frame 5's. Here each
     "Frame k" after the last video token starts a run of positions at ``start + (q_k - q_1)``, where ``q_k``
-    is the position of the prompt's "Frame k" label and ``start`` that of the first "Frame" after the video,
-    so every frame's text keeps one distance to its frame. Positions are otherwise the plain ones (the
-    running count of attended tokens, as generation uses with left padding). Causal: a token's position
-    depends only on the tokens up to it, so cached decoding and one forward give the same positions.
+    is the position of the prompt's "Frame k" label and ``start`` that of the first "Frame k" after the video,
+    so every frame's text keeps one distance to its frame (a run begins at the number k; the word "Frame"
+    before it still belongs to the run before). Positions are otherwise the plain ones (the running count
+    of attended tokens, as generation uses with left padding). Causal: a token's position depends only on
+    the tokens up to it, so cached decoding and one forward give the same positions.
     """
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
@@ -546,9 +547,11 @@ def aligned_positions(
         video = [p for p, token in enumerate(ids) if token == video_token_id]
         row = list(counts)
         labels: dict[int, int] = {}  # frame number -> plain position of the prompt's "Frame k"
-        start = base = shift = None  # the first "Frame" after the video; the current run's "Frame" and start
+        start = base = shift = None  # the first run's plain start; the current run's first token and start
         for p, token in enumerate(ids):
-            named = numbers.get(ids[p + 1], 0) if token == frame_word and p + 1 < len(ids) else 0
+            # A run starts at the number of a "Frame k" (the "Frame" word itself cannot know it starts one:
+            # while decoding, its position is fixed before the number is written).
+            named = numbers.get(token, 0) if p and ids[p - 1] == frame_word else 0
             if named and video and p < video[-1]:
                 labels.setdefault(named, counts[p])
             elif named and video and named in labels and 1 in labels:

@@ -791,13 +791,21 @@ def test_frame_aligned_positions_keep_each_frame_text_one_distance_from_its_fram
         }
         written = {int(tokens[p + 1]): p for p in range(answer - 1, len(tokens) - 1) if tokens[p] == "Frame"}
         assert sorted(written) == sorted(named)[: len(clip)] == [1, 2, 3, 4, 5]
-        distances = {int(positions[written[k]] - positions[named[k]]) for k in written}
+        # A frame's text starts at its number: "Frame k: [..]," in the answer, "Frame k: <frame>" in the prompt.
+        distances = {int(positions[written[k] + 1] - positions[named[k] + 1]) for k in written}
         assert len(distances) == 1  # every frame's box text as far from its frame as frame 1's
         plain_distances = {written[k] - named[k] for k in written}
         assert len(plain_distances) == len(written)  # plain positions drift frame by frame
         # Within a frame's text, positions run on one by one; before the video's end they are the plain ones.
-        assert positions[: named[5] + 1].tolist() == list(range(named[5] + 1))
-        assert (positions[written[3] : written[4]].diff() == 1).all()
+        assert positions[: named[5] + 2].tolist() == list(range(named[5] + 2))
+        assert (positions[written[3] + 1 : written[4] + 1].diff() == 1).all()
+        # Causal: each prefix gets the positions (and tags) it has inside the whole sequence, so a token's
+        # position is fixed when it is written, and cached decoding sees what the training forward sees.
+        label_ids, video_id = model.config.frame_label_ids, model.config.video_token_id
+        for end in range(answer - 2, len(ids) + 1):
+            prefix = batch["input_ids"][:, :end]
+            assert torch.equal(aligned_positions(prefix, None, label_ids, video_id)[0], positions[:end])
+            assert torch.equal(frame_tags(prefix, label_ids)[0], frame_tags(batch["input_ids"], label_ids)[0, :end])
     # The model changes only through its positions: the training forward and cached decoding agree.
     with torch.no_grad():
         assert not torch.allclose(model(**batch).logits, plain(**batch).logits)
