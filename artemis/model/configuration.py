@@ -109,7 +109,7 @@ class ArtemisConfig(PreTrainedConfig):
             of that frame's tokens (``frame_indices``, :class:`~artemis.model.frame_tokens.FrameIndexEmbedding`),
             so the LLM writing "Frame k: [...]" can find frame k's tokens by content (default false).
         frame_index_text: with ``frame_index_embedding``, ours: the same vector is also added to every text
-            token that follows the words "Frame k" (up to the next "Frame"), so the answer's numbers for frame
+            token from the number of "Frame k" to the next "Frame" word, so the answer's numbers for frame
             k carry frame k's vector as its video tokens do, and one attention head can match the two
             (default false). Needs ``frame_label_ids``.
         frame_aligned_positions: ``"frames"`` layout, ours: position ids under which the text about frame k
@@ -117,7 +117,8 @@ class ArtemisConfig(PreTrainedConfig):
             (:func:`~artemis.model.frame_tokens.aligned_positions`), so an attention head that reaches back a
             fixed distance reads the frame whose box it writes (default false). Needs ``frame_label_ids``.
         frame_label_ids: the token ids of the word "Frame" and of the numbers 1..``num_frames`` after it, in
-            that order, which :func:`~artemis.model.frame_tokens.frame_tags` reads (set by
+            that order, which :func:`~artemis.model.frame_tokens.frame_tags` and
+            :func:`~artemis.model.frame_tokens.aligned_positions` read (set by
             :func:`~artemis.model.tiny.build_tiny_model`; None: not known).
         frame_position_refine: with ``frame_select_order="score"`` and ``frame_position_embedding``, ours: the
             first token of each frame (the selector's best cell) gets its position embedding not at its

@@ -505,8 +505,9 @@ def frame_tags(input_ids: torch.Tensor, label_ids: Sequence[int]) -> torch.Tenso
     """(B, L) the frame each token is about: k (1-based) for every token after the words "Frame k" up to the
     next "Frame" word (which keeps the previous tag; its number starts the new one), 0 before any.
 
-    ``label_ids`` holds the id of "Frame" then those of the numbers 1..T. A "Frame" followed by anything
-    else (the question's "in Frame 1." is a number too, so it counts) starts no tag.
+    ``label_ids`` holds the id of "Frame" then those of the numbers 1..T. A "Frame" not followed by one of
+    those numbers starts no tag; the SOT question's "in Frame 1" does start one. Causal: a token's tag
+    depends only on the tokens up to it.
     """
     frame_word, numbers = label_ids[0], torch.as_tensor(list(label_ids[1:]), device=input_ids.device)
     following = torch.roll(input_ids, -1, dims=1)  # (B, L) the token after each
@@ -532,7 +533,7 @@ def aligned_positions(
     prompt's "Frame k: <frame tokens>" (some 20 a frame) as k grows, and an attention head that reaches back
     a fixed distance finds frame 1's tokens from frame 1's box but another frame's from frame 5's. Here each
     "Frame k" after the last video token starts a run of positions at ``start + (q_k - q_1)``, where ``q_k``
-    is the position of the prompt's "Frame k" label and ``start`` that of the first "Frame k" after the video,
+    is the position of the prompt's "Frame k" label and ``start`` that of the first such run after the video,
     so every frame's text keeps one distance to its frame (a run begins at the number k; the word "Frame"
     before it still belongs to the run before). Positions are otherwise the plain ones (the running count
     of attended tokens, as generation uses with left padding). Causal: a token's position depends only on
