@@ -358,19 +358,24 @@ class ArtemisConfig(PreTrainedConfig):
     def _validate_frame_tokens(self, choice) -> None:
         from artemis.errors import ConfigError
 
+        def flag(name: str) -> None:
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise ConfigError(f"{name}={value!r} is not valid; expected true or false")
+
         choice("frame_tokens", self.frame_tokens, FRAME_TOKENS)
         choice("frame_select_gradient", self.frame_select_gradient, FRAME_SELECT_GRADIENTS)
         choice("frame_select_order", self.frame_select_order, FRAME_SELECT_ORDERS)
         choice("frame_select_box_target", self.frame_select_box_target, FRAME_SELECT_BOX_TARGETS)
         choice("frame_position_init", self.frame_position_init, ("zeros", "sincos"))
-        if not isinstance(self.frame_position_embedding, bool):
-            raise ConfigError(
-                f"frame_position_embedding={self.frame_position_embedding!r} is not valid; expected true or false"
-            )
+        flag("frame_position_embedding")
         if self.video_layout != "frames":
             settings = (
                 ("frame_tokens", self.frame_tokens, "pool"),
                 ("frame_position_embedding", self.frame_position_embedding, False),
+                ("frame_context_layers", self.frame_context_layers, 0),
+                ("frame_index_embedding", self.frame_index_embedding, False),
+                ("frame_aligned_positions", self.frame_aligned_positions, False),
             )
             for name, value, default in settings:
                 if value != default:
@@ -378,24 +383,19 @@ class ArtemisConfig(PreTrainedConfig):
                         f"{name}={value!r} applies to per-frame video tokens but video_layout={self.video_layout!r}; "
                         f"set video_layout='frames' or {name}={default!r}"
                     )
-        if not isinstance(self.frame_select_query, bool):
-            raise ConfigError(f"frame_select_query={self.frame_select_query!r} is not valid; expected true or false")
+        flag("frame_select_query")
         if self.frame_select_query and self.frame_tokens != "select":
             raise ConfigError(
                 f"frame_select_query=true scores the frame selector's tokens but frame_tokens={self.frame_tokens!r}; "
                 "set frame_tokens='select' or frame_select_query=false"
             )
-        if not isinstance(self.frame_select_centre, bool):
-            raise ConfigError(f"frame_select_centre={self.frame_select_centre!r} is not valid; expected true or false")
+        flag("frame_select_centre")
         if self.frame_select_centre and not self.frame_select_query:
             raise ConfigError(
                 "frame_select_centre=true centres the features of the selector's target query, but "
                 "frame_select_query=false; set frame_select_query=true or frame_select_centre=false"
             )
-        if not isinstance(self.frame_select_text_query, bool):
-            raise ConfigError(
-                f"frame_select_text_query={self.frame_select_text_query!r} is not valid; expected true or false"
-            )
+        flag("frame_select_text_query")
         if self.frame_select_text_pool not in ("mean", "attention"):
             raise ConfigError(
                 f"frame_select_text_pool={self.frame_select_text_pool!r} is not valid; expected 'mean' or 'attention'"
@@ -421,44 +421,20 @@ class ArtemisConfig(PreTrainedConfig):
         layers = self.frame_context_layers
         if isinstance(layers, bool) or not isinstance(layers, int) or layers < 0:
             raise ConfigError(f"frame_context_layers={layers!r} is not valid; expected a whole number >= 0 (0: none)")
-        if layers and self.video_layout != "frames":
-            raise ConfigError(
-                f"frame_context_layers={layers} works on each frame's grid of the 'frames' layout, but "
-                f"video_layout={self.video_layout!r}; set video_layout='frames' or frame_context_layers=0"
-            )
-        if not isinstance(self.frame_context_time, bool):
-            raise ConfigError(f"frame_context_time={self.frame_context_time!r} is not valid; expected true or false")
+        flag("frame_context_time")
         if self.frame_context_time and not layers:
             raise ConfigError(
                 "frame_context_time=true makes the context blocks span neighbouring frames, but "
                 "frame_context_layers=0; set frame_context_layers to 1 or more, or frame_context_time=false"
             )
-        if not isinstance(self.frame_index_embedding, bool):
-            raise ConfigError(
-                f"frame_index_embedding={self.frame_index_embedding!r} is not valid; expected true or false"
-            )
-        if self.frame_index_embedding and self.video_layout != "frames":
-            raise ConfigError(
-                "frame_index_embedding=true tags the tokens of each frame of the 'frames' layout, but "
-                f"video_layout={self.video_layout!r}; set video_layout='frames' or frame_index_embedding=false"
-            )
-        if not isinstance(self.frame_index_text, bool):
-            raise ConfigError(f"frame_index_text={self.frame_index_text!r} is not valid; expected true or false")
+        flag("frame_index_embedding")
+        flag("frame_index_text")
         if self.frame_index_text and not self.frame_index_embedding:
             raise ConfigError(
                 "frame_index_text=true adds each frame's index vector to the text about that frame, which needs "
                 "frame_index_embedding=true; set both, or frame_index_text=false"
             )
-        if not isinstance(self.frame_aligned_positions, bool):
-            raise ConfigError(
-                f"frame_aligned_positions={self.frame_aligned_positions!r} is not valid; expected true or false"
-            )
-        if self.frame_aligned_positions and self.video_layout != "frames":
-            raise ConfigError(
-                "frame_aligned_positions=true aligns the text about each frame of the 'frames' layout with that "
-                f"frame, but video_layout={self.video_layout!r}; set video_layout='frames' or "
-                "frame_aligned_positions=false"
-            )
+        flag("frame_aligned_positions")
         labels = self.frame_label_ids
         if (self.frame_index_text or self.frame_aligned_positions) and (
             not isinstance(labels, (list, tuple))
@@ -470,10 +446,7 @@ class ArtemisConfig(PreTrainedConfig):
                 f"of the numbers 1..{self.num_frames}, {self.num_frames + 1} ids in all (got {labels!r}); build the "
                 "model with artemis.model.build_tiny_model, or set them from the tokenizer"
             )
-        if not isinstance(self.frame_position_refine, bool):
-            raise ConfigError(
-                f"frame_position_refine={self.frame_position_refine!r} is not valid; expected true or false"
-            )
+        flag("frame_position_refine")
         if self.frame_position_refine and not (
             self.frame_tokens == "select" and self.frame_select_order == "score" and self.frame_position_embedding
         ):
