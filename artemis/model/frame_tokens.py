@@ -545,7 +545,7 @@ def aligned_positions(
     frame_word, numbers = label_ids[0], {number: k for k, number in enumerate(label_ids[1:], start=1)}
     rows = []
     for ids, counts in zip(input_ids.tolist(), plain.tolist(), strict=True):
-        video = [p for p, token in enumerate(ids) if token == video_token_id]
+        last_video = max((p for p, token in enumerate(ids) if token == video_token_id), default=-1)
         row = list(counts)
         labels: dict[int, int] = {}  # frame number -> plain position of the prompt's "Frame k"
         start = base = shift = None  # the first run's plain start; the current run's first token and start
@@ -553,9 +553,9 @@ def aligned_positions(
             # A run starts at the number of a "Frame k" (the "Frame" word itself cannot know it starts one:
             # while decoding, its position is fixed before the number is written).
             named = numbers.get(token, 0) if p and ids[p - 1] == frame_word else 0
-            if named and video and p < video[-1]:
+            if named and p < last_video:
                 labels.setdefault(named, counts[p])
-            elif named and video and named in labels and 1 in labels:
+            elif named in labels and 1 in labels:  # after the video (a prompt's labels come before its end)
                 start = counts[p] if start is None else start
                 base, shift = p, start + labels[named] - labels[1]
             if base is not None:

@@ -807,16 +807,16 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         if cache is not None:
             kwargs["cache"] = cache
         inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
-        if self.config.frame_index_text and inputs.get("input_ids") is not None:
-            full = args[0] if args else kwargs["input_ids"]  # the whole sequence so far, prompt and answer
-            tags = compute_frame_tags(full, self.config.frame_label_ids)
-            inputs["frame_tags"] = tags[:, -inputs["input_ids"].shape[1] :]  # the positions this step reads
-        if self.config.frame_aligned_positions and inputs.get("input_ids") is not None:
-            full = args[0] if args else kwargs["input_ids"]
-            positions = aligned_positions(
-                full, kwargs.get("attention_mask"), self.config.frame_label_ids, self.config.video_token_id
-            )
-            inputs["position_ids"] = positions[:, -inputs["input_ids"].shape[1] :]
+        config = self.config
+        if (config.frame_index_text or config.frame_aligned_positions) and inputs.get("input_ids") is not None:
+            # Both are read off the whole sequence so far (prompt and answer); this step reads its last ``step``.
+            full, step = (args[0] if args else kwargs["input_ids"]), inputs["input_ids"].shape[1]
+            if config.frame_index_text:
+                inputs["frame_tags"] = compute_frame_tags(full, config.frame_label_ids)[:, -step:]
+            if config.frame_aligned_positions:
+                mask = kwargs.get("attention_mask")
+                positions = aligned_positions(full, mask, config.frame_label_ids, config.video_token_id)
+                inputs["position_ids"] = positions[:, -step:]
         if not is_first_iteration and kwargs.get("use_cache", True):
             for name in VISUAL_INPUTS:
                 inputs.pop(name, None)
