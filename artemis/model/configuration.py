@@ -116,6 +116,11 @@ class ArtemisConfig(PreTrainedConfig):
             (after the video) lies as far from frame k's tokens as the text about frame 1 from frame 1's
             (:func:`~artemis.model.frame_tokens.aligned_positions`), so an attention head that reaches back a
             fixed distance reads the frame whose box it writes (default false). Needs ``frame_label_ids``.
+        frame_answer_isolation: ``"frames"`` layout, ours: the answer's text about frame k cannot attend to
+            its text about frames 1..k-1 (:func:`~artemis.model.frame_tokens.isolation_mask`), so each box
+            is read off the video, the prompt and the frame's own prefix, never extrapolated from the boxes
+            written before it, and a wrong box cannot pull the next ones along (default false). Needs
+            ``frame_label_ids``.
         frame_label_ids: the token ids of the word "Frame" and of the numbers 1..``num_frames`` after it, in
             that order, which :func:`~artemis.model.frame_tokens.frame_tags` and
             :func:`~artemis.model.frame_tokens.aligned_positions` read (set by
@@ -236,6 +241,7 @@ class ArtemisConfig(PreTrainedConfig):
     frame_index_embedding: bool = False
     frame_index_text: bool = False
     frame_aligned_positions: bool = False
+    frame_answer_isolation: bool = False
     frame_label_ids: list[int] | None = None
     image_tokens: Literal["video", "patches"] = "video"
     vision_feature_layer: int = -2
@@ -376,6 +382,7 @@ class ArtemisConfig(PreTrainedConfig):
                 ("frame_context_layers", self.frame_context_layers, 0),
                 ("frame_index_embedding", self.frame_index_embedding, False),
                 ("frame_aligned_positions", self.frame_aligned_positions, False),
+                ("frame_answer_isolation", self.frame_answer_isolation, False),
             )
             for name, value, default in settings:
                 if value != default:
@@ -435,14 +442,16 @@ class ArtemisConfig(PreTrainedConfig):
                 "frame_index_embedding=true; set both, or frame_index_text=false"
             )
         flag("frame_aligned_positions")
+        flag("frame_answer_isolation")
         labels = self.frame_label_ids
-        if (self.frame_index_text or self.frame_aligned_positions) and (
+        if (self.frame_index_text or self.frame_aligned_positions or self.frame_answer_isolation) and (
             not isinstance(labels, (list, tuple))
             or len(labels) != self.num_frames + 1
             or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in labels)
         ):
             raise ConfigError(
-                "frame_index_text and frame_aligned_positions need frame_label_ids: the token ids of 'Frame' and "
+                "frame_index_text, frame_aligned_positions and frame_answer_isolation need frame_label_ids: the token "
+                "ids of 'Frame' and "
                 f"of the numbers 1..{self.num_frames}, {self.num_frames + 1} ids in all (got {labels!r}); build the "
                 "model with artemis.model.build_tiny_model, or set them from the tokenizer"
             )

@@ -564,6 +564,42 @@ def aligned_positions(
     return torch.tensor(rows, dtype=torch.long, device=input_ids.device)
 
 
+def isolation_mask(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor | None, label_ids: Sequence[int], video_token_id: int
+) -> torch.Tensor:
+    """(B, 1, L, L) True where a query token may attend to a key token: causal and padding as usual, and the
+    answer's text about frame k (from the number of its "Frame k" on) does not see the text about the frames
+    written before it in the same answer.
+
+    The answer begins at the last "Frame 1" after the video (the SOT question's "in Frame 1" comes before
+    the answer's own, so its words stay visible); a query in the run of "Frame k" loses the keys from the
+    answer's first frame number up to that run's number. The prompt (video, question, the given box) stays
+    visible to every token. Causal once the sequence holds the whole prompt: a token's row depends only on
+    the tokens up to it, so cached decoding and one forward give the same mask. A padding query keeps
+    itself, so that no row is empty. Hand-written: transformers builds causal and padding masks only.
+    """
+    length, device = input_ids.shape[1], input_ids.device
+    positions = torch.arange(length, device=device)
+    frame_word, numbers = label_ids[0], torch.as_tensor(list(label_ids[1:]), device=device)
+    video = input_ids == video_token_id
+    last_video = torch.where(video, positions, -1).max(dim=1, keepdim=True).values  # (B, 1)
+    previous = torch.roll(input_ids, 1, dims=1)
+    previous[:, 0] = -1
+    match = input_ids[..., None] == numbers  # (B, L, T)
+    starts = (previous == frame_word) & match.any(-1) & (positions > last_video)  # a run begins at its number
+    first = starts & match[..., 0]  # ... of frame 1
+    none = torch.full_like(input_ids, -1)
+    run_start = torch.cummax(torch.where(starts, positions, none), dim=1).values  # (B, L) -1: none yet
+    answer_start = torch.cummax(torch.where(first, positions, none), dim=1).values
+    keys = positions.view(1, 1, length)
+    hidden = (answer_start[..., None] >= 0) & (keys >= answer_start[..., None]) & (keys < run_start[..., None])
+    allowed = (keys <= positions.view(1, length, 1)) & ~hidden  # (B, L, L)
+    if attention_mask is not None:
+        allowed = allowed & attention_mask.bool()[:, None, :]
+    allowed = allowed | torch.eye(length, dtype=torch.bool, device=device)  # a padding row keeps itself
+    return allowed[:, None]
+
+
 def local_soft_argmax(logits: torch.Tensor) -> torch.Tensor:
     """Where each frame's selector places the target, to better than a cell: (..., N) -> (..., 2).
 

@@ -28,6 +28,7 @@ from artemis.model.frame_tokens import (
     FrameTokenSelector,
     aligned_positions,
     box_cells_loss,
+    isolation_mask,
     local_soft_argmax,
 )
 from artemis.model.frame_tokens import frame_tags as compute_frame_tags
@@ -732,6 +733,20 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             position_ids = aligned_positions(
                 input_ids, attention_mask, self.config.frame_label_ids, self.config.video_token_id
             )
+        if (
+            self.config.frame_answer_isolation
+            and input_ids is not None
+            and (attention_mask is None or attention_mask.dim() == 2)
+        ):
+            if decoding:
+                raise ValueError(
+                    "frame_answer_isolation: a decoding step needs the (B, 1, step, L) mask from the whole sequence "
+                    "(generate passes it); pass a 4D attention_mask"
+                )
+            attention_mask = self._additive(
+                isolation_mask(input_ids, attention_mask, self.config.frame_label_ids, self.config.video_token_id),
+                inputs_embeds.dtype,
+            )
         if self.config.frame_index_text and (frame_tags is not None or input_ids is not None):
             inputs_embeds = self._tag_text(inputs_embeds, input_ids, frame_tags)
         if past_key_values is not None:
@@ -757,6 +772,12 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         if output.loss is not None and self.frame_select_loss is not None and weight:
             output.loss = output.loss + weight * self.frame_select_loss.to(output.loss.dtype)
         return output
+
+    @staticmethod
+    def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """A boolean attention mask as the additive one every attention implementation reads (0 or the minimum)."""
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+        return mask.masked_fill(~allowed, torch.finfo(dtype).min)
 
     def _tag_text(
         self, embeds: torch.Tensor, input_ids: torch.Tensor | None, tags: torch.Tensor | None
@@ -808,8 +829,9 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             kwargs["cache"] = cache
         inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
         config = self.config
-        if (config.frame_index_text or config.frame_aligned_positions) and inputs.get("input_ids") is not None:
-            # Both are read off the whole sequence so far (prompt and answer); this step reads its last ``step``.
+        reads_whole = config.frame_index_text or config.frame_aligned_positions or config.frame_answer_isolation
+        if reads_whole and inputs.get("input_ids") is not None:
+            # All are read off the whole sequence so far (prompt and answer); this step reads its last ``step``.
             full, step = (args[0] if args else kwargs["input_ids"]), inputs["input_ids"].shape[1]
             if config.frame_index_text:
                 inputs["frame_tags"] = compute_frame_tags(full, config.frame_label_ids)[:, -step:]
@@ -817,6 +839,11 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
                 mask = kwargs.get("attention_mask")
                 positions = aligned_positions(full, mask, config.frame_label_ids, config.video_token_id)
                 inputs["position_ids"] = positions[:, -step:]
+            if config.frame_answer_isolation:
+                allowed = isolation_mask(
+                    full, kwargs.get("attention_mask"), config.frame_label_ids, config.video_token_id
+                )
+                inputs["attention_mask"] = self._additive(allowed[:, :, -step:], self.dtype)
         if not is_first_iteration and kwargs.get("use_cache", True):
             for name in VISUAL_INPUTS:
                 inputs.pop(name, None)

@@ -38,7 +38,9 @@ def build_tiny_model(
     text_config = dict(tiny_config().text_config.to_dict())
     text_config.update(overrides.pop("text_config", {}))
     text_config["vocab_size"] = len(tokenizer)
-    reads_labels = overrides.get("frame_index_text") or overrides.get("frame_aligned_positions")
+    reads_labels = any(
+        overrides.get(name) for name in ("frame_index_text", "frame_aligned_positions", "frame_answer_isolation")
+    )
     if reads_labels and overrides.get("frame_label_ids") is None:
         frames = overrides.get("num_frames", tiny_config().num_frames)
         words = ["Frame", *(str(k) for k in range(1, frames + 1))]

@@ -14,7 +14,7 @@ from artemis import ArtemisModel
 from artemis.errors import ConfigError
 from artemis.model import ArtemisConfig, build_tiny_model, tiny_config
 from artemis.model.features import VisionFeatureExtractor
-from artemis.model.frame_tokens import FrameContext, aligned_positions, frame_tags
+from artemis.model.frame_tokens import FrameContext, aligned_positions, frame_tags, isolation_mask
 from artemis.model.generation import generate
 from artemis.train.config import TrainableSection, TrainConfig
 from artemis.train.setup import set_trainable
@@ -817,6 +817,65 @@ def test_frame_aligned_positions_keep_each_frame_text_one_distance_from_its_fram
         tiny_config(frame_aligned_positions=True, **SELECT)
     with pytest.raises(ConfigError, match="frame_aligned_positions"):
         tiny_config(frame_aligned_positions=True, frame_label_ids=list(range(9)))
+
+
+def test_frame_answer_isolation_writes_each_box_without_reading_the_boxes_before_it() -> None:
+    settings = {**SELECT, "tasks": ["boxes"], "frame_select_query": True}
+    model, processor = build_tiny_model(seed=11, frame_answer_isolation=True, **settings)
+    plain, _ = build_tiny_model(seed=11, **settings)
+    clip = _clip(12, frames=5)
+    boxes = np.array([[4.0, 6.0, 20.0, 18.0], [5, 6, 21, 18], [np.nan] * 4, [7, 8, 23, 20], [8, 8, 24, 20]])
+    moved = boxes + np.array([[9.0, 3, 9, 3]])  # other boxes for frames 1-3 (frame 4 on stays)
+    moved[3:] = boxes[3:]
+    label_ids, video_id = model.config.frame_label_ids, model.config.video_token_id
+    for expression in (None, "the red circle"):  # SOT (whose question names "Frame 1" too) and RSOT
+        items = [
+            processor.box_output_item(clip, box=None if expression else boxes[0], expression=expression, answer_boxes=b)
+            for b in (boxes, moved)
+        ]
+        batch = processor.collate(items)
+        ids, labels = batch["input_ids"][0], batch["labels"][0]
+        tokens = processor.tokenizer.convert_ids_to_tokens(ids.tolist())
+        answer = int((labels != -100).nonzero()[0, 0])
+        written = {int(tokens[p + 1]): p + 1 for p in range(answer - 1, len(tokens) - 1) if tokens[p] == "Frame"}
+        assert sorted(written) == [1, 2, 3, 4, 5]  # frame number -> position of its number in the answer
+        allowed = isolation_mask(batch["input_ids"], batch["attention_mask"], label_ids, video_id)[0, 0]
+        # Expected, from the tokens: a query about frame k >= 2 sees everything before the answer's "1" and
+        # its own text from its "k" on; frame 1's text and everything before the answer see all before them.
+        for query in range(len(ids)):
+            later = [k for k, p in written.items() if p <= query]
+            start = written[max(later)] if later and max(later) > 1 else written[1]
+            visible = [key <= query and not (written[1] <= key < start) for key in range(len(ids))]
+            assert allowed[query].tolist() == visible, tokens[query]
+        # Causal once the prompt is whole: each prefix gets the rows it has inside the whole sequence.
+        for end in range(answer - 2, len(ids) + 1):
+            prefix = batch["input_ids"][:1, :end]
+            assert torch.equal(isolation_mask(prefix, None, label_ids, video_id)[0, 0], allowed[:end, :end])
+        # Through the model: what it writes for frames 4 and 5 is the same whatever boxes frames 1-3 got,
+        # where a plain model's changes; what it writes for frame 2 does change with frame 1's own text.
+        with torch.no_grad():
+            logits = model(**batch).logits
+            plain_logits = plain(**batch).logits
+        fourth = written[4]
+        torch.testing.assert_close(logits[0, fourth:], logits[1, fourth:], rtol=1e-4, atol=1e-5)
+        assert not torch.allclose(plain_logits[0, fourth:], plain_logits[1, fourth:], atol=1e-3)
+        assert not torch.allclose(logits[0, written[1] + 3 : written[2]], logits[1, written[1] + 3 : written[2]])
+        # Padding: a shorter sample in a batch gets the logits it gets alone.
+        short = processor.box_output_item(clip[:3], box=None if expression else boxes[0], expression=expression,
+                                          answer_boxes=boxes[:3])  # fmt: skip
+        pair = processor.collate([items[0], short])
+        alone = processor.collate([short])
+        with torch.no_grad():
+            together = model(**pair).logits[1, : alone["input_ids"].shape[1]]
+            torch.testing.assert_close(together, model(**alone).logits[0], rtol=1e-4, atol=1e-5)
+    # Cached decoding builds each step's mask from the whole sequence, as the training forward does.
+    prefix = batch["input_ids"][:1, : written[4] + 2]  # up to "Frame 4: ["
+    visual = {k: v[:1] for k, v in batch.items() if k not in ("input_ids", "attention_mask", "labels", "frame_boxes")}
+    _assert_cached_decoding_matches_one_forward(model, prefix, visual)
+    with pytest.raises(ConfigError, match="frame_label_ids"):
+        tiny_config(frame_answer_isolation=True, **SELECT)
+    with pytest.raises(ConfigError, match="frame_answer_isolation"):
+        tiny_config(frame_answer_isolation=True, frame_label_ids=list(range(9)))
 
 
 def _assert_cached_decoding_matches_one_forward(model, prefix: torch.Tensor, visual: dict) -> None:
