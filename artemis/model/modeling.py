@@ -664,6 +664,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         region_masks: torch.Tensor | None = None,
         frame_boxes: torch.Tensor | None = None,
         frame_tags: torch.Tensor | None = None,
+        answer_mask: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
@@ -697,6 +698,10 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             frame_tags: (B, L) the frame each token is about (:func:`~artemis.model.frame_tokens.frame_tags`),
                 with ``config.frame_index_text``; computed from ``input_ids`` when not given. Generation
                 passes them, as a decoding step's ``input_ids`` no longer show the "Frame k" before them.
+            answer_mask: (B, 1, L_new, L) with ``config.frame_answer_isolation``: which keys each new token
+                attends to (:func:`~artemis.model.frame_tokens.isolation_mask`), computed from ``input_ids``
+                and ``attention_mask`` when not given. Generation passes each step's rows of the whole
+                sequence's mask.
             labels: (B, L) with -100 on positions that carry no loss.
         """
         if (input_ids is None) == (inputs_embeds is None):
@@ -733,20 +738,18 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             position_ids = aligned_positions(
                 input_ids, attention_mask, self.config.frame_label_ids, self.config.video_token_id
             )
-        if (
-            self.config.frame_answer_isolation
-            and input_ids is not None
-            and (attention_mask is None or attention_mask.dim() == 2)
-        ):
-            if decoding:
+        llm_mask = attention_mask  # what the LLM attends through; the 2-D mask stays for the rest
+        if self.config.frame_answer_isolation and (answer_mask is not None or input_ids is not None):
+            if answer_mask is None and decoding:
                 raise ValueError(
-                    "frame_answer_isolation: a decoding step needs the (B, 1, step, L) mask from the whole sequence "
-                    "(generate passes it); pass a 4D attention_mask"
+                    "frame_answer_isolation: a decoding step needs answer_mask, the (B, 1, step, L) rows of the whole "
+                    "sequence's isolation_mask (generate passes it)"
                 )
-            attention_mask = self._additive(
-                isolation_mask(input_ids, attention_mask, self.config.frame_label_ids, self.config.video_token_id),
-                inputs_embeds.dtype,
-            )
+            if answer_mask is None:
+                answer_mask = isolation_mask(
+                    input_ids, attention_mask, self.config.frame_label_ids, self.config.video_token_id
+                )
+            llm_mask = self._additive(answer_mask, inputs_embeds.dtype)
         if self.config.frame_index_text and (frame_tags is not None or input_ids is not None):
             inputs_embeds = self._tag_text(inputs_embeds, input_ids, frame_tags)
         if past_key_values is not None:
@@ -754,7 +757,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         ordered = labels is not None and self.training and self.box_label_sigma > 0
         output = self.language_model(
             inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
+            attention_mask=llm_mask,
             position_ids=position_ids,
             labels=None if ordered else labels,
             use_cache=use_cache,
@@ -843,7 +846,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
                 allowed = isolation_mask(
                     full, kwargs.get("attention_mask"), config.frame_label_ids, config.video_token_id
                 )
-                inputs["attention_mask"] = self._additive(allowed[:, :, -step:], self.dtype)
+                inputs["answer_mask"] = allowed[:, :, -step:]
         if not is_first_iteration and kwargs.get("use_cache", True):
             for name in VISUAL_INPUTS:
                 inputs.pop(name, None)

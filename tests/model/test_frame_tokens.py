@@ -820,7 +820,7 @@ def test_frame_aligned_positions_keep_each_frame_text_one_distance_from_its_fram
 
 
 def test_frame_answer_isolation_writes_each_box_without_reading_the_boxes_before_it() -> None:
-    settings = {**SELECT, "tasks": ["boxes"], "frame_select_query": True}
+    settings = {**SELECT, "tasks": ["boxes"], "frame_select_query": True, "frame_select_text_query": True}
     model, processor = build_tiny_model(seed=11, frame_answer_isolation=True, **settings)
     plain, _ = build_tiny_model(seed=11, **settings)
     clip = _clip(12, frames=5)
@@ -868,10 +868,18 @@ def test_frame_answer_isolation_writes_each_box_without_reading_the_boxes_before
         with torch.no_grad():
             together = model(**pair).logits[1, : alone["input_ids"].shape[1]]
             torch.testing.assert_close(together, model(**alone).logits[0], rtol=1e-4, atol=1e-5)
-    # Cached decoding builds each step's mask from the whole sequence, as the training forward does.
-    prefix = batch["input_ids"][:1, : written[4] + 2]  # up to "Frame 4: ["
-    visual = {k: v[:1] for k, v in batch.items() if k not in ("input_ids", "attention_mask", "labels", "frame_boxes")}
-    _assert_cached_decoding_matches_one_forward(model, prefix, visual)
+        # Cached decoding builds each step's mask from the whole sequence, as the training forward does (SOT:
+        # an RSOT clip's text query reads every word it is given, so one forward over the written answer
+        # scores other cells than the prompt alone did).
+        prefix = batch["input_ids"][:1, : written[4] + 2]  # up to "Frame 4: ["
+        visual = {
+            k: v[:1] for k, v in batch.items() if k not in ("input_ids", "attention_mask", "labels", "frame_boxes")
+        }
+        if expression is None:
+            _assert_cached_decoding_matches_one_forward(model, prefix, visual)
+        else:  # the text query reads the prompt's 2-D mask while the LLM attends through the isolation mask
+            out = model.generate(input_ids=prefix, attention_mask=torch.ones_like(prefix), **visual, max_new_tokens=4)
+            assert out.shape == (1, prefix.shape[1] + 4)
     with pytest.raises(ConfigError, match="frame_label_ids"):
         tiny_config(frame_answer_isolation=True, **SELECT)
     with pytest.raises(ConfigError, match="frame_answer_isolation"):
