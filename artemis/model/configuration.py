@@ -24,6 +24,8 @@ FRAME_SELECT_BOX_TARGETS = ("inside", "centre")
 IMAGE_TOKENS = ("video", "patches")
 """What an image sample's ``<video>`` becomes: a one-frame video, or the image's patch tokens (the original)."""
 CAPABILITIES = ("describe", "boxes")
+# The options that read the answer's "Frame k" words, and so need ``frame_label_ids``.
+FRAME_LABEL_OPTIONS = ("frame_index_text", "frame_aligned_positions", "frame_answer_isolation")
 """What a model can be trained to do: describe regions (Artemis), write boxes (Elysium SOT / RSOT)."""
 
 CLIP_VIT_L14_224 = {
@@ -122,8 +124,9 @@ class ArtemisConfig(PreTrainedConfig):
             written before it, and a wrong box cannot pull the next ones along (default false). Needs
             ``frame_label_ids``.
         frame_label_ids: the token ids of the word "Frame" and of the numbers 1..``num_frames`` after it, in
-            that order, which :func:`~artemis.model.frame_tokens.frame_tags` and
-            :func:`~artemis.model.frame_tokens.aligned_positions` read (set by
+            that order, which :func:`~artemis.model.frame_tokens.frame_tags`,
+            :func:`~artemis.model.frame_tokens.aligned_positions` and
+            :func:`~artemis.model.frame_tokens.isolation_mask` read (set by
             :func:`~artemis.model.tiny.build_tiny_model`; None: not known).
         frame_position_refine: with ``frame_select_order="score"`` and ``frame_position_embedding``, ours: the
             first token of each frame (the selector's best cell) gets its position embedding not at its
@@ -444,14 +447,13 @@ class ArtemisConfig(PreTrainedConfig):
         flag("frame_aligned_positions")
         flag("frame_answer_isolation")
         labels = self.frame_label_ids
-        if (self.frame_index_text or self.frame_aligned_positions or self.frame_answer_isolation) and (
+        if self.reads_frame_labels and (
             not isinstance(labels, (list, tuple))
             or len(labels) != self.num_frames + 1
             or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in labels)
         ):
             raise ConfigError(
-                "frame_index_text, frame_aligned_positions and frame_answer_isolation need frame_label_ids: the token "
-                "ids of 'Frame' and "
+                f"{', '.join(FRAME_LABEL_OPTIONS)} need frame_label_ids: the token ids of 'Frame' and "
                 f"of the numbers 1..{self.num_frames}, {self.num_frames + 1} ids in all (got {labels!r}); build the "
                 "model with artemis.model.build_tiny_model, or set them from the tokenizer"
             )
@@ -483,6 +485,11 @@ class ArtemisConfig(PreTrainedConfig):
             )
 
     # --- derived sizes --------------------------------------------------------------------------
+
+    @property
+    def reads_frame_labels(self) -> bool:
+        """Whether an option that reads the answer's "Frame k" words (``FRAME_LABEL_OPTIONS``) is on."""
+        return any(getattr(self, name) for name in FRAME_LABEL_OPTIONS)
 
     @property
     def patches_per_side(self) -> int:

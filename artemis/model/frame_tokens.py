@@ -501,6 +501,23 @@ class FrameIndexEmbedding(nn.Module):
         return tokens + self.weight.to(tokens.dtype)[None, :, None, :]
 
 
+def _frame_numbers(input_ids: torch.Tensor, label_ids: Sequence[int]) -> torch.Tensor:
+    """(B, L) k at the number of each "Frame k" (``label_ids``: the id of "Frame", then those of 1..T), 0
+    elsewhere. Causal: whether a token is such a number depends on it and the token before it."""
+    frame_word, numbers = label_ids[0], torch.as_tensor(list(label_ids[1:]), device=input_ids.device)
+    previous = torch.roll(input_ids, 1, dims=1)
+    previous[:, 0] = -1  # roll wrapped around
+    match = input_ids[..., None] == numbers  # (B, L, T)
+    named = (previous == frame_word) & match.any(-1)
+    return torch.where(named, match.float().argmax(-1) + 1, 0)
+
+
+def _latest(where: torch.Tensor) -> torch.Tensor:
+    """(B, L) the position of the latest True at or before each token, -1 before any."""
+    positions = torch.arange(where.shape[1], device=where.device).expand_as(where)
+    return torch.cummax(torch.where(where, positions, -1), dim=1).values
+
+
 def frame_tags(input_ids: torch.Tensor, label_ids: Sequence[int]) -> torch.Tensor:
     """(B, L) the frame each token is about: k (1-based) for every token after the words "Frame k" up to the
     next "Frame" word (which keeps the previous tag; its number starts the new one), 0 before any.
@@ -509,18 +526,10 @@ def frame_tags(input_ids: torch.Tensor, label_ids: Sequence[int]) -> torch.Tenso
     those numbers starts no tag; the SOT question's "in Frame 1" does start one. Causal: a token's tag
     depends only on the tokens up to it.
     """
-    frame_word, numbers = label_ids[0], torch.as_tensor(list(label_ids[1:]), device=input_ids.device)
-    following = torch.roll(input_ids, -1, dims=1)  # (B, L) the token after each
-    match = following[..., None] == numbers  # (B, L, T)
-    starts = (input_ids == frame_word) & match.any(-1)  # (B, L) a "Frame k" begins here
-    number = match.float().argmax(-1) + 1  # (B, L) k where it does
-    starts[:, -1] = False  # roll wrapped around
-    positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
-    begun = torch.zeros_like(positions)  # at the number after each "Frame": its position (0 elsewhere)
-    begun[:, 1:] = torch.where(starts[:, :-1], positions[:, 1:], 0)
-    latest = torch.cummax(begun, dim=1).values  # (B, L) where the latest tag began (0: none yet)
-    tag = torch.gather(number, 1, (latest - 1).clamp(min=0))  # the number named by that "Frame"
-    return torch.where(latest > 0, tag, torch.zeros_like(tag))
+    number = _frame_numbers(input_ids, label_ids)
+    latest = _latest(number > 0)  # (B, L) where the latest tag began (-1: none yet)
+    tag = torch.gather(number, 1, latest.clamp(min=0))  # the number named there
+    return torch.where(latest >= 0, tag, torch.zeros_like(tag))
 
 
 def aligned_positions(
@@ -565,11 +574,16 @@ def aligned_positions(
 
 
 def isolation_mask(
-    input_ids: torch.Tensor, attention_mask: torch.Tensor | None, label_ids: Sequence[int], video_token_id: int
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    label_ids: Sequence[int],
+    video_token_id: int,
+    rows: int | None = None,
 ) -> torch.Tensor:
     """(B, 1, L, L) True where a query token may attend to a key token: causal and padding as usual, and the
     answer's text about frame k (from the number of its "Frame k" on) does not see the text about the frames
-    written before it in the same answer.
+    written before it in the same answer. ``rows``: only the last that many query rows, (B, 1, rows, L), as
+    a decoding step needs.
 
     The answer begins at the last "Frame 1" after the video (the SOT question's "in Frame 1" comes before
     the answer's own, so its words stay visible); a query in the run of "Frame k" loses the keys from the
@@ -578,25 +592,20 @@ def isolation_mask(
     the tokens up to it, so cached decoding and one forward give the same mask. A padding query keeps
     itself, so that no row is empty. Hand-written: transformers builds causal and padding masks only.
     """
-    length, device = input_ids.shape[1], input_ids.device
-    positions = torch.arange(length, device=device)
-    frame_word, numbers = label_ids[0], torch.as_tensor(list(label_ids[1:]), device=device)
-    video = input_ids == video_token_id
-    last_video = torch.where(video, positions, -1).max(dim=1, keepdim=True).values  # (B, 1)
-    previous = torch.roll(input_ids, 1, dims=1)
-    previous[:, 0] = -1
-    match = input_ids[..., None] == numbers  # (B, L, T)
-    starts = (previous == frame_word) & match.any(-1) & (positions > last_video)  # a run begins at its number
-    first = starts & match[..., 0]  # ... of frame 1
-    none = torch.full_like(input_ids, -1)
-    run_start = torch.cummax(torch.where(starts, positions, none), dim=1).values  # (B, L) -1: none yet
-    answer_start = torch.cummax(torch.where(first, positions, none), dim=1).values
-    keys = positions.view(1, 1, length)
-    hidden = (answer_start[..., None] >= 0) & (keys >= answer_start[..., None]) & (keys < run_start[..., None])
-    allowed = (keys <= positions.view(1, length, 1)) & ~hidden  # (B, L, L)
+    length = input_ids.shape[1]
+    rows = length if rows is None else rows
+    keys = torch.arange(length, device=input_ids.device)
+    last_video = _latest(input_ids == video_token_id)[:, -1:]  # (B, 1)
+    number = _frame_numbers(input_ids, label_ids)
+    starts = (number > 0) & (keys > last_video)  # a run of the answer begins at its number
+    run_start = _latest(starts)[:, -rows:, None]  # (B, rows, 1) -1: none yet
+    answer_start = _latest(starts & (number == 1))[:, -rows:, None]
+    queries = keys[-rows:, None]  # (rows, 1)
+    hidden = (answer_start >= 0) & (keys >= answer_start) & (keys < run_start)
+    allowed = (keys <= queries) & ~hidden  # (B, rows, L)
     if attention_mask is not None:
         allowed = allowed & attention_mask.bool()[:, None, :]
-    allowed = allowed | torch.eye(length, dtype=torch.bool, device=device)  # a padding row keeps itself
+    allowed = allowed | (keys == queries)  # a padding row keeps itself
     return allowed[:, None]
 
 

@@ -832,8 +832,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             kwargs["cache"] = cache
         inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
         config = self.config
-        reads_whole = config.frame_index_text or config.frame_aligned_positions or config.frame_answer_isolation
-        if reads_whole and inputs.get("input_ids") is not None:
+        if config.reads_frame_labels and inputs.get("input_ids") is not None:
             # All are read off the whole sequence so far (prompt and answer); this step reads its last ``step``.
             full, step = (args[0] if args else kwargs["input_ids"]), inputs["input_ids"].shape[1]
             if config.frame_index_text:
@@ -843,10 +842,10 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
                 positions = aligned_positions(full, mask, config.frame_label_ids, config.video_token_id)
                 inputs["position_ids"] = positions[:, -step:]
             if config.frame_answer_isolation:
-                allowed = isolation_mask(
-                    full, kwargs.get("attention_mask"), config.frame_label_ids, config.video_token_id
+                mask = kwargs.get("attention_mask")
+                inputs["answer_mask"] = isolation_mask(
+                    full, mask, config.frame_label_ids, config.video_token_id, rows=step
                 )
-                inputs["answer_mask"] = allowed[:, :, -step:]
         if not is_first_iteration and kwargs.get("use_cache", True):
             for name in VISUAL_INPUTS:
                 inputs.pop(name, None)

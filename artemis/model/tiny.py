@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 import torch
 
-from artemis.model.configuration import ArtemisConfig, tiny_config
+from artemis.model.configuration import FRAME_LABEL_OPTIONS, ArtemisConfig, tiny_config
 from artemis.model.modeling import ArtemisForConditionalGeneration
 from artemis.model.processing import ArtemisProcessor
 from artemis.model.tokenizer import build_word_tokenizer
@@ -38,10 +38,7 @@ def build_tiny_model(
     text_config = dict(tiny_config().text_config.to_dict())
     text_config.update(overrides.pop("text_config", {}))
     text_config["vocab_size"] = len(tokenizer)
-    reads_labels = any(
-        overrides.get(name) for name in ("frame_index_text", "frame_aligned_positions", "frame_answer_isolation")
-    )
-    if reads_labels and overrides.get("frame_label_ids") is None:
+    if any(overrides.get(name) for name in FRAME_LABEL_OPTIONS) and overrides.get("frame_label_ids") is None:
         frames = overrides.get("num_frames", tiny_config().num_frames)
         words = ["Frame", *(str(k) for k in range(1, frames + 1))]
         overrides["frame_label_ids"] = [tokenizer.convert_tokens_to_ids(word) for word in words]
