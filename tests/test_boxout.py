@@ -189,3 +189,61 @@ def test_models_not_trained_for_boxes_and_bad_arguments_are_refused(tiny_frames)
         model.track_with_llm(frames)
     with pytest.raises(ConfigError, match="clip_length=9 exceeds the model's num_frames=8"):
         model.track_with_llm(frames, box=(1, 1, 10, 10), clip_length=9)
+
+
+@pytest.mark.parametrize("rsot", [False, True])
+def test_later_clips_look_for_the_target_as_the_first_box_showed_it(monkeypatch, rsot: bool) -> None:
+    """``template``: the frame selector's query of the first clip started from a box is given to every later
+    clip (``select_query``), so a clip chained from a written box still looks for the user's target."""
+    import torch
+
+    from artemis.model.generation import generate as real_generate
+
+    model, processor = build_tiny_model(
+        ["the red circle"], seed=0, tasks=["describe", "boxes"], video_layout="frames", frame_tokens="select",
+        frame_select_tokens=5, frame_select_query=True, frame_select_text_query=True,
+    )  # fmt: skip
+    model.eval()
+    rng = np.random.default_rng(7)
+    frames = rng.integers(0, 255, (20, 48, 64, 3), dtype=np.uint8)
+    seen: list[dict] = []
+
+    def recording(model_, processor_, inputs, **options):
+        seen.append(dict(inputs))
+        if rsot and len(seen) <= 2:  # RSOT's first clips find boxes, so the later clips are asked one
+            return [_answer([[10, 10, 40, 40 + f] for f in range(8)])]
+        return real_generate(model_, processor_, inputs, **{**options, "max_new_tokens": 12})
+
+    monkeypatch.setattr(box_output, "generate", recording)
+    wrapped = ArtemisModel(model, processor)
+    request = {"expression": "the red circle"} if rsot else {"box": (10, 8, 30, 28)}
+    track = wrapped.track_with_llm(frames, **request)  # a random model's answers: nothing of its own parses
+    assert len(track.clips) == 3 and len(seen) == 3
+    first_boxed = 1 if rsot else 0  # RSOT: the first clip is asked the expression; later ones a box
+    assert all("select_query" not in inputs for inputs in seen[: first_boxed + 1])
+    template = model.frame_query(
+        seen[first_boxed]["pixel_values"], seen[first_boxed]["query_boxes"], seen[first_boxed]["frame_mask"]
+    )
+    assert template.shape == (1, model.config.vision_config.hidden_size) and torch.isfinite(template).all()
+    for inputs in seen[first_boxed + 1 :]:
+        assert torch.equal(inputs["select_query"], template)
+    # The query a clip computes for itself is the one frame_query gives: handed back, nothing changes.
+    own = seen[first_boxed]
+    last = {name: value for name, value in seen[-1].items() if name != "select_query"}
+    with torch.no_grad():
+        plain = model(**own).logits
+        given = model(**own, select_query=template).logits
+        other = model(**last, select_query=template).logits  # a later clip, its own query replaced
+        later = model(**last).logits
+        nan_row = model(**last, select_query=torch.full_like(template, float("nan"))).logits
+    torch.testing.assert_close(given, plain, rtol=0, atol=0)
+    assert not torch.allclose(other, later)  # the template, not the clip's own first box, chose its cells
+    torch.testing.assert_close(nan_row, later, rtol=0, atol=0)  # a NaN row falls back to the clip's own query
+    # template=False: every clip computes its own query from its own first box.
+    seen.clear()
+    wrapped.track_with_llm(frames, template=False, **request)
+    assert len(seen) == 3 and all("select_query" not in inputs for inputs in seen)
+    # A model whose selector reads no box has no template to give.
+    plain_model, _ = build_tiny_model(seed=0, tasks=["describe", "boxes"], video_layout="frames")
+    with pytest.raises(ValueError, match="frame_query needs a frame selector that scores against a box"):
+        plain_model.frame_query(seen[0]["pixel_values"], seen[-1]["query_boxes"])

@@ -69,11 +69,21 @@ def _add_common(parser: argparse.ArgumentParser, formats: tuple[str, ...], out: 
     parser.add_argument("--clip-length", type=int, help="box output: frames per clip (default 8)")
     parser.add_argument("--stride", type=int, help="box output: clip stride (default clip length - 1)")
     parser.add_argument("--max-new-tokens", type=int, help="box output: generation length per clip (default 24/frame)")
+    parser.add_argument(
+        "--clip-query",
+        action="store_true",
+        help="box output: each clip's frame selector looks for the box the clip before wrote, not the first one",
+    )
     parser.add_argument("--json", action="store_true", help="print the scores as JSON")
 
 
 def _boxout_options(args: argparse.Namespace) -> BoxOutOptions:
-    return BoxOutOptions(clip_length=args.clip_length, stride=args.stride, max_new_tokens=args.max_new_tokens)
+    return BoxOutOptions(
+        clip_length=args.clip_length,
+        stride=args.stride,
+        max_new_tokens=args.max_new_tokens,
+        template=not args.clip_query,
+    )
 
 
 def _sot_subject(args: argparse.Namespace) -> tuple[str | None, str | None, bool]:

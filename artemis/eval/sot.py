@@ -106,22 +106,29 @@ class BoxOutOptions:
         clip_length: frames per clip (8).
         stride: clip stride (clip length - 1).
         max_new_tokens: generation length per clip (24 per frame).
+        template: keep the frame selector's query of the first clip for the later clips (``track_with_llm``).
     """
 
     clip_length: int | None = None
     stride: int | None = None
     max_new_tokens: int | None = None
+    template: bool = True
 
     def call_options(self) -> dict[str, Any]:
         """Keyword arguments of ``track_with_llm``."""
-        options: dict[str, Any] = {"clip_length": self.clip_length, "stride": self.stride}
+        options: dict[str, Any] = {"clip_length": self.clip_length, "stride": self.stride, "template": self.template}
         if self.max_new_tokens is not None:
             options["max_new_tokens"] = self.max_new_tokens
         return options
 
     def settings(self) -> dict[str, Any]:
         """As recorded in ``run.json``."""
-        return {"clip_length": self.clip_length, "stride": self.stride, "max_new_tokens": self.max_new_tokens}
+        return {
+            "clip_length": self.clip_length,
+            "stride": self.stride,
+            "max_new_tokens": self.max_new_tokens,
+            "template": self.template,
+        }
 
 
 def track_record(track: Track) -> dict[str, Any]:

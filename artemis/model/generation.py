@@ -43,6 +43,7 @@ MODEL_INPUTS = (
     "pixel_values",
     "frame_mask",
     "query_boxes",
+    "select_query",
     "region_pixel_values",
     "region_boxes",
     "region_visible",

@@ -43,6 +43,7 @@ VISUAL_INPUTS = (
     "video_features",
     "video_feature_mask",
     "query_boxes",
+    "select_query",
     "image_mask",
     "region_pixel_values",
     "region_hidden_states",
@@ -294,6 +295,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         query_boxes: torch.Tensor | None = None,
         frame_boxes: torch.Tensor | None = None,
         question: torch.Tensor | None = None,
+        select_query: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Pooled video features to video tokens in the LLM's space.
 
@@ -310,6 +312,9 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
                 with ``frame_select_box_loss``: :attr:`frame_select_loss` is set from the selector's logits.
             question: (B, D) the mean embedding of each prompt's text, the query of the samples without a
                 box for a selector with ``frame_select_text_query``; ignored otherwise.
+            select_query: (B, C) a selector query computed beforehand (:meth:`frame_query`, NaN rows: none):
+                where given it replaces the one ``query_boxes`` would give, so that a later clip of one
+                request scores its frames against the target as an earlier frame showed it.
 
         Returns:
             (B, num_video_tokens, D).
@@ -318,16 +323,17 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         features = features.to(device=weight.device, dtype=weight.dtype)
         if self.config.video_layout != "frames":
             return self.mm_projector(features)  # (B, N_v, D)
-        batch, channels = features.shape[0], features.shape[-1]
-        grid = features.reshape(batch, self.config.num_frames, -1, channels)  # (B, N_t, g*g, C)
-        if self.frame_context is not None:
-            grid = self.frame_context(grid)  # (B, N_t, g*g, C), each cell now sees its neighbours
+        grid = self._frame_grid(features)  # (B, N_t, g*g, C)
         cells = None  # (B, N_t, k) raster index of each kept token; None: the whole grid
         first_at = None  # (B, N_t, 2) with frame_position_refine: the first token's refined position
         if self.frame_selector is not None:
             query = None
             if self.config.frame_select_query and query_boxes is not None:
                 query = self.frame_selector.target_query(grid, query_boxes.to(device=grid.device))  # (B, C)
+            if self.config.frame_select_query and select_query is not None:
+                given = select_query.to(device=grid.device, dtype=grid.dtype)  # (B, C)
+                own = torch.full_like(given, float("nan")) if query is None else query
+                query = torch.where(torch.isfinite(given).all(-1, keepdim=True), given, own)
             if self.config.frame_select_text_query and question is not None:
                 query = self.frame_selector.text_query(question.to(grid.device), query)  # (B, C)
             logits = self.frame_selector.scores(grid, query)  # (B, N_t, g*g)
@@ -342,6 +348,52 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         if self.frame_indices is not None:
             tokens = self.frame_indices(tokens)  # (B, N_t, n, D), every token tagged with its frame
         return tokens.flatten(1, 2)  # (B, N_t * n, D)
+
+    def _frame_grid(self, features: torch.Tensor) -> torch.Tensor:
+        """``"frames"`` layout: pooled features (B, num_video_features, C_v) -> each frame's cell grid (B, N_t,
+        g*g, C_v), through the context convolutions when the model has them."""
+        batch, channels = features.shape[0], features.shape[-1]
+        grid = features.reshape(batch, self.config.num_frames, -1, channels)  # (B, N_t, g*g, C)
+        if self.frame_context is not None:
+            grid = self.frame_context(grid)  # (B, N_t, g*g, C), each cell now sees its neighbours
+        return grid
+
+    @torch.no_grad()
+    def frame_query(
+        self, pixel_values: torch.Tensor, query_boxes: torch.Tensor, frame_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The selector's query of each sample's target as its first frame shows it (``frame_select_query``).
+
+        What a clip of these frames computes for itself from ``query_boxes``; computed once, it can be given
+        to later clips of the same request as ``select_query`` (box output's fixed template: a clip chained
+        from a written box then still looks for the target as the user's box showed it).
+
+        Args:
+            pixel_values: (B, T, 3, S, S) a clip's frames; ``frame_mask`` (B, T) marks real ones (default:
+                all). All real frames are read, as a clip's context convolutions may span frames.
+            query_boxes: (B, 4) the target's normalised xyxy box on the first frame.
+
+        Returns:
+            (B, C_v).
+        """
+        if self.frame_selector is None or not self.config.frame_select_query:
+            raise ValueError(
+                "frame_query needs a frame selector that scores against a box (frame_tokens='select', "
+                "frame_select_query=true); this model has none"
+            )
+        if frame_mask is None:
+            frame_mask = torch.ones(pixel_values.shape[:2], dtype=torch.bool, device=pixel_values.device)
+        frame_mask = frame_mask.bool()
+        if not bool(frame_mask[:, 0].all()):
+            raise ValueError("frame_query: every sample's first frame must be a real frame (frame_mask[:, 0])")
+        layer = self.config.vision_feature_layer
+        patches = self._vision_hidden_states(pixel_values[frame_mask], [layer])[layer]  # (n_frames, P, C)
+        grid = patches.new_zeros(*frame_mask.shape, *patches.shape[1:])  # (B, T, P, C)
+        grid[frame_mask] = patches
+        weight = self.mm_projector.linear_1.weight
+        pooled = self.pool_video_features(grid, frame_mask).to(device=weight.device, dtype=weight.dtype)
+        grid = self._frame_grid(pooled)  # (B, N_t, g*g, C)
+        return self.frame_selector.target_query(grid, query_boxes.to(device=grid.device))  # (B, C)
 
     def region_tokens(
         self,
@@ -416,6 +468,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         answer_ids: torch.Tensor | None = None,
         frame_boxes: torch.Tensor | None = None,
         selector_text: torch.Tensor | None = None,
+        select_query: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Video and region tokens of a batch, in placeholder order.
 
@@ -428,7 +481,8 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         samples whose media is one image: theirs are the image's projected patch features instead
         (:meth:`_media_tokens`). ``question`` (B, D) is the prompts' mean text embedding (a relation token
         and, without ``selector_text``, the selector's text query read it); ``selector_text`` (B, D) the
-        selector's own summary of the same words (``frame_select_text_pool``).
+        selector's own summary of the same words (``frame_select_text_pool``). ``select_query`` (B, C_v)
+        replaces the selector's box query where given (:meth:`project_video_features`).
 
         Returns:
             ``(video, region)``: (n_video_samples * N_v, D) and (n_regions * (1 + k), D), or None.
@@ -479,6 +533,8 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
                 query_boxes = query_boxes[has_video.to(query_boxes.device)]  # rows of the samples with a video
             if frame_boxes is not None and has_video is not None:
                 frame_boxes = frame_boxes[has_video.to(frame_boxes.device)]
+            if select_query is not None and has_video is not None:
+                select_query = select_query[has_video.to(select_query.device)]
             text = None  # the selector's query without a box: the prompt's summary
             if self.config.frame_select_text_query:
                 text = question if selector_text is None else selector_text
@@ -486,9 +542,10 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
                 text = text[has_video.to(text.device)]
             images = self._image_rows(image_mask, has_video, frame_mask, len(pooled))  # (n,) bool, or None
             if images is None:
-                video = self.project_video_features(pooled, query_boxes, frame_boxes, text).flatten(0, 1)  # (n*N_v, D)
+                video = self.project_video_features(pooled, query_boxes, frame_boxes, text, select_query)
+                video = video.flatten(0, 1)  # (n*N_v, D)
             else:
-                video = self._media_tokens(pooled, first_frames, images, query_boxes, frame_boxes, text)
+                video = self._media_tokens(pooled, first_frames, images, query_boxes, frame_boxes, text, select_query)
 
         levels = None  # each (n*K, P, C_v)
         if region_frames is not None and len(region_frames):
@@ -548,6 +605,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         query_boxes: torch.Tensor | None,
         frame_boxes: torch.Tensor | None = None,
         question: torch.Tensor | None = None,
+        select_query: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Tokens of a batch mixing images and videos (``image_tokens="patches"``), in sample order.
 
@@ -562,6 +620,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             query_boxes: (n, 4) or None, for the video samples' frame selector.
             frame_boxes: (n, T, 4) or None, for the selector's loss on the video samples.
             question: (n, D) or None, the prompts' mean text embedding, for a selector's text query.
+            select_query: (n, C_v) or None, a selector query given beforehand (:meth:`frame_query`).
 
         Returns:
             (n_images * P + n_videos * N_v, D).
@@ -583,7 +642,8 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             query = None if query_boxes is None else query_boxes[~images.to(query_boxes.device)]
             targets = None if frame_boxes is None else frame_boxes[~images.to(frame_boxes.device)]
             text = None if question is None else question[~images.to(question.device)]
-            video_tokens = self.project_video_features(pooled[~images], query, targets, text)  # (n_v, N_v, D)
+            given = None if select_query is None else select_query[~images.to(select_query.device)]
+            video_tokens = self.project_video_features(pooled[~images], query, targets, text, given)  # (n_v, N_v, D)
         image_iter, video_iter = iter(image_tokens), iter(() if video_tokens is None else video_tokens)
         parts = [next(image_iter) if is_image else next(video_iter) for is_image in images.tolist()]
         return torch.cat(parts)  # (n_i * P + n_v * N_v, D)
@@ -665,6 +725,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         frame_boxes: torch.Tensor | None = None,
         frame_tags: torch.Tensor | None = None,
         answer_mask: torch.Tensor | None = None,
+        select_query: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
@@ -702,6 +763,8 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
                 attends to (:func:`~artemis.model.frame_tokens.isolation_mask`), computed from ``input_ids``
                 and ``attention_mask`` when not given. Generation passes each step's rows of the whole
                 sequence's mask.
+            select_query: (B, C_v) a frame selector's query computed beforehand by :meth:`frame_query` (NaN
+                rows: none), used instead of the one ``query_boxes`` give.
             labels: (B, L) with -100 on positions that carry no loss.
         """
         if (input_ids is None) == (inputs_embeds is None):
@@ -725,7 +788,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             video, region = self.get_multimodal_features(
                 pixel_values, frame_mask, region_pixel_values, region_boxes, region_visible, region_times,
                 video_features, video_feature_mask, region_hidden_states, query_boxes, image_mask, region_masks,
-                question, answer_ids, frame_boxes, selector_text,
+                question, answer_ids, frame_boxes, selector_text, select_query,
             )  # fmt: skip
             inputs_embeds = self._scatter(input_ids, inputs_embeds, video, self.config.video_token_id, "<video>")
             inputs_embeds = self._scatter(input_ids, inputs_embeds, region, self.config.region_token_id, "<region>")

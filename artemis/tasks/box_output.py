@@ -40,6 +40,7 @@ from enum import IntEnum
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from artemis.boxes import BoxFormat, SquareTransform, box_area, clip_boxes, parse_elysium_frames, validate_box
@@ -253,12 +254,20 @@ class _Runner:
     stride: int
     generation: dict[str, Any]
     bar: Any
+    template: bool = False  # keep the selector's query of the first clip started from a box (see track_with_llm)
+    query: torch.Tensor | None = None  # (1, C) that query, once a clip has been started from a box
 
     def clip(self, frame_ids: list[int], box: np.ndarray | None, expression: str | None) -> tuple[str, ClipBoxes]:
         """Ask one clip (SOT with ``box``, else RSOT with ``expression``); its answer and the boxes read."""
         frames = self.frames.read(frame_ids)  # (n, H, W, 3)
         if box is not None:
             inputs = self.processor(frames, task="sot", box=box)
+            if self.template and self.query is None:  # this clip's own query becomes the template
+                self.query = self.model.frame_query(
+                    inputs["pixel_values"], inputs["query_boxes"], inputs.get("frame_mask")
+                )
+            elif self.template:
+                inputs["select_query"] = self.query
         else:
             inputs = self.processor(frames, task="rsot", expression=expression)
         text = generate(self.model, self.processor, inputs, **self.generation)[0]
@@ -332,6 +341,7 @@ def track_with_llm(
     box_format: BoxFormat = "xyxy",
     clip_length: int | None = None,
     stride: int | None = None,
+    template: bool = True,
     model_name: str = "this model",
     progress: bool = False,
     **generation: Any,
@@ -346,6 +356,11 @@ def track_with_llm(
             RSOT: the frame to start from (default the first).
         expression: RSOT: a referring expression ("the red circle"); see :func:`ground`.
         clip_length / stride: clip schedule (default ``min(8, num_frames)`` and one less).
+        template: with a frame selector that scores each frame's cells against the target's box on the
+            clip's first frame (``frame_select_query``), keep the query of the first clip started from a box
+            (the user's box in SOT, the first box found in RSOT) for every later clip of the request, as a
+            tracker keeps its first template; False: each clip's own first box (written by the clip before)
+            gives its query. Ignored by other models.
         model_name: how errors name the model.
         progress: show a progress bar over the clips (on stderr).
         generation: ``generate`` keyword arguments; ``max_new_tokens`` defaults to 24 per frame.
@@ -399,6 +414,7 @@ def track_with_llm(
         stride,
         {"max_new_tokens": 24 * min(clip_length, total) + 8, **generation},  # ~24 tokens a frame
         bar,
+        template=bool(template) and config.frame_tokens == "select" and config.frame_select_query,
     )
     boxes = np.full((total, 4), np.nan)
     status = np.full(total, BoxStatus.UNPARSED, dtype=np.int8)

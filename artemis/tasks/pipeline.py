@@ -443,8 +443,9 @@ class VideoPipeline:
 
         SOT: ``box`` on ``frame_index``; clips run forward to the end and backward to frame 0. RSOT: see
         :meth:`ground`. Returns a :class:`~artemis.tasks.box_output.BoxOutTrack` (a :class:`Track` with
-        per-frame parse status and the generated texts). ``options``: ``clip_length``, ``stride`` and
-        ``generate`` keyword arguments. Frames are read clip by clip, so memory does not grow with the video.
+        per-frame parse status and the generated texts). ``options``: ``clip_length``, ``stride``,
+        ``template`` (see :func:`~artemis.tasks.box_output.track_with_llm`) and ``generate`` keyword arguments.
+        Frames are read clip by clip, so memory does not grow with the video.
         """
         with self._box_output_video(video) as source:
             return track_with_llm(
@@ -473,7 +474,8 @@ class VideoPipeline:
             expression: the referring expression.
             frame_index: the frame to start from (clips run forward, then backward from it).
             progress: show a progress bar over the clips.
-            options: ``clip_length``, ``stride`` and ``generate`` keyword arguments (``max_new_tokens``...).
+            options: ``clip_length``, ``stride``, ``template`` and ``generate`` keyword arguments
+                (``max_new_tokens``...).
 
         Returns:
             A :class:`~artemis.tasks.box_output.BoxOutTrack`: per-frame boxes, visibility and status, the
