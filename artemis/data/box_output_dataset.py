@@ -176,6 +176,9 @@ class BoxOutDataset(Dataset):
             height (0, the default: no move).
         box_history_noise: the largest move, in units of the 0..100 box grid, of each answer box as the LLM
             reads it back in training (0, the default: exact); the labels stay exact.
+        sot_query_exact: the frame selector's query reads the exact first-frame box while the prompt gives the
+            jittered one (False, the default: both the jittered one), as at inference with a fixed template,
+            whose query comes from the user's box.
         seed: base of the jitter draws.
         video_cache_mb / max_video_mb: the LRU of whole decoded small videos (0 turns it off).
         vision_features: give items ``video_features`` computed by this function from the clip's processed
@@ -198,6 +201,7 @@ class BoxOutDataset(Dataset):
         sot_box_jitter: float = 0.0,
         sot_box_shift: float = 0.0,
         box_history_noise: int = 0,
+        sot_query_exact: bool = False,
         seed: int = 0,
         video_cache_mb: float = 512.0,
         max_video_mb: float = 32.0,
@@ -226,6 +230,9 @@ class BoxOutDataset(Dataset):
                 "units of the 0..100 box grid; use a whole number from 0 (exact) to 20"
             )
         self.box_history_noise = box_history_noise
+        if not isinstance(sot_query_exact, bool):
+            raise ConfigError(f"sot_query_exact={sot_query_exact!r}; expected true or false")
+        self.sot_query_exact = sot_query_exact
         self.seed = int(seed)
         self.epoch = 0
         self.video_cache = DecodedVideoCache(int(video_cache_mb * 2**20), int(max_video_mb * 2**20))
@@ -330,7 +337,10 @@ class BoxOutDataset(Dataset):
             if self.sot_box_jitter > 0.0 or self.sot_box_shift > 0.0:
                 rng = np.random.default_rng([self.seed, self.epoch, int(index), 0x534F54])
                 box = jitter_box(box, self.sot_box_jitter, width, height, rng, self.sot_box_shift)
-            return self.processor.box_output_item(frames, box=box, answer_boxes=boxes, history_moves=history)
+            query = boxes[0] if self.sot_query_exact else None
+            return self.processor.box_output_item(
+                frames, box=box, answer_boxes=boxes, history_moves=history, query_box=query
+            )
         return self.processor.box_output_item(
             frames, expression=sample.caption or "", answer_boxes=boxes, history_moves=history
         )

@@ -431,6 +431,7 @@ class ArtemisProcessor(ProcessorMixin):
         expression: str | None = None,
         answer_boxes: np.ndarray | None = None,
         history_moves: np.ndarray | None = None,
+        query_box: Sequence[float] | np.ndarray | None = None,
     ) -> dict[str, torch.Tensor]:
         """One box-output clip (Elysium layout) without a batch dimension.
 
@@ -444,6 +445,9 @@ class ArtemisProcessor(ProcessorMixin):
                 boxes the LLM reads back under teacher forcing, while the labels stay ``answer_boxes``'. Used
                 only when both answers encode to the same number of tokens (always with a word-level
                 tokenizer; a digit-splitting one may differ where a number gains a digit), else ignored.
+            query_box: SOT: the pixel xyxy box the frame selector's query reads on frame 1 (``query_boxes``),
+                when it is not the prompt's ``box`` (training with ``sot_query_exact``: the prompt's box is
+                jittered, the query's exact). Default: ``box``.
         """
         frames = np.asarray(frames)
         count, height, width = frames.shape[:3]
@@ -454,8 +458,8 @@ class ArtemisProcessor(ProcessorMixin):
         transform = self.video_processor.transform_for(width, height)
         query = None  # the target's box on frame 1, for a selector that scores tokens against it
         if box is not None:
-            query = transform.boxes_to_model(np.asarray(box, dtype=np.float64))
-            question = sot_question(query)
+            question = sot_question(transform.boxes_to_model(np.asarray(box, dtype=np.float64)))
+            query = transform.boxes_to_model(np.asarray(box if query_box is None else query_box, dtype=np.float64))
         else:
             question = rsot_question(expression)
         model_boxes = None if answer_boxes is None else transform.boxes_to_model(answer_boxes)  # (n, 4), NaN: absent

@@ -170,6 +170,8 @@ class DataSection:
         box_history_noise: largest move of each answer box as the LLM reads it back under teacher forcing, in
             units of the 0..100 box grid (0 to 20; 0, the default, exact); the labels stay exact
             (:class:`~artemis.data.box_output_dataset.BoxOutDataset`).
+        sot_query_exact: the frame selector's query reads the exact first-frame box of an SOT clip while its
+            prompt gives the jittered one (false, the default: both the jittered box).
         seed: seed of the dataset's random draws (jitter, paraphrases, mixing).
         log_samples: write ``samples-rank<r>.jsonl`` with the ids each rank trained on, and each rank's
             weight digest at the end (to check sharding).
@@ -188,6 +190,7 @@ class DataSection:
     sot_box_jitter: float = 0.0
     sot_box_shift: float = 0.0
     box_history_noise: int = 0
+    sot_query_exact: bool = False
     cache_dir: str | None = None
     bad_records: str = "raise"
     seed: int = 0

@@ -321,6 +321,7 @@ def _datasets(config: TrainConfig, processor: Any, model: Any) -> tuple[Any, Any
                     sot_box_jitter=data.sot_box_jitter,
                     sot_box_shift=data.sot_box_shift,
                     box_history_noise=data.box_history_noise,
+                    sot_query_exact=data.sot_query_exact,
                     seed=data.seed,
                     vision_features=clip_features if features_cache else None,
                 ),

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from artemis.boxes import parse_elysium_box
 from artemis.data import SynthRefConfig, generate_split, read
@@ -159,6 +160,29 @@ def test_sot_box_jitter_moves_the_prompt_box_only(split_dir: Path, tiny) -> None
     assert any(not np.array_equal(x, y) for x, y in zip(before, after, strict=True))
     with pytest.raises(ConfigError, match="sot_box_jitter"):
         BoxOutDataset.from_files([path], processor, model.config, sot_box_jitter=0.9)
+
+
+def test_sot_query_exact_gives_the_selector_the_true_box_and_the_prompt_the_jittered_one(split_dir: Path, tiny) -> None:
+    model, processor = tiny
+    path = split_dir / "elysium_track.json"
+    options = {"tasks": ("sot",), "sot_box_jitter": 0.2, "seed": 1}
+    jittered = BoxOutDataset.from_files([path], processor, model.config, **options)
+    exact = BoxOutDataset.from_files([path], processor, model.config, sot_query_exact=True, **options)
+    moved = 0
+    for index in range(0, len(exact), 7):
+        a, b = jittered[index], exact[index]
+        assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["labels"], b["labels"])  # same prompt
+        clip = exact.clips[index]
+        sample = exact.samples[clip.record]
+        square = processor.video_processor.transform_for(sample.width, sample.height)
+        truth = square.boxes_to_model(np.asarray(sample.boxes[clip.positions[0]], dtype=np.float64))
+        np.testing.assert_allclose(b["query_boxes"].numpy(), np.clip(truth, 0, 1), atol=1e-6)
+        # Without the option the query reads the jittered box the prompt spells (to its written hundredths).
+        np.testing.assert_allclose(a["query_boxes"].numpy(), _prompt_box(processor, a), atol=0.005 + 1e-6)
+        moved += bool(np.abs(a["query_boxes"].numpy() - b["query_boxes"].numpy()).max() > 0.006)
+    assert moved > 0
+    with pytest.raises(ConfigError, match="sot_query_exact='yes'; expected true or false"):
+        BoxOutDataset.from_files([path], processor, model.config, sot_query_exact="yes")
 
 
 def test_sot_box_shift_moves_the_prompt_box_and_keeps_its_size(split_dir: Path, tiny) -> None:

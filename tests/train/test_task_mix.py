@@ -75,6 +75,7 @@ def test_artemis_train_trains_the_frame_selector_on_the_target_cells(
     select = {"frame_tokens": "select", "frame_select_tokens": 4, "frame_select_query": True}
     raw["model"]["tiny"].update(select, frame_select_centre=True, frame_select_box_loss=1.0)
     raw["data"]["files"] = raw["data"]["files"][1:]  # SOT and RSOT clips only
+    raw["data"]["sot_query_exact"] = True  # the query reads the exact box, the prompt the jittered one
     assert main(["train", "--config", str(write_config(tmp_path / "select.yaml", raw))]) == 0
     saved = json.loads((tmp_path / "out" / "config.json").read_text())
     assert saved["frame_select_box_loss"] == 1.0 and saved["frame_select_centre"] is True
@@ -85,6 +86,10 @@ def test_artemis_train_trains_the_frame_selector_on_the_target_cells(
     raw["training"] = few_steps(tmp_path / "bad", 3)
     assert main(["train", "--config", str(write_config(tmp_path / "bad.yaml", raw))]) == 2
     assert "frame_select_box_loss=-1 is not valid" in capsys.readouterr().err
+    raw["model"]["tiny"]["frame_select_box_loss"] = 1.0
+    raw["data"]["sot_query_exact"] = "often"
+    assert main(["train", "--config", str(write_config(tmp_path / "bad.yaml", raw))]) == 2
+    assert "data.sot_query_exact=often: expected bool" in capsys.readouterr().err
 
 
 def test_artemis_train_takes_box_numbers_against_ordered_targets(
