@@ -388,6 +388,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             raise ValueError("frame_query: every sample's first frame must be a real frame (frame_mask[:, 0])")
         layer = self.config.vision_feature_layer
         patches = self._vision_hidden_states(pixel_values[frame_mask], [layer])[layer]  # (n_frames, P, C)
+        frame_mask = frame_mask.to(patches.device)
         grid = patches.new_zeros(*frame_mask.shape, *patches.shape[1:])  # (B, T, P, C)
         grid[frame_mask] = patches
         weight = self.mm_projector.linear_1.weight
