@@ -458,8 +458,9 @@ class ArtemisProcessor(ProcessorMixin):
         transform = self.video_processor.transform_for(width, height)
         query = None  # the target's box on frame 1, for a selector that scores tokens against it
         if box is not None:
-            question = sot_question(transform.boxes_to_model(np.asarray(box, dtype=np.float64)))
-            query = transform.boxes_to_model(np.asarray(box if query_box is None else query_box, dtype=np.float64))
+            shown = transform.boxes_to_model(np.asarray(box, dtype=np.float64))
+            question = sot_question(shown)
+            query = shown if query_box is None else transform.boxes_to_model(np.asarray(query_box, dtype=np.float64))
         else:
             question = rsot_question(expression)
         model_boxes = None if answer_boxes is None else transform.boxes_to_model(answer_boxes)  # (n, 4), NaN: absent

@@ -414,7 +414,7 @@ def track_with_llm(
         stride,
         {"max_new_tokens": 24 * min(clip_length, total) + 8, **generation},  # ~24 tokens a frame
         bar,
-        template=bool(template) and config.frame_tokens == "select" and config.frame_select_query,
+        template=bool(template) and config.frame_select_query,  # the config refuses the query without the selector
     )
     boxes = np.full((total, 4), np.nan)
     status = np.full(total, BoxStatus.UNPARSED, dtype=np.int8)
