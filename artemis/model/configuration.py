@@ -105,6 +105,13 @@ class ArtemisConfig(PreTrainedConfig):
             :class:`~artemis.model.frame_tokens.FrameContext`), so each cell's feature carries its
             neighbourhood (an object's shape lies in the layout of its cells). Zero-initialised output: a
             model is unchanged until they train. 0 (default): none.
+        frame_stem_grid: ``frame_tokens="select"``, ours: 0 (default) or the side G of a grid finer than the
+            vision tower's patch grid (a multiple of it that divides ``image_size``), on which the selector
+            scores and keeps cells: each frame's features (after the context blocks) are upsampled to G x G
+            and a small convolution over the frame's pixels (``frame_stem``,
+            :class:`~artemis.model.frame_tokens.PixelStem`, zero-initialised) is added, so a kept token's cell
+            is ``image_size / G`` pixels instead of a patch. ``frame_select_grid`` is then G. Needs the
+            frames' pixels: a features cache cannot feed such a model.
         frame_context_time: with ``frame_context_layers``, ours: the first convolution of each block is 3x3x3,
             spanning the previous and the next frame too, so a cell sees what moves (default false).
         frame_index_embedding: ``"frames"`` layout, ours: a learned vector per frame of the clip added to all
@@ -241,6 +248,7 @@ class ArtemisConfig(PreTrainedConfig):
     frame_position_init: Literal["zeros", "sincos"] = "zeros"
     frame_context_layers: int = 0
     frame_context_time: bool = False
+    frame_stem_grid: int = 0
     frame_index_embedding: bool = False
     frame_index_text: bool = False
     frame_aligned_positions: bool = False
@@ -286,7 +294,7 @@ class ArtemisConfig(PreTrainedConfig):
         self.tasks = [str(task) for task in self.tasks]
         if self.frame_tokens == "select":  # explicit in a saved select model's config.json
             if self.frame_select_grid is None:
-                self.frame_select_grid = self.patches_per_side
+                self.frame_select_grid = self.frame_stem_grid or self.patches_per_side
             if self.frame_select_tokens is None:
                 self.frame_select_tokens = self.frame_pool_size**2
         self.validate_artemis()
@@ -467,9 +475,18 @@ class ArtemisConfig(PreTrainedConfig):
                 f"{self.frame_select_order!r}) and frame_position_embedding=true "
                 f"(got {self.frame_position_embedding!r})"
             )
+        self._validate_frame_stem()
         if self.frame_tokens != "select":
             return
         side = self.patches_per_side
+        if self.frame_stem_grid:
+            if self.frame_select_grid != self.frame_stem_grid:
+                raise ConfigError(
+                    f"frame_select_grid={self.frame_select_grid} but frame_stem_grid={self.frame_stem_grid}: with a "
+                    "pixel stem the selector scores the stem's grid; set frame_select_grid to "
+                    f"{self.frame_stem_grid} or leave it unset"
+                )
+            side = self.frame_stem_grid
         if not 1 <= self.frame_select_grid <= side:
             raise ConfigError(
                 f"frame_select_grid={self.frame_select_grid} must be between 1 and the patch grid's side {side} "
@@ -482,6 +499,28 @@ class ArtemisConfig(PreTrainedConfig):
                 f"frame_select_tokens={self.frame_select_tokens} must be between 1 and frame_select_grid**2={cells} "
                 f"(the tokens a {self.frame_select_grid}x{self.frame_select_grid} grid has); lower it or raise "
                 "frame_select_grid"
+            )
+
+    def _validate_frame_stem(self) -> None:
+        from artemis.errors import ConfigError
+
+        stem = self.frame_stem_grid
+        if isinstance(stem, bool) or not isinstance(stem, int) or stem < 0:
+            raise ConfigError(f"frame_stem_grid={stem!r} is not valid; expected 0 (no stem) or a grid side such as 32")
+        if not stem:
+            return
+        if self.video_layout != "frames" or self.frame_tokens != "select":
+            raise ConfigError(
+                f"frame_stem_grid={stem} gives the frame selector a finer grid; it needs video_layout='frames' and "
+                f"frame_tokens='select' (got {self.video_layout!r} and {self.frame_tokens!r}); set them or "
+                "frame_stem_grid=0"
+            )
+        side, size = self.patches_per_side, self.vision_config.image_size
+        if stem <= side or stem % side or size % stem:
+            raise ConfigError(
+                f"frame_stem_grid={stem} must be a multiple of the patch grid's side {side} above it that divides "
+                f"image_size {size} (each cell of the finer grid is a whole number of pixels); e.g. "
+                f"frame_stem_grid={2 * side}"
             )
 
     # --- derived sizes --------------------------------------------------------------------------
@@ -524,9 +563,18 @@ class ArtemisConfig(PreTrainedConfig):
 
     @property
     def frame_feature_grid(self) -> int:
-        """Side of the grid each frame's features are average-pooled to before the projector (``"frames"``):
-        ``frame_pool_size`` (pool) or ``frame_select_grid`` (select, the grid the selector scores)."""
+        """Side of the grid each frame's features are average-pooled to (``"frames"``; what a features cache
+        stores): ``frame_pool_size`` (pool) or ``frame_select_grid`` (select, the grid the selector scores);
+        with ``frame_stem_grid`` the patch grid itself, which the stem then refines."""
+        if self.frame_stem_grid:
+            return self.patches_per_side
         return self.frame_select_grid if self.frame_tokens == "select" else self.frame_pool_size
+
+    @property
+    def frame_token_grid(self) -> int:
+        """Side of the grid a frame's tokens come from (``"frames"``): ``frame_stem_grid`` with a stem, else
+        :attr:`frame_feature_grid`. The cell position embedding has one row per cell of it."""
+        return self.frame_stem_grid or self.frame_feature_grid
 
     @property
     def num_video_features(self) -> int:

@@ -53,6 +53,7 @@ __all__ = [
     "FrameIndexEmbedding",
     "FramePositionEmbedding",
     "FrameTokenSelector",
+    "PixelStem",
     "aligned_positions",
     "box_cells_loss",
     "box_query",
@@ -64,7 +65,7 @@ __all__ = [
 QUERY_SCALE_INIT = 4.0
 """Initial weight of the target similarity in the selector's logits (cosines lie in -1..1)."""
 
-FRAME_TOKEN_MODULES = ("frame_selector", "frame_positions", "frame_context", "frame_indices")
+FRAME_TOKEN_MODULES = ("frame_selector", "frame_positions", "frame_context", "frame_indices", "frame_stem")
 """Attributes of the model that turn frame features into tokens next to the projector (None when unused);
 they train whenever the projector trains."""
 
@@ -402,6 +403,52 @@ class FrameContext(nn.Module):
             else:
                 maps = maps + block(maps)
         return maps.permute(0, 2, 3, 1).reshape(batch, frames, count, channels)
+
+
+class PixelStem(nn.Module):
+    """A cheap convolutional view of each frame's pixels on a grid finer than the vision tower's
+    (``frame_stem_grid``, ours), added to the tower's features upsampled to that grid.
+
+    With 8 px patches the selector keeps whole 8 px cells, and a box read off cell positions is only as
+    precise as the cells: on SynthRef, a box of the first frame's size centred on the mean centre of the
+    cells whose centre lies in the target's box scores a mean IoU of 0.704 at 16x16 cells and 0.778 at
+    32x32 (docs/experiments.md, box output); the box model reads a frame at about 0.70. A tower with 4 px patches
+    would cost four times the tokens and sixteen times the attention; this stem is a strided convolution
+    (one cell of the fine grid per stride) and a 3x3 convolution, zero-initialised, so a model starts as
+    the tower's features upsampled and learns what the finer cells add. Written here because the choice of
+    where to add it (after the tower's context block, before the selector) is the model's own.
+
+    Args:
+        channels: width C of the features it is added to (the vision tower's).
+        image_size: side S of the frames in pixels.
+        side: side G of the fine grid; ``S % G == 0`` (each fine cell is ``S // G`` pixels).
+    """
+
+    def __init__(self, channels: int, image_size: int, side: int) -> None:
+        super().__init__()
+        self.side = int(side)
+        stride = int(image_size) // self.side
+        self.patch = nn.Conv2d(3, channels, stride, stride=stride)
+        self.act = nn.GELU()
+        self.mix = nn.Conv2d(channels, channels, 3, padding=1)
+        with torch.no_grad():  # the upsampled tower's features at the start; _init_weights keeps it zero
+            self.mix.zero_init = True
+            nn.init.zeros_(self.mix.weight)
+            nn.init.zeros_(self.mix.bias)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """(N, 3, S, S) normalised frames -> (N, G*G, C), raster order."""
+        maps = self.mix(self.act(self.patch(frames)))  # (N, C, G, G)
+        return maps.flatten(2).transpose(1, 2)
+
+    @staticmethod
+    def upsampled(grid: torch.Tensor, side: int) -> torch.Tensor:
+        """(B, T, g*g, C) each frame's cells -> (B, T, side*side, C), bilinear (cell centres aligned)."""
+        batch, frames, count, channels = grid.shape
+        coarse = math.isqrt(count)
+        maps = grid.reshape(batch * frames, coarse, coarse, channels).permute(0, 3, 1, 2)  # (B*T, C, g, g)
+        fine = nn.functional.interpolate(maps, size=(side, side), mode="bilinear", align_corners=False)
+        return fine.permute(0, 2, 3, 1).reshape(batch, frames, side * side, channels)
 
 
 class FramePositionEmbedding(nn.Module):

@@ -26,6 +26,7 @@ from artemis.model.frame_tokens import (
     FrameIndexEmbedding,
     FramePositionEmbedding,
     FrameTokenSelector,
+    PixelStem,
     aligned_positions,
     box_cells_loss,
     isolation_mask,
@@ -147,7 +148,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             )
         if config.frame_position_embedding:
             self.frame_positions = FramePositionEmbedding(
-                config.frame_feature_grid**2, config.text_config.hidden_size, init=config.frame_position_init
+                config.frame_token_grid**2, config.text_config.hidden_size, init=config.frame_position_init
             )
         self.frame_indices = None
         if config.frame_index_embedding:
@@ -160,6 +161,12 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             with torch.random.fork_rng(devices=[]):
                 self.frame_context = FrameContext(
                     config.vision_config.hidden_size, config.frame_context_layers, time=config.frame_context_time
+                )
+        self.frame_stem = None  # likewise built last, apart from the global generator
+        if config.frame_stem_grid:
+            with torch.random.fork_rng(devices=[]):
+                self.frame_stem = PixelStem(
+                    config.vision_config.hidden_size, config.vision_config.image_size, config.frame_stem_grid
                 )
         # The relation embedding's own loss in the last forward with labels (``region_track_token="relation"``),
         # already added to that forward's loss; None when it had none. Kept for logging.
@@ -296,6 +303,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         frame_boxes: torch.Tensor | None = None,
         question: torch.Tensor | None = None,
         select_query: torch.Tensor | None = None,
+        stem: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Pooled video features to video tokens in the LLM's space.
 
@@ -315,6 +323,8 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             select_query: (B, C) a selector query computed beforehand (:meth:`frame_query`, NaN rows: none):
                 where given it replaces the one ``query_boxes`` would give, so that a later clip of one
                 request scores its frames against the target as an earlier frame showed it.
+            stem: (B, T, G*G, C) the pixel stem's features of each frame (:meth:`stem_features`), required by
+                a model with ``frame_stem_grid`` and ignored otherwise.
 
         Returns:
             (B, num_video_tokens, D).
@@ -323,7 +333,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         features = features.to(device=weight.device, dtype=weight.dtype)
         if self.config.video_layout != "frames":
             return self.mm_projector(features)  # (B, N_v, D)
-        grid = self._frame_grid(features)  # (B, N_t, g*g, C)
+        grid = self._frame_grid(features, stem)  # (B, N_t, g*g, C)
         cells = None  # (B, N_t, k) raster index of each kept token; None: the whole grid
         first_at = None  # (B, N_t, 2) with frame_position_refine: the first token's refined position
         if self.frame_selector is not None:
@@ -349,14 +359,37 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             tokens = self.frame_indices(tokens)  # (B, N_t, n, D), every token tagged with its frame
         return tokens.flatten(1, 2)  # (B, N_t * n, D)
 
-    def _frame_grid(self, features: torch.Tensor) -> torch.Tensor:
+    def _frame_grid(self, features: torch.Tensor, stem: torch.Tensor | None = None) -> torch.Tensor:
         """``"frames"`` layout: pooled features (B, num_video_features, C_v) -> each frame's cell grid (B, N_t,
-        g*g, C_v), through the context convolutions when the model has them."""
+        g*g, C_v), through the context convolutions when the model has them; with a pixel stem, then
+        upsampled to the stem's grid with ``stem`` (B, T, G*G, C_v) added (B, N_t, G*G, C_v)."""
         batch, channels = features.shape[0], features.shape[-1]
         grid = features.reshape(batch, self.config.num_frames, -1, channels)  # (B, N_t, g*g, C)
         if self.frame_context is not None:
             grid = self.frame_context(grid)  # (B, N_t, g*g, C), each cell now sees its neighbours
-        return grid
+        if self.frame_stem is None:
+            return grid
+        if stem is None:
+            raise ValueError(
+                f"this model refines each frame's grid with a pixel stem (frame_stem_grid="
+                f"{self.config.frame_stem_grid}), which reads the frames' pixels; pass pixel_values (precomputed "
+                "video_features do not hold them)"
+            )
+        stem = stem.to(device=grid.device, dtype=grid.dtype)
+        stem = nn.functional.pad(stem, (0, 0, 0, 0, 0, self.config.num_frames - stem.shape[1]))  # (B, N_t, G*G, C)
+        return PixelStem.upsampled(grid, self.frame_stem.side) + stem
+
+    def stem_features(self, pixel_values: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor | None:
+        """The pixel stem's features of each real frame (``frame_stem_grid``), zero on padding frames:
+        (B, T, 3, S, S), (B, T) -> (B, T, G*G, C_v); None for a model without a stem."""
+        if self.frame_stem is None:
+            return None
+        weight = self.frame_stem.patch.weight
+        frames = pixel_values[frame_mask].to(device=weight.device, dtype=weight.dtype)  # (n_frames, 3, S, S)
+        features = self.frame_stem(frames)  # (n_frames, G*G, C)
+        out = features.new_zeros(*frame_mask.shape, *features.shape[1:])  # (B, T, G*G, C)
+        out[frame_mask.to(out.device)] = features
+        return out
 
     @torch.no_grad()
     def frame_query(
@@ -393,7 +426,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         grid[frame_mask] = patches
         weight = self.mm_projector.linear_1.weight
         pooled = self.pool_video_features(grid, frame_mask).to(device=weight.device, dtype=weight.dtype)
-        grid = self._frame_grid(pooled)  # (B, N_t, g*g, C)
+        grid = self._frame_grid(pooled, self.stem_features(pixel_values, frame_mask))  # (B, N_t, g*g, C)
         return self.frame_selector.target_query(grid, query_boxes.to(device=grid.device))  # (B, C)
 
     def region_tokens(
@@ -518,6 +551,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         pooled = None  # (n_video_samples, N_v, C_v)
         has_video = None  # (B,) which samples have a video, when known
         first_frames = None  # (n_video_samples, P, C_v), what an image sample's patch tokens are made of
+        stem = None  # (n_video_samples, T, G*G, C_v) with a pixel stem
         if video_frames is not None and split:
             patches = states[self.config.vision_feature_layer][:split]  # (n_frames, P, C)
             grid = patches.new_zeros(*frame_mask.shape, *patches.shape[1:])  # (B, T, P, C)
@@ -525,6 +559,8 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             has_video = frame_mask.any(1)
             pooled = self.pool_video_features(grid[has_video], frame_mask[has_video])
             first_frames = grid[has_video][:, 0]
+            if self.frame_stem is not None:
+                stem = self.stem_features(pixel_values[has_video], frame_mask[has_video])
         elif video_features is not None:
             pooled = self._checked_video_features(video_features, video_feature_mask)
             has_video = None if video_feature_mask is None else video_feature_mask.bool()
@@ -543,10 +579,12 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
                 text = text[has_video.to(text.device)]
             images = self._image_rows(image_mask, has_video, frame_mask, len(pooled))  # (n,) bool, or None
             if images is None:
-                video = self.project_video_features(pooled, query_boxes, frame_boxes, text, select_query)
+                video = self.project_video_features(pooled, query_boxes, frame_boxes, text, select_query, stem)
                 video = video.flatten(0, 1)  # (n*N_v, D)
             else:
-                video = self._media_tokens(pooled, first_frames, images, query_boxes, frame_boxes, text, select_query)
+                video = self._media_tokens(
+                    pooled, first_frames, images, query_boxes, frame_boxes, text, select_query, stem
+                )
 
         levels = None  # each (n*K, P, C_v)
         if region_frames is not None and len(region_frames):
@@ -607,6 +645,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         frame_boxes: torch.Tensor | None = None,
         question: torch.Tensor | None = None,
         select_query: torch.Tensor | None = None,
+        stem: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Tokens of a batch mixing images and videos (``image_tokens="patches"``), in sample order.
 
@@ -622,6 +661,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             frame_boxes: (n, T, 4) or None, for the selector's loss on the video samples.
             question: (n, D) or None, the prompts' mean text embedding, for a selector's text query.
             select_query: (n, C_v) or None, a selector query given beforehand (:meth:`frame_query`).
+            stem: (n, T, G*G, C_v) or None, the pixel stem's features (:meth:`stem_features`).
 
         Returns:
             (n_images * P + n_videos * N_v, D).
@@ -644,7 +684,8 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             targets = None if frame_boxes is None else frame_boxes[~images.to(frame_boxes.device)]
             text = None if question is None else question[~images.to(question.device)]
             given = None if select_query is None else select_query[~images.to(select_query.device)]
-            video_tokens = self.project_video_features(pooled[~images], query, targets, text, given)  # (n_v, N_v, D)
+            fine = None if stem is None else stem[~images.to(stem.device)]
+            video_tokens = self.project_video_features(pooled[~images], query, targets, text, given, fine)
         image_iter, video_iter = iter(image_tokens), iter(() if video_tokens is None else video_tokens)
         parts = [next(image_iter) if is_image else next(video_iter) for is_image in images.tolist()]
         return torch.cat(parts)  # (n_i * P + n_v * N_v, D)

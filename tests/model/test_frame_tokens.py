@@ -906,3 +906,101 @@ def _assert_cached_decoding_matches_one_forward(model, prefix: torch.Tensor, vis
         logits = model(input_ids=written, attention_mask=torch.ones_like(written), **visual).logits
     stepwise = torch.stack(out.logits, dim=1)  # (1, 12, V) each step's logits before the ban
     torch.testing.assert_close(stepwise, logits[:, prefix.shape[1] - 1 : -1], rtol=1e-4, atol=1e-5)
+
+
+def test_pixel_stem_gives_the_selector_a_finer_grid_that_starts_as_the_tower_upsampled(tmp_path: Path) -> None:
+    settings = {
+        **SELECT,
+        "tasks": ["boxes"],
+        "frame_select_query": True,
+        "frame_position_embedding": True,
+        "frame_context_layers": 1,
+    }
+    model, processor = build_tiny_model(["the red circle"], seed=5, frame_stem_grid=16, **settings)
+    config = model.config
+    assert (config.frame_select_grid, config.frame_feature_grid, config.frame_token_grid) == (16, 8, 16)
+    assert model.frame_selector.side == 16 and model.frame_positions.weight.shape[0] == 256
+    assert config.num_video_features == config.num_frames * 64  # the cacheable grid stays the tower's
+    clip = _clip(7)
+    boxes = np.tile([4.0, 6.0, 20.0, 18.0], (len(clip), 1))
+    inputs = processor(clip, task="sot", box=boxes[0])
+    pixels, mask = inputs["pixel_values"], inputs["frame_mask"]
+
+    # Zero output convolution: the grid the selector scores is the tower's grid (after the context block)
+    # upsampled bilinearly, cell centres aligned, and nothing of the pixels is added yet.
+    layer = config.vision_config.num_hidden_layers + 1 + config.vision_feature_layer
+    with torch.no_grad():
+        stem = model.stem_features(pixels, mask)
+        assert stem.shape == (1, 6, 256, 32) and stem.abs().sum() == 0
+        patches = model.vision_tower(pixel_values=pixels[0], output_hidden_states=True).hidden_states[layer][:, 1:]
+        pooled = model.pool_video_features(patches[None], mask)  # (1, N_t * 64, C)
+        grid = model._frame_grid(pooled, stem)  # (1, N_t, 256, C)
+        coarse = model.frame_context(pooled.reshape(1, config.num_frames, 64, 32))[0, 0]  # frame 1, (64, C)
+    coarse = coarse.reshape(8, 8, 32)
+    # A fine cell's centre (i + 0.5) / 16 of the frame lies at (i + 0.5) / 2 - 0.5 in coarse cells.
+    for row, col in [(0, 0), (5, 9), (15, 15), (7, 8)]:
+        y, x = (row + 0.5) / 2 - 0.5, (col + 0.5) / 2 - 0.5
+        y0, x0 = max(math.floor(y), 0), max(math.floor(x), 0)
+        y1, x1 = min(y0 + 1, 7), min(x0 + 1, 7)
+        wy, wx = min(max(y - y0, 0.0), 1.0), min(max(x - x0, 0.0), 1.0)
+        expected = (1 - wy) * ((1 - wx) * coarse[y0, x0] + wx * coarse[y0, x1]) + wy * (
+            (1 - wx) * coarse[y1, x0] + wx * coarse[y1, x1]
+        )
+        torch.testing.assert_close(grid[0, 0, row * 16 + col], expected, rtol=1e-5, atol=1e-6)
+
+    # Trained, a fine cell reads the pixels of its own 2x2 block and of the cells next to it, no further.
+    stem_module = model.frame_stem
+    with torch.no_grad():
+        stem_module.mix.weight.normal_(std=0.1, generator=torch.Generator().manual_seed(2))
+        moved = pixels.clone()
+        moved[0, 0, :, 10:12, 20:22] += 1.0  # the pixels of fine cell (5, 10)
+        changed = (model.stem_features(moved, mask) - model.stem_features(pixels, mask)).abs().sum(-1)
+    reach = torch.zeros(6, 16, 16, dtype=torch.bool)
+    reach[0, 4:7, 9:12] = True
+    assert torch.equal(changed[0].reshape(6, 16, 16) > 0, reach)
+
+    # The kept tokens come from the fine grid, and the stem trains with the projector from the first step.
+    with torch.no_grad():
+        query = model.frame_selector.target_query(grid, inputs["query_boxes"])
+        assert model.frame_selector.scores(grid, query).shape == (1, config.num_frames, 256)
+    section = TrainConfig(stage="s", model=None, train=TrainableSection(projector=True))
+    set_trainable(model, section)
+    assert "frame_stem.mix.weight" in set(trainable_state(model))
+    with torch.no_grad():
+        stem_module.mix.weight.zero_()
+    model.train()
+    batch = processor.collate([processor.box_output_item(clip, box=boxes[0], answer_boxes=boxes)])
+    model(**batch).loss.backward()
+    assert stem_module.mix.weight.grad.abs().sum() > 0 and stem_module.patch.weight.grad is not None
+    model.eval()
+
+    # Saved and loaded with its stem; generation and chained clips (the template's query) run through it.
+    with torch.no_grad():
+        stem_module.mix.weight.normal_(std=0.1, generator=torch.Generator().manual_seed(3))
+        expected = model(**inputs).logits
+    ArtemisModel(model, processor).save_pretrained(tmp_path / "m")
+    loaded = ArtemisModel.from_pretrained(tmp_path / "m")
+    assert loaded.config.frame_stem_grid == 16
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(**inputs).logits, expected, rtol=0, atol=0)
+    frames = np.random.default_rng(0).integers(0, 255, (10, 24, 40, 3), dtype=np.uint8)
+    track = loaded.track_with_llm(frames, box=(4, 4, 20, 16), max_new_tokens=12)
+    assert track.num_frames == 10 and len(track.texts) == 2
+
+    # Precomputed features lack the pixels the stem reads: one clear error, not a wrong answer.
+    with torch.no_grad():
+        video, _ = VisionFeatureExtractor(loaded.model)(pixels[0], range(6), [])
+        with pytest.raises(ValueError, match=r"pixel stem .*frame_stem_grid=16.*pass pixel_values"):
+            loaded.model(input_ids=inputs["input_ids"], video_features=video[None], query_boxes=inputs["query_boxes"])
+
+    for overrides, wrong in [
+        ({**SELECT, "frame_stem_grid": 12}, "multiple of the patch grid's side 8"),
+        ({**SELECT, "frame_stem_grid": 8}, "multiple of the patch grid's side 8 above it"),
+        ({**SELECT, "frame_stem_grid": 24}, "divides image_size 32"),
+        ({**SELECT, "frame_stem_grid": -1}, "frame_stem_grid=-1 is not valid"),
+        ({**SELECT, "frame_stem_grid": True}, "frame_stem_grid=True is not valid"),
+        ({"video_layout": "frames", "frame_stem_grid": 16}, "frame_tokens='select' \\(got 'frames' and 'pool'\\)"),
+        ({**SELECT, "frame_stem_grid": 16, "frame_select_grid": 8}, "set frame_select_grid to 16"),
+    ]:
+        with pytest.raises(ConfigError, match=wrong):
+            tiny_config(**overrides)
