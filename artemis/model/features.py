@@ -20,7 +20,7 @@ from safetensors import safe_open
 from torch import nn
 from transformers import AutoModel
 
-from artemis.errors import CheckpointError
+from artemis.errors import CheckpointError, ConfigError
 from artemis.model.configuration import ArtemisConfig
 from artemis.model.modeling import ArtemisForConditionalGeneration
 
@@ -75,6 +75,12 @@ class VisionFeatureExtractor:
     """
 
     def __init__(self, model: ArtemisForConditionalGeneration, batch_size: int = 32) -> None:
+        if model.config.frame_stem_grid:
+            raise ConfigError(
+                f"this model's frame tokens read the frames' pixels through a pixel stem (frame_stem_grid="
+                f"{model.config.frame_stem_grid}), which cached vision features do not hold; train and run it on "
+                "frames, without a features cache"
+            )
         self.model = model
         self.batch_size = int(batch_size)
         self._fingerprint: str | None = None

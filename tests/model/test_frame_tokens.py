@@ -988,10 +988,12 @@ def test_pixel_stem_gives_the_selector_a_finer_grid_that_starts_as_the_tower_ups
     assert track.num_frames == 10 and len(track.texts) == 2
 
     # Precomputed features lack the pixels the stem reads: one clear error, not a wrong answer.
+    with pytest.raises(ConfigError, match=r"pixel stem \(frame_stem_grid=16\).*without a features cache"):
+        VisionFeatureExtractor(loaded.model)
     with torch.no_grad():
-        video, _ = VisionFeatureExtractor(loaded.model)(pixels[0], range(6), [])
+        video = loaded.model.pool_video_features(patches[None], mask)
         with pytest.raises(ValueError, match=r"pixel stem .*frame_stem_grid=16.*pass pixel_values"):
-            loaded.model(input_ids=inputs["input_ids"], video_features=video[None], query_boxes=inputs["query_boxes"])
+            loaded.model(input_ids=inputs["input_ids"], video_features=video, query_boxes=inputs["query_boxes"])
 
     for overrides, wrong in [
         ({**SELECT, "frame_stem_grid": 12}, "multiple of the patch grid's side 8"),
