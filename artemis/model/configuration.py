@@ -40,6 +40,11 @@ CLIP_VIT_L14_224 = {
 """Shape of CLIP ViT-L/14 at 224 px (``openai/clip-vit-large-patch14``), Artemis' vision tower."""
 
 
+def _is_count(value: object) -> bool:
+    """A whole number >= 0, and not a bool (YAML's ``yes`` parses as True, which ``int`` would accept)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 class ArtemisConfig(PreTrainedConfig):
     r"""Configuration of :class:`~artemis.model.modeling.ArtemisForConditionalGeneration`.
 
@@ -437,7 +442,7 @@ class ArtemisConfig(PreTrainedConfig):
                 "set frame_tokens='select' or frame_select_box_loss=0"
             )
         layers = self.frame_context_layers
-        if isinstance(layers, bool) or not isinstance(layers, int) or layers < 0:
+        if not _is_count(layers):
             raise ConfigError(f"frame_context_layers={layers!r} is not valid; expected a whole number >= 0 (0: none)")
         flag("frame_context_time")
         if self.frame_context_time and not layers:
@@ -505,7 +510,7 @@ class ArtemisConfig(PreTrainedConfig):
         from artemis.errors import ConfigError
 
         stem = self.frame_stem_grid
-        if isinstance(stem, bool) or not isinstance(stem, int) or stem < 0:
+        if not _is_count(stem):
             raise ConfigError(f"frame_stem_grid={stem!r} is not valid; expected 0 (no stem) or a grid side such as 32")
         if not stem:
             return

@@ -379,17 +379,15 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         stem = nn.functional.pad(stem, (0, 0, 0, 0, 0, self.config.num_frames - stem.shape[1]))  # (B, N_t, G*G, C)
         return PixelStem.upsampled(grid, self.frame_stem.side) + stem
 
-    def stem_features(self, pixel_values: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor | None:
+    def stem_features(self, frames: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor | None:
         """The pixel stem's features of each real frame (``frame_stem_grid``), zero on padding frames:
-        (B, T, 3, S, S), (B, T) -> (B, T, G*G, C_v); None for a model without a stem."""
+        the real frames (n_frames, 3, S, S), i.e. ``pixel_values[frame_mask]`` (gathered once for the vision
+        tower and the stem alike), and ``frame_mask`` (B, T) -> (B, T, G*G, C_v); None without a stem."""
         if self.frame_stem is None:
             return None
         weight = self.frame_stem.patch.weight
-        frames = pixel_values[frame_mask].to(device=weight.device, dtype=weight.dtype)  # (n_frames, 3, S, S)
-        features = self.frame_stem(frames)  # (n_frames, G*G, C)
-        out = features.new_zeros(*frame_mask.shape, *features.shape[1:])  # (B, T, G*G, C)
-        out[frame_mask.to(out.device)] = features
-        return out
+        features = self.frame_stem(frames.to(device=weight.device, dtype=weight.dtype))  # (n_frames, G*G, C)
+        return _per_frame(features, frame_mask)
 
     @torch.no_grad()
     def frame_query(
@@ -420,13 +418,13 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         if not bool(frame_mask[:, 0].all()):
             raise ValueError("frame_query: every sample's first frame must be a real frame (frame_mask[:, 0])")
         layer = self.config.vision_feature_layer
-        patches = self._vision_hidden_states(pixel_values[frame_mask], [layer])[layer]  # (n_frames, P, C)
+        frames = pixel_values[frame_mask]  # (n_frames, 3, S, S)
+        patches = self._vision_hidden_states(frames, [layer])[layer]  # (n_frames, P, C)
         frame_mask = frame_mask.to(patches.device)
-        grid = patches.new_zeros(*frame_mask.shape, *patches.shape[1:])  # (B, T, P, C)
-        grid[frame_mask] = patches
+        grid = _per_frame(patches, frame_mask)  # (B, T, P, C)
         weight = self.mm_projector.linear_1.weight
         pooled = self.pool_video_features(grid, frame_mask).to(device=weight.device, dtype=weight.dtype)
-        grid = self._frame_grid(pooled, self.stem_features(pixel_values, frame_mask))  # (B, N_t, g*g, C)
+        grid = self._frame_grid(pooled, self.stem_features(frames, frame_mask))  # (B, N_t, g*g, C)
         return self.frame_selector.target_query(grid, query_boxes.to(device=grid.device))  # (B, C)
 
     def region_tokens(
@@ -554,13 +552,12 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
         stem = None  # (n_video_samples, T, G*G, C_v) with a pixel stem
         if video_frames is not None and split:
             patches = states[self.config.vision_feature_layer][:split]  # (n_frames, P, C)
-            grid = patches.new_zeros(*frame_mask.shape, *patches.shape[1:])  # (B, T, P, C)
-            grid[frame_mask] = patches
+            grid = _per_frame(patches, frame_mask)  # (B, T, P, C)
             has_video = frame_mask.any(1)
             pooled = self.pool_video_features(grid[has_video], frame_mask[has_video])
             first_frames = grid[has_video][:, 0]
             if self.frame_stem is not None:
-                stem = self.stem_features(pixel_values[has_video], frame_mask[has_video])
+                stem = self.stem_features(video_frames, frame_mask)[has_video]  # the frames the tower read
         elif video_features is not None:
             pooled = self._checked_video_features(video_features, video_feature_mask)
             has_video = None if video_feature_mask is None else video_feature_mask.bool()
@@ -955,6 +952,13 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             for name in VISUAL_INPUTS:
                 inputs.pop(name, None)
         return inputs
+
+
+def _per_frame(rows: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+    """Rows of the real frames (n_frames, ...) -> (B, T, ...) in their samples' places, zeros on padding frames."""
+    out = rows.new_zeros(*frame_mask.shape, *rows.shape[1:])
+    out[frame_mask.to(out.device)] = rows
+    return out
 
 
 def _check_feature_inputs(

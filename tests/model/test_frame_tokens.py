@@ -930,7 +930,7 @@ def test_pixel_stem_gives_the_selector_a_finer_grid_that_starts_as_the_tower_ups
     # upsampled bilinearly, cell centres aligned, and nothing of the pixels is added yet.
     layer = config.vision_config.num_hidden_layers + 1 + config.vision_feature_layer
     with torch.no_grad():
-        stem = model.stem_features(pixels, mask)
+        stem = model.stem_features(pixels[mask], mask)
         assert stem.shape == (1, 6, 256, 32) and stem.abs().sum() == 0
         patches = model.vision_tower(pixel_values=pixels[0], output_hidden_states=True).hidden_states[layer][:, 1:]
         pooled = model.pool_video_features(patches[None], mask)  # (1, N_t * 64, C)
@@ -954,7 +954,7 @@ def test_pixel_stem_gives_the_selector_a_finer_grid_that_starts_as_the_tower_ups
         stem_module.mix.weight.normal_(std=0.1, generator=torch.Generator().manual_seed(2))
         moved = pixels.clone()
         moved[0, 0, :, 10:12, 20:22] += 1.0  # the pixels of fine cell (5, 10)
-        changed = (model.stem_features(moved, mask) - model.stem_features(pixels, mask)).abs().sum(-1)
+        changed = (model.stem_features(moved[mask], mask) - model.stem_features(pixels[mask], mask)).abs().sum(-1)
     reach = torch.zeros(6, 16, 16, dtype=torch.bool)
     reach[0, 4:7, 9:12] = True
     assert torch.equal(changed[0].reshape(6, 16, 16) > 0, reach)
