@@ -42,12 +42,14 @@ from typing import Any
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from artemis.boxes import BoxFormat, SquareTransform, box_area, clip_boxes, parse_elysium_frames, validate_box
 from artemis.errors import ConfigError, VideoError
 from artemis.model.configuration import ArtemisConfig
 from artemis.model.generation import generate
 from artemis.model.modeling import ArtemisForConditionalGeneration
+from artemis.model.number_loss import BOX_VALUES, number_token_ids
 from artemis.model.processing import ArtemisProcessor
 from artemis.prompts import normalize_expression
 from artemis.track import Track
@@ -60,6 +62,8 @@ __all__ = [
     "BoxOutTrack",
     "BoxStatus",
     "ClipBoxes",
+    "NumberWindow",
+    "check_number_window",
     "clip_starts",
     "ground",
     "parse_clip_answer",
@@ -212,6 +216,67 @@ class BoxOutTrack(Track):
         return data
 
 
+class NumberWindow(LogitsProcessor):
+    """Greedy box numbers read as a local mean: where the best next token is a number 0..100, write the
+    probability-weighted mean of the values within ``window`` of it instead (rounded to a whole number).
+
+    A box value written greedily is the mode of the model's distribution over the 101 numbers; when that
+    distribution is wide or lopsided (36 likely, 37 and 38 almost as likely, 35 not), the mean of the mode's
+    neighbourhood is a better estimate of a coordinate than the mode. Only the neighbourhood counts, so a
+    second bump far away (another object) does not pull the value towards it. Tokens other than numbers are
+    left to greedy decoding. Transformers' processors change scores, they do not estimate values, so this
+    one is written here: it puts the whole mass on the chosen number.
+
+    Needs every number 0..100 to be one token (:func:`artemis.model.number_loss.number_token_ids`).
+    """
+
+    def __init__(self, number_ids: Sequence[int], window: int) -> None:
+        if len(number_ids) != BOX_VALUES:
+            raise ValueError(f"expected {BOX_VALUES} number ids, got {len(number_ids)}")
+        self.number_ids = torch.as_tensor(list(number_ids), dtype=torch.long)
+        self.window = int(window)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        ids = self.number_ids.to(scores.device)
+        numbers = scores[:, ids].float()  # (B, 101)
+        best_value = numbers.argmax(dim=-1)  # (B,)
+        chosen = ids[best_value] == scores.argmax(dim=-1)  # (B,) rows whose greedy token is a number
+        if not bool(chosen.any()):
+            return scores
+        values = torch.arange(BOX_VALUES, device=scores.device)  # (101,)
+        near = (values[None] - best_value[:, None]).abs() <= self.window  # (B, 101)
+        weights = numbers.masked_fill(~near, float("-inf")).softmax(dim=-1)  # (B, 101)
+        mean = (weights * values.float()).sum(dim=-1).round().long()  # (B,)
+        forced = torch.full_like(scores, float("-inf"))
+        forced[torch.arange(scores.shape[0], device=scores.device), ids[mean]] = 0.0
+        return torch.where(chosen[:, None], forced, scores)
+
+
+def number_window_processor(processor: ArtemisProcessor, window: int) -> LogitsProcessorList:
+    """The ``logits_processor`` of box-output generation for ``number_window=window`` (>= 1).
+
+    Raises:
+        ConfigError: the tokenizer does not write each number 0..100 as one token.
+    """
+    ids = number_token_ids(processor.tokenizer)
+    if ids is None:
+        raise ConfigError(
+            f"number_window={window} needs a tokenizer that writes each box value 0..100 as one token, and this "
+            "model's does not; use number_window=0 (greedy numbers)"
+        )
+    return LogitsProcessorList([NumberWindow(ids, window)])
+
+
+def check_number_window(window: Any) -> int:
+    """``window`` as an int, or a ConfigError naming the value and the fix."""
+    if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 0:
+        raise ConfigError(
+            f"number_window={window!r} is not a whole number >= 0; use 0 for greedy box numbers, or e.g. 2 to "
+            "write the mean of the values within 2 of the most likely one"
+        )
+    return int(window)
+
+
 class _ClipFrames:
     """Reads the frames of consecutive clips, keeping only the frames the next clip shares with the last.
 
@@ -256,6 +321,7 @@ class _Runner:
     bar: Any
     template: bool = False  # keep the selector's query of the first clip started from a box (see track_with_llm)
     query: torch.Tensor | None = None  # (1, C) that query, once a clip has been started from a box
+    restart: bool = False  # RSOT: track from the first box the expression's clip found (see track_with_llm)
 
     def clip(self, frame_ids: list[int], box: np.ndarray | None, expression: str | None) -> tuple[str, ClipBoxes]:
         """Ask one clip (SOT with ``box``, else RSOT with ``expression``); its answer and the boxes read."""
@@ -278,7 +344,8 @@ class _Runner:
         """Box output over the frames ``order`` (forward or backward from the start frame).
 
         ``first_box`` is the box on ``order[0]`` (given, not predicted); without it the first clip is asked
-        ``expression``.
+        ``expression``. With ``restart``, the first frame an expression's clip puts a box on ends that clip:
+        the clips are planned again from that frame, which starts from its box as SOT starts from the user's.
         """
         count = len(order)
         result = _Pass(np.full((count, 4), np.nan), np.full(count, BoxStatus.UNPARSED, dtype=np.int8))
@@ -289,7 +356,9 @@ class _Runner:
             if count == 1:
                 return result  # the given frame is the whole pass: nothing to ask
         found = first_box is not None  # the clip before yielded a valid box (or the user gave one)
-        for start in clip_starts(count, self.clip_length, self.stride):
+        starts = clip_starts(count, self.clip_length, self.stride)
+        while starts:
+            start = starts.pop(0)
             positions = list(range(start, min(start + self.clip_length, count)))
             # SOT always has a box to start from; RSOT re-asks the expression after a clip that found nothing.
             anchor = _last_box(boxes, start) if found or expression is None else None
@@ -298,16 +367,21 @@ class _Runner:
             result.clips.append([order[p] for p in positions])
             result.asked.append("rsot" if anchor is None else "sot")
             found = False
+            filled_before, filled = filled, positions[-1] + 1
             for offset, position in enumerate(positions):
-                if position < filled:
+                if position < filled_before:
                     continue  # overlap: the earlier clip's prediction stands
                 status[position] = parsed.status[offset]
                 if status[position] == BoxStatus.PREDICTED:
                     boxes[position], found = parsed.boxes[offset], True
+                    if anchor is None and self.restart:  # the expression found the target on this frame
+                        filled = position + 1
+                        starts = [position + s for s in clip_starts(count - position, self.clip_length, self.stride)]
+                        starts = starts if filled < count else []
+                        break
                 elif status[position] == BoxStatus.UNPARSED:
                     carried = _last_box(boxes, position - 1)  # the latest valid box before it, if any
                     boxes[position] = np.nan if carried is None else carried
-            filled = positions[-1] + 1
         return result
 
 
@@ -342,6 +416,8 @@ def track_with_llm(
     clip_length: int | None = None,
     stride: int | None = None,
     template: bool = True,
+    number_window: int = 0,
+    track_found: bool = False,
     model_name: str = "this model",
     progress: bool = False,
     **generation: Any,
@@ -361,6 +437,12 @@ def track_with_llm(
             (the user's box in SOT, the first box found in RSOT) for every later clip of the request, as a
             tracker keeps its first template; False: each clip's own first box (written by the clip before)
             gives its query. Ignored by other models.
+        number_window: 0 writes each box value greedily; k >= 1 writes the mean of the values within k of
+            the most likely one, weighted by their probabilities (:class:`NumberWindow`; needs a tokenizer
+            with one token per number 0..100).
+        track_found: RSOT: the first frame the expression's clip puts a box on ends that clip, and the
+            target is tracked from that frame and box as SOT tracks from the user's (the clips planned again
+            from there); False keeps the rest of that clip's answer, as Elysium does.
         model_name: how errors name the model.
         progress: show a progress bar over the clips (on stderr).
         generation: ``generate`` keyword arguments; ``max_new_tokens`` defaults to 24 per frame.
@@ -371,7 +453,7 @@ def track_with_llm(
 
     Raises:
         ConfigError: a model not trained for boxes, neither or both of ``box`` and ``expression``, an empty
-            expression, a bad schedule.
+            expression, a bad schedule, a bad ``number_window``.
         BoxError / VideoError: a bad box or frame index.
     """
     config = model.config
@@ -389,6 +471,13 @@ def track_with_llm(
         raise ConfigError(f"clip_length={clip_length} exceeds the model's num_frames={config.num_frames}")
     stride = clip_length - 1 if stride is None else stride
     clip_starts(1, clip_length, stride)  # validates the schedule before any generation
+    window = check_number_window(number_window)
+    if window:
+        extra = number_window_processor(processor, window)
+        generation = {
+            **generation,
+            "logits_processor": LogitsProcessorList([*generation.get("logits_processor", []), *extra]),
+        }
     first = None
     unknown: list[str] = []
     if box is not None:
@@ -415,6 +504,7 @@ def track_with_llm(
         {"max_new_tokens": 24 * min(clip_length, total) + 8, **generation},  # ~24 tokens a frame
         bar,
         template=bool(template) and config.frame_select_query,  # the config refuses the query without the selector
+        restart=bool(track_found),
     )
     boxes = np.full((total, 4), np.nan)
     status = np.full(total, BoxStatus.UNPARSED, dtype=np.int8)

@@ -8,16 +8,19 @@ a tiny random model trained for nothing checks that odd inputs are answered, not
 from __future__ import annotations
 
 import itertools
+import math
 import re
 import weakref
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pytest
+import torch
 
 from artemis import ArtemisModel
 from artemis.errors import ConfigError
 from artemis.model import build_tiny_model
+from artemis.model.number_loss import number_token_ids
 from artemis.tasks import box_output
 from artemis.tasks import pipeline as pipeline_module
 from artemis.tasks.box_output import BoxStatus
@@ -103,6 +106,34 @@ def test_rsot_frames_before_the_target_is_found_stay_empty(tiny_boxes, monkeypat
     assert track.asked == ["rsot", "rsot"]  # clip 0 found nothing: the expression again
     assert not track.visible[:8].any() and track.visible[8:].all()  # no box to carry before the first find
     assert track.status[7] == UNPARSED  # clip 1's [0,0,0,0] on frame 7 is an overlap, dropped
+
+
+def test_rsot_with_track_found_tracks_from_the_first_box_the_expression_found(tiny_boxes, monkeypatch) -> None:
+    frames = np.zeros((20, 100, 100, 3), dtype=np.uint8)  # square: one text unit is one pixel
+    found = "Frame 1: [0,0,0,0], " + ", ".join(f"Frame {i}: [10,10,20,{18 + i}]" for i in range(2, 9))
+    answers = ["nothing here", found] + [
+        frames_answer([[40 + c, 40, 50 + c, 50 + f] for f in range(8)]) for c in (1, 2)
+    ]
+    model = Scripted(*tiny_boxes, lambda clip, n: answers[clip], monkeypatch)
+    track = model.ground(frames, "the red circle", track_found=True)
+    # Clip 0 (frames 0-7) found nothing, clip 1 (7-14) found the target on its second frame, 8: the clips are
+    # planned again from frame 8 (8-15, then 12-19 moved back to end on the last frame), asked from that box.
+    assert track.asked == ["rsot", "rsot", "sot", "sot"]
+    assert track.clips == [list(range(0, 8)), list(range(7, 15)), list(range(8, 16)), list(range(12, 20))]
+    assert asked_box(model.prompts[2]) == [10, 10, 20, 20]  # frame 8's box, the expression's first find
+    assert asked_box(model.prompts[3]) == [41, 40, 51, 54]  # frame 12, where the moved-back clip 3 starts
+    np.testing.assert_allclose(track.boxes[8], [10, 10, 20, 20], atol=1e-9)
+    np.testing.assert_allclose(track.boxes[9], [41, 40, 51, 51], atol=1e-9)  # clip 2's, not clip 1's [10,10,20,21]
+    np.testing.assert_allclose(track.boxes[16], [42, 40, 52, 54], atol=1e-9)  # clip 3's fifth frame
+    assert not track.visible[:8].any() and track.visible[8:].all() and track.status[7] == UNPARSED
+    # Without it the expression's clip keeps its own boxes for frames 9-14 (Elysium's way).
+    plain = Scripted(*tiny_boxes, lambda clip, n: answers[clip], monkeypatch).ground(frames, "the red circle")
+    assert plain.clips == [list(range(0, 8)), list(range(7, 15)), list(range(12, 20))]
+    np.testing.assert_allclose(plain.boxes[9], [10, 10, 20, 21], atol=1e-9)
+    # A target found on the very last frame leaves nothing to ask.
+    last = "Frame 1: [0,0,0,0], Frame 2: [0,0,0,0], Frame 3: [60,60,70,70]"
+    tail = Scripted(*tiny_boxes, lambda clip, n: last, monkeypatch).ground(frames[:3], "x", track_found=True)
+    assert tail.asked == ["rsot"] and tail.visible.tolist() == [False, False, True]
 
 
 def test_sot_from_a_middle_frame_carries_through_an_unreadable_backward_clip(tiny_boxes, monkeypatch) -> None:
@@ -251,3 +282,55 @@ def test_box_output_decodes_with_pyav_unless_told_otherwise(tiny_boxes, monkeypa
         chosen.video_backend = "decord"  # an explicit choice is kept
         chosen.track_with_llm(path, box=(5, 5, 20, 20))
         assert used[-1] == "decord"
+
+
+# --- box values as a local mean (number_window) ------------------------------------------------------------
+
+
+def test_number_window_writes_the_local_mean_of_the_number_distribution(tiny_boxes) -> None:
+    _, processor = tiny_boxes
+    ids = number_token_ids(processor.tokenizer)
+    vocab = len(processor.tokenizer)
+    scores = torch.full((3, vocab), -30.0)
+    # Row 0: a number whose neighbours are almost as likely, and a bump at 80 far outside the window.
+    probs = {36: 0.40, 37: 0.25, 38: 0.20, 35: 0.05, 80: 0.10}
+    for value, p in probs.items():
+        scores[0, ids[value]] = math.log(p)
+    # Row 1: a word is the greedy token; its numbers must not matter.
+    scores[1, 5] = 0.0
+    scores[1, ids[50]] = -1.0
+    # Row 2: one number only.
+    scores[2, ids[7]] = 0.0
+    out = box_output.NumberWindow(ids, window=2)(torch.zeros((3, 1), dtype=torch.long), scores.clone())
+    near = {v: p for v, p in probs.items() if abs(v - 36) <= 2}
+    expected = round(sum(v * p for v, p in near.items()) / sum(near.values()))  # 36.6 -> 37, not pulled to 80
+    assert expected == 37 and int(out[0].argmax()) == ids[expected] and torch.isinf(out[0]).sum() == vocab - 1
+    assert torch.equal(out[1], scores[1])
+    assert int(out[2].argmax()) == ids[7]
+    greedy = box_output.NumberWindow(ids, window=0)(torch.zeros((3, 1), dtype=torch.long), scores.clone())
+    assert int(greedy[0].argmax()) == ids[36]
+
+
+def test_number_window_through_the_api_and_its_bad_values(tiny_boxes, monkeypatch) -> None:
+    frames = np.random.default_rng(3).integers(0, 255, (9, 40, 40, 3), dtype=np.uint8)
+    model = ArtemisModel(*tiny_boxes)
+    seen: list[object] = []
+    real = box_output.generate
+
+    def spy(model_, processor, inputs, **options):
+        seen.append(options.get("logits_processor"))
+        return real(model_, processor, inputs, **options)
+
+    monkeypatch.setattr(box_output, "generate", spy)
+    track = model.track_with_llm(frames, box=(4, 4, 20, 20), number_window=3, max_new_tokens=12)
+    assert len(track.texts) == 2 and track.num_frames == 9
+    assert all(isinstance(p[-1], box_output.NumberWindow) and p[-1].window == 3 for p in seen)
+    seen.clear()
+    model.track_with_llm(frames, box=(4, 4, 20, 20), max_new_tokens=12)
+    assert seen == [None, None]  # greedy by default
+    for bad in (-1, 1.5, True, "2"):
+        with pytest.raises(ConfigError, match=f"number_window={bad!r} is not a whole number"):
+            model.track_with_llm(frames, box=(4, 4, 20, 20), number_window=bad)
+    monkeypatch.setattr(box_output, "number_token_ids", lambda tokenizer: None)
+    with pytest.raises(ConfigError, match=r"one token.*use number_window=0"):
+        model.ground(frames, "the red circle", number_window=2)
