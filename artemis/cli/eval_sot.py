@@ -52,6 +52,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     rsot.add_argument("--model", required=True, help="model directory trained with tasks: [describe, boxes]")
     _add_common(rsot, RSOT_FORMATS, "eval-rsot")
+    rsot.add_argument(
+        "--track-found",
+        action="store_true",
+        help="track the target as SOT from the first box the expression's clip writes (the rest of that "
+        "clip's answer is dropped)",
+    )
     rsot.set_defaults(func=run_rsot_command)
 
 
@@ -74,6 +80,13 @@ def _add_common(parser: argparse.ArgumentParser, formats: tuple[str, ...], out: 
         action="store_true",
         help="box output: each clip's frame selector looks for the box the clip before wrote, not the first one",
     )
+    parser.add_argument(
+        "--number-window",
+        type=int,
+        default=0,
+        help="box output: write each box value as the mean of the values within K of the most likely one "
+        "(default 0: greedy)",
+    )
     parser.add_argument("--json", action="store_true", help="print the scores as JSON")
 
 
@@ -83,6 +96,8 @@ def _boxout_options(args: argparse.Namespace) -> BoxOutOptions:
         stride=args.stride,
         max_new_tokens=args.max_new_tokens,
         template=not args.clip_query,
+        number_window=args.number_window,
+        track_found=getattr(args, "track_found", False),  # rsot only
     )
 
 
@@ -112,6 +127,7 @@ def run_sot_command(args: argparse.Namespace) -> int:
     tracker, model_name, deprecated = _sot_subject(args)
     if tracker is not None:
         check_tracker(tracker)
+    options = _boxout_options(args)  # bad values fail before the data and the model are read
     fmt, path, samples = read_samples(args.data, SOT_FORMATS, args.limit)
     shard = Shard.from_env()  # torchrun's RANK / WORLD_SIZE: this process takes every n-th sequence
     if tracker is not None:
@@ -135,7 +151,7 @@ def run_sot_command(args: argparse.Namespace) -> int:
         tracker=tracker,
         pipeline=pipeline,
         model_dir=model_dir,
-        options=_boxout_options(args),
+        options=options,
         convention=args.convention,
         dataset=args.dataset,
         shard=shard,
@@ -145,6 +161,7 @@ def run_sot_command(args: argparse.Namespace) -> int:
 
 def run_rsot_command(args: argparse.Namespace) -> int:
     """``artemis eval rsot``: the LLM tracks the target a record's description names, from frame 1 on."""
+    options = _boxout_options(args)  # bad values fail before the data and the model are read
     fmt, path, samples = read_samples(args.data, RSOT_FORMATS, args.limit)
     samples = described_samples(samples, path)  # check the data before the (slower) model load
     shard = Shard.from_env()
@@ -158,7 +175,7 @@ def run_rsot_command(args: argparse.Namespace) -> int:
         model_dir=model_dir,
         data_format=fmt,
         data_path=path,
-        options=_boxout_options(args),
+        options=options,
         convention=args.convention,
         dataset=args.dataset,
         shard=shard,

@@ -27,7 +27,7 @@ from artemis.eval.runner import Shard, finish_run, run_predictions
 from artemis.eval.samples import SYNTHREF, open_sample
 from artemis.eval.tracking import score_dataset
 from artemis.model.loading import load_config
-from artemis.tasks.box_output import BoxOutTrack, BoxStatus, require_task
+from artemis.tasks.box_output import BoxOutTrack, BoxStatus, check_number_window, require_task
 from artemis.tasks.pipeline import VideoPipeline
 from artemis.track import TRACKER_NAMES, Track, track_video
 from artemis.track.registry import GIVEN_TRACKER
@@ -107,28 +107,47 @@ class BoxOutOptions:
         stride: clip stride (clip length - 1).
         max_new_tokens: generation length per clip (24 per frame).
         template: keep the frame selector's query of the first clip for the later clips (``track_with_llm``).
+        number_window: 0 writes box values greedily; k >= 1 the local mean within k of the most likely value
+            (``track_with_llm``).
+        track_found: RSOT: track from the first box the expression's clip finds (``track_with_llm``).
     """
 
     clip_length: int | None = None
     stride: int | None = None
     max_new_tokens: int | None = None
     template: bool = True
+    number_window: int = 0
+    track_found: bool = False
+
+    def __post_init__(self) -> None:
+        check_number_window(self.number_window)  # before any model is loaded or output written
 
     def call_options(self) -> dict[str, Any]:
         """Keyword arguments of ``track_with_llm``."""
-        options: dict[str, Any] = {"clip_length": self.clip_length, "stride": self.stride, "template": self.template}
+        options: dict[str, Any] = {
+            "clip_length": self.clip_length,
+            "stride": self.stride,
+            "template": self.template,
+            "number_window": self.number_window,
+            "track_found": self.track_found,
+        }
         if self.max_new_tokens is not None:
             options["max_new_tokens"] = self.max_new_tokens
         return options
 
     def settings(self) -> dict[str, Any]:
         """As recorded in ``run.json``."""
-        return {
+        settings = {
             "clip_length": self.clip_length,
             "stride": self.stride,
             "max_new_tokens": self.max_new_tokens,
             "template": self.template,
         }
+        if self.number_window:  # recorded only when used, so runs from before the option still resume
+            settings["number_window"] = self.number_window
+        if self.track_found:
+            settings["track_found"] = True
+        return settings
 
 
 def track_record(track: Track) -> dict[str, Any]:

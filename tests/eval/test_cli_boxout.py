@@ -161,3 +161,28 @@ def test_rsot_and_sot_refuse_a_model_without_boxes(trained, tiny_model_dir: Path
         assert len(err.splitlines()) == 1 and "not trained to write boxes" in err and str(tiny_model_dir) in err
         assert "tasks: [describe, boxes]" in err
     assert not (tmp_path / PREDICTIONS_FILE).exists()
+
+
+def test_eval_rsot_records_number_window_and_track_found_and_refuses_a_bad_window(
+    trained, tmp_path: Path, capsys
+) -> None:
+    from artemis.cli import main
+
+    model_dir, data, _ = trained
+    out = tmp_path / "options"
+    argv = ["eval", "rsot", "--model", str(model_dir), "--data", f"elysium:{data}", "--max-new-tokens", "40"]
+    done = run(*argv, "--out", str(out), "--number-window", "2", "--track-found")
+    assert done.returncode == 0, done.stderr
+    boxout = json.loads((out / "run.json").read_text())["boxout"]
+    assert boxout["number_window"] == 2 and boxout["track_found"] is True
+    records = [json.loads(line) for line in _lines(out)]
+    assert len(records) == 2 and all(len(r["boxes_xywh_1based"]) == 15 for r in records)
+    # Resuming with other options is refused: the finished lines were made with these.
+    again = run(*argv, "--out", str(out), "--number-window", "1")
+    assert again.returncode == 2 and "other settings (boxout differ)" in again.stderr
+
+    bad = tmp_path / "bad"
+    assert main([*argv, "--out", str(bad), "--number-window", "-1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "number_window=-1" in err and "use 0" in err
+    assert not bad.exists()
