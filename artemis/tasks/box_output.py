@@ -252,8 +252,8 @@ class NumberWindow(LogitsProcessor):
         return torch.where(chosen[:, None], forced, scores)
 
 
-def number_window_processor(processor: ArtemisProcessor, window: int) -> LogitsProcessorList:
-    """The ``logits_processor`` of box-output generation for ``number_window=window`` (>= 1).
+def number_window_processor(processor: ArtemisProcessor, window: int) -> NumberWindow:
+    """The logits processor of box-output generation for ``number_window=window`` (>= 1).
 
     Raises:
         ConfigError: the tokenizer does not write each number 0..100 as one token.
@@ -264,7 +264,7 @@ def number_window_processor(processor: ArtemisProcessor, window: int) -> LogitsP
             f"number_window={window} needs a tokenizer that writes each box value 0..100 as one token, and this "
             "model's does not; use number_window=0 (greedy numbers)"
         )
-    return LogitsProcessorList([NumberWindow(ids, window)])
+    return NumberWindow(ids, window)
 
 
 def check_number_window(window: Any) -> int:
@@ -376,8 +376,8 @@ class _Runner:
                     boxes[position], found = parsed.boxes[offset], True
                     if anchor is None and self.restart:  # the expression found the target on this frame
                         filled = position + 1
-                        starts = [position + s for s in clip_starts(count - position, self.clip_length, self.stride)]
-                        starts = starts if filled < count else []
+                        rest = clip_starts(count - position, self.clip_length, self.stride) if filled < count else []
+                        starts = [position + s for s in rest]
                         break
                 elif status[position] == BoxStatus.UNPARSED:
                     carried = _last_box(boxes, position - 1)  # the latest valid box before it, if any
@@ -473,11 +473,10 @@ def track_with_llm(
     clip_starts(1, clip_length, stride)  # validates the schedule before any generation
     window = check_number_window(number_window)
     if window:
-        extra = number_window_processor(processor, window)
-        generation = {
-            **generation,
-            "logits_processor": LogitsProcessorList([*generation.get("logits_processor", []), *extra]),
-        }
+        processors = LogitsProcessorList(
+            [*generation.get("logits_processor", []), number_window_processor(processor, window)]
+        )
+        generation = {**generation, "logits_processor": processors}
     first = None
     unknown: list[str] = []
     if box is not None:
