@@ -345,6 +345,28 @@ def test_query_keeps_the_target_cells_on_every_frame() -> None:
     assert torch.equal(mixed[0], guided[0]) and torch.equal(mixed[1], plain[0])
 
 
+def test_query_cosine_is_torchs_cosine_similarity_values_and_gradients() -> None:
+    """The selector's cell-to-query cosine is written out (so the query is not expanded to every cell); it
+    gives what ``F.cosine_similarity`` over the broadcast gives, gradients included, a zero cell too."""
+    from artemis.model.frame_tokens import _cosine_to
+
+    generator = torch.Generator().manual_seed(11)
+    cells = torch.randn(3, 4, 25, 6, generator=generator) * torch.rand(3, 4, 25, 1, generator=generator) * 5
+    cells[1, 2, 7] = 0.0  # a zero cell: cosine 0, not NaN
+    target = torch.randn(3, 6, generator=generator)
+    weights = torch.randn(3, 4, 25, generator=generator)
+    results = []
+    for function in (_cosine_to, lambda c, t: torch.nn.functional.cosine_similarity(c, t[:, None, None, :], dim=-1)):
+        c, t = cells.clone().requires_grad_(), target.clone().requires_grad_()
+        values = function(c, t)
+        (values * weights).sum().backward()
+        results.append((values.detach(), c.grad, t.grad))
+    for ours, torchs in zip(results[0], results[1], strict=True):
+        assert ours.shape == torchs.shape
+        torch.testing.assert_close(ours, torchs, rtol=1e-5, atol=1e-6)
+    assert results[0][0][1, 2, 7] == 0.0
+
+
 def test_query_reaches_the_model_from_the_sot_prompt_and_trains() -> None:
     model, processor = build_tiny_model(
         seed=0, tasks=["describe", "boxes"], frame_select_query=True, frame_position_embedding=True, **SELECT
