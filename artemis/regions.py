@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from artemis.errors import BoxError
+from artemis.errors import BoxError, is_int
 
 __all__ = ["MaskInput", "Region", "load_mask", "mask_box", "mask_to_rle", "parse_region_arg", "rle_runs"]
 
@@ -52,7 +52,7 @@ class Region:
         if (self.box is None) == (self.mask is None):
             raise BoxError(f"a Region takes a box or a mask (exactly one); got box={self.box!r}, mask given: "
                            f"{self.mask is not None}")  # fmt: skip
-        if isinstance(self.frame, bool) or not isinstance(self.frame, (int, np.integer)):
+        if not is_int(self.frame):
             raise BoxError(f"region frame {self.frame!r} is not a frame index; expected an integer >= 0")
 
     def resolve(self, width: int, height: int) -> np.ndarray:

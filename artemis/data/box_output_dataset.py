@@ -48,7 +48,7 @@ from torch.utils.data import Dataset
 
 from artemis.data.entries import read_track_records
 from artemis.data.records import RefSample, record_error
-from artemis.errors import ConfigError, VideoError
+from artemis.errors import ConfigError, VideoError, is_int, is_real
 from artemis.model.configuration import ArtemisConfig
 from artemis.model.processing import ArtemisProcessor
 from artemis.tasks.box_output import CLIP_LENGTH, clip_starts, require_task
@@ -208,23 +208,19 @@ class BoxOutDataset(Dataset):
         vision_features: FeatureFn | None = None,
     ) -> None:
         require_task(config, "boxes", "the model to train")  # its config must say it writes boxes
-        if isinstance(sot_box_jitter, bool) or not 0.0 <= float(sot_box_jitter) <= 0.5:
+        if not is_real(sot_box_jitter, 0, 0.5):
             raise ConfigError(
                 f"sot_box_jitter={sot_box_jitter!r}: it is the largest move of a box edge as a fraction of the "
                 "box's size; use a number from 0 (exact box) to 0.5"
             )
         self.sot_box_jitter = float(sot_box_jitter)
-        if isinstance(sot_box_shift, bool) or not 0.0 <= float(sot_box_shift) <= 1.0:
+        if not is_real(sot_box_shift, 0, 1):
             raise ConfigError(
                 f"sot_box_shift={sot_box_shift!r}: it is the largest move of the whole box as a fraction of its "
                 "size; use a number from 0 (no move) to 1"
             )
         self.sot_box_shift = float(sot_box_shift)
-        if (
-            isinstance(box_history_noise, bool)
-            or not isinstance(box_history_noise, int)
-            or not 0 <= box_history_noise <= 20
-        ):
+        if not is_int(box_history_noise, 0, 20):
             raise ConfigError(
                 f"box_history_noise={box_history_noise!r}: it is the largest move of a box the LLM reads back, in "
                 "units of the 0..100 box grid; use a whole number from 0 (exact) to 20"

@@ -12,6 +12,8 @@ from typing import Literal
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from artemis.errors import is_int, is_real
+
 SELECTORS = ("kmeans", "uniform", "random", "all")
 BOX_EMBEDDINGS = ("absolute", "relative")
 ROI_BACKENDS = ("torchvision", "mmcv")
@@ -42,7 +44,7 @@ CLIP_VIT_L14_224 = {
 
 def _is_count(value: object) -> bool:
     """A whole number >= 0, and not a bool (YAML's ``yes`` parses as True, which ``int`` would accept)."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return is_int(value, minimum=0)
 
 
 class ArtemisConfig(PreTrainedConfig):
@@ -434,7 +436,7 @@ class ArtemisConfig(PreTrainedConfig):
                 "but frame_select_query=false; set frame_select_query=true or frame_select_text_query=false"
             )
         loss = self.frame_select_box_loss
-        if isinstance(loss, bool) or not isinstance(loss, (int, float)) or not loss >= 0:
+        if not is_real(loss, minimum=0):
             raise ConfigError(f"frame_select_box_loss={loss!r} is not valid; expected a number >= 0 (0: off)")
         if loss and self.frame_tokens != "select":
             raise ConfigError(
@@ -463,7 +465,7 @@ class ArtemisConfig(PreTrainedConfig):
         if self.reads_frame_labels and (
             not isinstance(labels, (list, tuple))
             or len(labels) != self.num_frames + 1
-            or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in labels)
+            or not all(is_int(i, minimum=0) for i in labels)
         ):
             raise ConfigError(
                 f"{', '.join(FRAME_LABEL_OPTIONS)} need frame_label_ids: the token ids of 'Frame' and "

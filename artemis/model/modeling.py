@@ -18,7 +18,7 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from artemis.errors import ConfigError
+from artemis.errors import ConfigError, is_real
 from artemis.model.configuration import ArtemisConfig
 from artemis.model.frame_tokens import (
     QUERY_SCALE_INIT,
@@ -187,7 +187,7 @@ class ArtemisForConditionalGeneration(ArtemisPreTrainedModel, GenerationMixin):
             ConfigError: a negative or non-numeric ``sigma``, or ``sigma`` > 0 without the ids of the 101
                 number tokens (a tokenizer that does not write each of 0..100 as one token).
         """
-        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma >= 0:
+        if not is_real(sigma, minimum=0):
             raise ConfigError(f"box_label_sigma={sigma!r} is not valid; expected a number >= 0 (0: off)")
         if sigma and (number_ids is None or len(number_ids) != BOX_VALUES):
             raise ConfigError(

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from artemis.errors import BoxError
+from artemis.errors import BoxError, is_int, is_real
 from artemis.regions import Region, load_mask
 from artemis.serve.errors import ServeError
 from artemis.serve.uploads import Upload
@@ -63,7 +63,7 @@ def _error(where: str, problem: str) -> ServeError:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return is_real(value) and math.isfinite(value)
 
 
 def parse_region(spec: Any, where: str, *, ignore: tuple[str, ...] = ()) -> RegionSpec:
@@ -85,7 +85,7 @@ def parse_region(spec: Any, where: str, *, ignore: tuple[str, ...] = ()) -> Regi
     if ("box" in spec) == ("mask" in spec):
         raise _error(where, "give 'box' or 'mask' (exactly one of them)")
     frame = spec.get("frame", 0)
-    if not isinstance(frame, int) or isinstance(frame, bool) or frame < 0:
+    if not is_int(frame, minimum=0):
         raise _error(where, f"'frame' must be a frame index (an integer >= 0), got {json.dumps(frame)[:40]}")
     if "box" in spec:
         box = spec["box"]

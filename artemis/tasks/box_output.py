@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from artemis.boxes import BoxFormat, SquareTransform, box_area, clip_boxes, parse_elysium_frames, validate_box
-from artemis.errors import ConfigError, VideoError
+from artemis.errors import ConfigError, VideoError, is_int
 from artemis.model.configuration import ArtemisConfig
 from artemis.model.generation import generate
 from artemis.model.modeling import ArtemisForConditionalGeneration
@@ -269,7 +269,7 @@ def number_window_processor(processor: ArtemisProcessor, window: int) -> NumberW
 
 def check_number_window(window: Any) -> int:
     """``window`` as an int, or a ConfigError naming the value and the fix."""
-    if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 0:
+    if not is_int(window, minimum=0):
         raise ConfigError(
             f"number_window={window!r} is not a whole number >= 0; use 0 for greedy box numbers, or e.g. 2 to "
             "write the mean of the values within 2 of the most likely one"
@@ -461,7 +461,7 @@ def track_with_llm(
     if (box is None) == (expression is None):
         raise ConfigError("give either box= (SOT: the target on frame_index) or expression= (RSOT), not both")
     total = source.num_frames
-    if isinstance(frame_index, bool) or not isinstance(frame_index, (int, np.integer)):
+    if not is_int(frame_index):
         raise VideoError(f"frame index {frame_index!r} is not an integer; expected 0..{total - 1}")
     if not 0 <= frame_index < total:
         raise VideoError(f"frame index {frame_index} is outside the video (0..{total - 1})")

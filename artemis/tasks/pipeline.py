@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from artemis.boxes import BoxFormat, validate_box
-from artemis.errors import VideoError
+from artemis.errors import VideoError, is_int
 from artemis.model.configuration import ArtemisConfig
 from artemis.model.generation import ConversationCache
 from artemis.model.loading import ModelCard
@@ -285,8 +285,7 @@ class VideoPipeline:
         tracking"). With ``tracks`` given nothing is tracked, so nothing is kept.
         """
         num_frames = int(source.num_frames)
-        valid = isinstance(key_frame, (int, np.integer)) and not isinstance(key_frame, bool)
-        if tracks is not None or not valid or not 0 <= key_frame < num_frames:
+        if tracks is not None or not is_int(key_frame, 0, num_frames - 1):
             return source  # an invalid frame is reported by the checks that follow
         everywhere = (np.zeros((num_frames, 4)), np.ones(num_frames, dtype=bool))
         plan = self.processor.plan(num_frames, source.width, source.height, int(key_frame), [everywhere])

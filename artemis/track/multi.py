@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from artemis.boxes import BoxFormat, validate_box
-from artemis.errors import VideoError
+from artemis.errors import VideoError, is_int
 from artemis.track.base import Track, Tracker
 from artemis.track.propagate import Stride, WorkingFrames, _interpolate, resolve_stride, tracked_indices
 from artemis.track.registry import DEFAULT_TRACKER, create_tracker
@@ -65,7 +65,7 @@ def track_targets(
     stride = resolve_stride(stride, num_frames)
     keys = []
     for frame in frames:
-        if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)) or not 0 <= frame < num_frames:
+        if not is_int(frame, 0, num_frames - 1):
             raise VideoError(
                 f"frame {frame!r} is outside {source.path} ({num_frames} frames); expected 0..{num_frames - 1}"
             )

@@ -38,7 +38,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from artemis.boxes import BoxFormat, clip_boxes, validate_box
-from artemis.errors import AnnotationError, ConfigError, VideoError
+from artemis.errors import AnnotationError, ConfigError, VideoError, is_int
 from artemis.track.base import Track, Tracker
 from artemis.track.feed import FrameFeed
 from artemis.track.registry import DEFAULT_TRACKER, GIVEN_TRACKER, create_tracker
@@ -75,7 +75,7 @@ def resolve_stride(stride: Stride, num_frames: int) -> int:
     """
     if stride == "auto":
         return max(1, min(AUTO_MAX_STRIDE, int(num_frames) // AUTO_MIN_TRACKED))
-    if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
+    if not is_int(stride, minimum=1):
         raise ConfigError(f"stride {stride!r} is invalid; expected an integer >= 1 (1 tracks every frame) or 'auto'")
     return int(stride)
 
@@ -212,7 +212,7 @@ def _track(
     """:func:`track_video` on an open reader (the caller owns and closes it)."""
     num_frames, width, height = int(reader.num_frames), int(reader.width), int(reader.height)
     fps = float(reader.fps or 0.0)
-    if isinstance(frame_index, bool) or not isinstance(frame_index, (int, np.integer)):
+    if not is_int(frame_index):
         raise VideoError(f"frame index {frame_index!r} is not an integer; expected 0..{num_frames - 1}")
     if not 0 <= frame_index < num_frames:
         raise VideoError(

@@ -30,7 +30,7 @@ from typing import Any
 import jsonargparse
 import yaml
 
-from artemis.errors import ConfigError
+from artemis.errors import ConfigError, is_int, is_real
 
 __all__ = [
     "DataFile",
@@ -299,7 +299,7 @@ def validate(config: TrainConfig) -> None:
                 "train.projector: false"
             )
     sigma = train.box_label_sigma
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma >= 0:
+    if not is_real(sigma, minimum=0):
         raise ConfigError(
             f"train.box_label_sigma={sigma!r}: expected a number >= 0, the width in box units of the targets on "
             "box numbers (0: off; e.g. 1.5)"
@@ -309,7 +309,7 @@ def validate(config: TrainConfig) -> None:
             f"train.box_label_sigma={sigma} shapes the language-model loss; set train.objective: lm or remove it"
         )
     bins = train.region_words_bins
-    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
+    if not is_int(bins, minimum=1):
         raise ConfigError(
             f"train.region_words_bins={bins!r}: expected a whole number >= 1 (1 is one bag of words per answer)"
         )
@@ -340,7 +340,7 @@ def validate(config: TrainConfig) -> None:
         ("mask_prompts", "(always the box) to 1 (the key-frame mask whenever the record has one)"),
     ):
         value = getattr(config.data, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        if not is_real(value, 0, 1):
             raise ConfigError(f"data.{name}={value!r}: it is a probability; use a number from 0 {meaning}")
     for name, files in (("files", config.data.files), ("eval_files", config.data.eval_files)):
         for i, entry in enumerate(files):
@@ -361,19 +361,19 @@ def validate(config: TrainConfig) -> None:
                         f"boxes; set {where}.tasks: [describe, boxes] and {where}.video_layout: frames"
                     )
     box_jitter = config.data.sot_box_jitter
-    if isinstance(box_jitter, bool) or not isinstance(box_jitter, (int, float)) or not 0 <= box_jitter <= 0.5:
+    if not is_real(box_jitter, 0, 0.5):
         raise ConfigError(
             f"data.sot_box_jitter={box_jitter!r}: the largest move of an SOT prompt box's edge as a fraction of "
             "the box's size; use a number from 0 (exact box) to 0.5"
         )
     shift = config.data.sot_box_shift
-    if isinstance(shift, bool) or not isinstance(shift, (int, float)) or not 0 <= shift <= 1:
+    if not is_real(shift, 0, 1):
         raise ConfigError(
             f"data.sot_box_shift={shift!r}: the largest move of an SOT prompt box, its size kept, as a fraction of "
             "its size; use a number from 0 (no move) to 1"
         )
     noise = config.data.box_history_noise
-    if isinstance(noise, bool) or not isinstance(noise, int) or not 0 <= noise <= 20:
+    if not is_int(noise, 0, 20):
         raise ConfigError(
             f"data.box_history_noise={noise!r}: the largest move of an answer box the LLM reads back, in units of "
             "the 0..100 box grid; use a whole number from 0 (exact) to 20"

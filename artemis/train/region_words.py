@@ -29,6 +29,8 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import ModelOutput
 
+from artemis.errors import is_int
+
 __all__ = ["RegionWordsObjective"]
 
 
@@ -44,7 +46,7 @@ class RegionWordsObjective(nn.Module):
 
     def __init__(self, model: nn.Module, bins: int = 1):
         super().__init__()
-        if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
+        if not is_int(bins, minimum=1):
             raise ValueError(f"bins={bins!r}: expected a whole number >= 1 (1 is a plain bag of words)")
         self.artemis_model = model
         config = model.config

@@ -64,6 +64,7 @@ from artemis.data.formats._common import (
     require,
 )
 from artemis.data.records import RefSample, RegionTrack, record_error
+from artemis.errors import is_int
 from artemis.io import write_json_atomic
 
 NAME = "videoref45k"
@@ -89,7 +90,7 @@ def parse_record(record: dict[str, Any], path: Path, index: int) -> RefSample:
             path, index, "track_list", f"{len(track)} entries for {len(frame_ids)} frame ids; expected one per frame"
         )
     names = all(isinstance(f, str) and f for f in frame_ids)
-    if not names and not all(isinstance(f, int) and not isinstance(f, bool) for f in frame_ids):
+    if not names and not all(is_int(f) for f in frame_ids):
         raise record_error(
             path, index, "frame_id", "expected a list of image file names (the release) or of integer frame indices"
         )
@@ -162,7 +163,7 @@ def _parse_regions(record: dict[str, Any], path: Path, index: int) -> RefSample:
             f"{len(tracks)} tracks, {len(key_boxes)} key-frame boxes and {count} key frames; a record about several "
             "regions has one of each per region (key_frame_id is a list, so the record is read as one)",
         )
-    if not all(isinstance(f, int) and not isinstance(f, bool) for f in frame_ids):
+    if not all(is_int(f) for f in frame_ids):
         raise record_error(
             path, index, "frame_id", "a record about several regions needs integer frame indices (0-based frames of "
             "frame_path); write frame_id as indices",
@@ -186,7 +187,7 @@ def _parse_regions(record: dict[str, Any], path: Path, index: int) -> RefSample:
         key_values = parse_box_values(key_box, path, index, f"key_frame_box[{number - 1}]", 0)
         if key_values is None or key == "":
             key = _drawn_key_frame(record, frame_ids, boxes, path, index, salt=f"region{number}")
-        elif not isinstance(key, int) or isinstance(key, bool) or key not in frame_ids:
+        elif not is_int(key) or key not in frame_ids:
             raise record_error(
                 path, index, f"key_frame_id[{number - 1}]", f"{key!r} is not one of the record's frame ids (frame_id)"
             )
