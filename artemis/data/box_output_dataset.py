@@ -61,6 +61,9 @@ TASKS: tuple[Task, ...] = ("sot", "rsot")
 
 __all__ = ["TASKS", "BoxOutClip", "BoxOutDataset", "DecodedVideoCache", "jitter_box", "read_record_frames"]
 
+# A video larger than this decoded is not kept whole by default (DecodedVideoCache's max_video_bytes).
+MAX_VIDEO_MB = 32.0
+
 # Extracts video features from processed frames: (n, 3, S, S) -> (num_frames * tokens, C_v), e.g. a
 # ``VisionFeatureExtractor`` bound to the trained model (see ``BoxOutDataset``).
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]
@@ -181,6 +184,8 @@ class BoxOutDataset(Dataset):
             whose query comes from the user's box.
         seed: base of the jitter draws.
         video_cache_mb / max_video_mb: the LRU of whole decoded small videos (0 turns it off).
+        video_cache: a :class:`DecodedVideoCache` to use instead of a new one of ``video_cache_mb``, so that
+            datasets over the same videos (an SOT and an RSOT file) decode each video once between them.
         vision_features: give items ``video_features`` computed by this function from the clip's processed
             frames instead of ``pixel_values`` (to batch with a features cache; the vision tower is frozen).
 
@@ -204,7 +209,8 @@ class BoxOutDataset(Dataset):
         sot_query_exact: bool = False,
         seed: int = 0,
         video_cache_mb: float = 512.0,
-        max_video_mb: float = 32.0,
+        max_video_mb: float = MAX_VIDEO_MB,
+        video_cache: DecodedVideoCache | None = None,
         vision_features: FeatureFn | None = None,
     ) -> None:
         require_task(config, "boxes", "the model to train")  # its config must say it writes boxes
@@ -231,7 +237,9 @@ class BoxOutDataset(Dataset):
         self.sot_query_exact = sot_query_exact
         self.seed = int(seed)
         self.epoch = 0
-        self.video_cache = DecodedVideoCache(int(video_cache_mb * 2**20), int(max_video_mb * 2**20))
+        if video_cache is None:
+            video_cache = DecodedVideoCache(int(video_cache_mb * 2**20), int(max_video_mb * 2**20))
+        self.video_cache = video_cache
         self.vision_features = vision_features
         self.skipped: list = []
         unknown = [t for t in tasks if t not in TASKS]

@@ -172,6 +172,10 @@ class DataSection:
             (:class:`~artemis.data.box_output_dataset.BoxOutDataset`).
         sot_query_exact: the frame selector's query reads the exact first-frame box of an SOT clip while its
             prompt gives the jittered one (false, the default: both the jittered box).
+        video_cache_mb: size of the store of whole decoded small videos that the box-output files share (one
+            per process; 0 turns it off). Every record is cut into several clips and drawn again each epoch,
+            so a store that holds the whole training set decodes each video once (SynthRef's 1,200 videos of
+            24 frames at 128 px: about 1.2 GB).
         seed: seed of the dataset's random draws (jitter, paraphrases, mixing).
         log_samples: write ``samples-rank<r>.jsonl`` with the ids each rank trained on, and each rank's
             weight digest at the end (to check sharding).
@@ -191,6 +195,7 @@ class DataSection:
     sot_box_shift: float = 0.0
     box_history_noise: int = 0
     sot_query_exact: bool = False
+    video_cache_mb: float = 512.0
     cache_dir: str | None = None
     bad_records: str = "raise"
     seed: int = 0
@@ -377,6 +382,12 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError(
             f"data.box_history_noise={noise!r}: the largest move of an answer box the LLM reads back, in units of "
             "the 0..100 box grid; use a whole number from 0 (exact) to 20"
+        )
+    cache_mb = config.data.video_cache_mb
+    if not is_real(cache_mb, 0, 2**20):
+        raise ConfigError(
+            f"data.video_cache_mb={cache_mb!r}: the size in MB of the decoded-video store the box-output files "
+            "share; use a number from 0 (off) to 1048576"
         )
     if config.data.bad_records not in ("raise", "skip"):
         raise ConfigError(f"data.bad_records={config.data.bad_records!r}; expected 'raise' or 'skip'")

@@ -247,7 +247,7 @@ def _datasets(config: TrainConfig, processor: Any, model: Any) -> tuple[Any, Any
     existed. With ``sot`` / ``rsot`` files: a :class:`~artemis.data.task_mix.TaskMix` of the referring
     dataset and one :class:`~artemis.data.box_output_dataset.BoxOutDataset` per box-output file.
     """
-    from artemis.data.box_output_dataset import BoxOutDataset
+    from artemis.data.box_output_dataset import MAX_VIDEO_MB, BoxOutDataset, DecodedVideoCache
     from artemis.data.formats import get_format
     from artemis.data.referring_dataset import ReferringDataset
     from artemis.data.task_mix import TaskMix
@@ -309,6 +309,8 @@ def _datasets(config: TrainConfig, processor: Any, model: Any) -> tuple[Any, Any
                     f"data.{section}.{i} has task: {entry.task} but format {entry.format} has no boxes; box output "
                     "trains on tracking formats (elysium, videoref45k, lasot, otb, hcstvg)"
                 )
+        # One store for every box-output file: an SOT and an RSOT file over the same videos decode each once.
+        video_cache = DecodedVideoCache(int(data.video_cache_mb * 2**20), int(MAX_VIDEO_MB * 2**20))
         parts = [
             (
                 BoxOutDataset.from_files(
@@ -323,6 +325,7 @@ def _datasets(config: TrainConfig, processor: Any, model: Any) -> tuple[Any, Any
                     box_history_noise=data.box_history_noise,
                     sot_query_exact=data.sot_query_exact,
                     seed=data.seed,
+                    video_cache=video_cache,
                     vision_features=clip_features if features_cache else None,
                 ),
                 entry.weight,

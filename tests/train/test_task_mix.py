@@ -190,3 +190,34 @@ def test_a_box_file_is_refused_for_a_saved_model_without_boxes(synthref_root: Pa
     raw["model"] = {"base": str(tmp_path / "describer")}
     with pytest.raises(ConfigError, match=r"data\.files\.1 has task: sot .* model's tasks are \['describe'\]"):
         run_training(load_config(write_config(tmp_path / "base.yaml", raw)))
+
+
+def test_the_box_files_share_one_decoded_video_store(synthref_root: Path, tmp_path: Path, monkeypatch) -> None:
+    """The SOT and the RSOT file read the same videos: one store of data.video_cache_mb serves both."""
+    import artemis.data.box_output_dataset as box_output
+
+    made = []
+    original = box_output.DecodedVideoCache.__init__
+
+    def spy(self, max_bytes: int, max_video_bytes: int) -> None:
+        original(self, max_bytes, max_video_bytes)
+        made.append(self)
+
+    monkeypatch.setattr(box_output.DecodedVideoCache, "__init__", spy)
+    out = tmp_path / "out"
+    raw = _config(synthref_root, out)
+    raw["data"]["video_cache_mb"] = 64
+    assert main(["train", "--config", str(write_config(tmp_path / "mix.yaml", raw))]) == 0
+    assert len(made) == 1 and made[0].max_bytes == 64 * 2**20
+    keys = [json.loads(line)["key"] for line in (out / "samples-rank0.jsonl").read_text().splitlines()]
+    box_items = sum(k.startswith(("sot:", "rsot:")) for k in keys)
+    assert box_items > 0 and made[0].hits + made[0].misses == box_items
+
+
+def test_a_bad_video_cache_size_is_a_config_error(synthref_root: Path, tmp_path: Path) -> None:
+    for bad in (-1, "1GB", True, float("nan")):
+        raw = _config(synthref_root, tmp_path / "out")
+        raw["data"]["video_cache_mb"] = bad
+        with pytest.raises(ConfigError, match=r"data\.video_cache_mb="):
+            load_config(write_config(tmp_path / "bad.yaml", raw))
+
