@@ -64,9 +64,16 @@ def training_arguments(config: TrainConfig) -> TrainingArguments:
             "discovery"
         )
     if not torch.cuda.is_available():
-        if values.get("bf16") or values.get("fp16"):
-            logger.info("no CUDA device: training in fp32 (bf16/fp16 are for GPUs)")
-        values["bf16"] = values["fp16"] = False
+        cpu_bf16 = bool(values.get("bf16")) and values.get("use_cpu") is True
+        if cpu_bf16:
+            # Asked for by name (bf16 with use_cpu, transformers' own pair): autocast to bf16 on the CPU.
+            # A GPU recipe's bf16 alone still falls back to fp32 here, as it always has.
+            native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+            logger.info("training on the CPU under bf16 autocast (%s)", "native bf16" if native else "emulated: slow")
+        elif values.get("bf16") or values.get("fp16"):
+            logger.info("no CUDA device: training in fp32 (bf16/fp16 are for GPUs; for bf16 on the CPU add use_cpu)")
+        values["bf16"] = cpu_bf16
+        values["fp16"] = False
         values.pop("tf32", None)  # a CUDA (Ampere) setting
         values.setdefault("dataloader_pin_memory", False)
         if deepspeed:
@@ -459,6 +466,11 @@ def run_training(config: TrainConfig, *, resume: bool | str = "auto") -> Path:
         base = str(saved_start)
         if args.should_save:
             save_base(model, processor, saved_start)
+    if args.bf16 and not torch.cuda.is_available() and model.config._attn_implementation == "sdpa":
+        from artemis.model.cpu_attention import FP32_SDPA
+
+        # Attention stays in fp32 under CPU autocast, where torch's bf16 kernels are the slower ones.
+        model.set_attn_implementation(FP32_SDPA)
     counts = set_trainable(model, config)
     if config.train.box_label_sigma:
         model.set_box_label_sigma(config.train.box_label_sigma, number_token_ids(processor.tokenizer))

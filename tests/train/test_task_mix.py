@@ -221,3 +221,36 @@ def test_a_bad_video_cache_size_is_a_config_error(synthref_root: Path, tmp_path:
         with pytest.raises(ConfigError, match=r"data\.video_cache_mb="):
             load_config(write_config(tmp_path / "bad.yaml", raw))
 
+
+def test_bf16_with_use_cpu_trains_under_cpu_autocast(synthref_root: Path, tmp_path: Path, monkeypatch) -> None:
+    """bf16 alone (a GPU recipe's setting) still trains in fp32 on the CPU; bf16 with use_cpu autocasts."""
+    from artemis.model import ArtemisForConditionalGeneration
+    from artemis.model.cpu_attention import FP32_SDPA
+    from artemis.train.runner import training_arguments
+
+    seen, attention = [], []
+    original = ArtemisForConditionalGeneration.forward
+
+    def spy(self, *args, **kwargs):
+        if self.training:
+            seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+            attention.append(self.language_model.config._attn_implementation)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ArtemisForConditionalGeneration, "forward", spy)
+    for use_cpu, expected in ((False, False), (True, True)):
+        out = tmp_path / f"out-{use_cpu}"
+        raw = _config(synthref_root, out)
+        raw["training"].update(bf16=True, max_steps=2, **({"use_cpu": True} if use_cpu else {}))
+        path = write_config(tmp_path / f"bf16-{use_cpu}.yaml", raw)
+        assert training_arguments(load_config(path)).bf16 is expected
+        seen.clear()
+        attention.clear()
+        assert main(["train", "--config", str(path)]) == 0
+        assert len(seen) == 2 and all(enabled is expected for enabled, _ in seen), seen
+        # Under CPU autocast the attention runs in fp32 (artemis/model/cpu_attention.py); otherwise plain sdpa.
+        assert set(attention) == {FP32_SDPA if expected else "sdpa"}
+        if expected:
+            assert all(dtype == torch.bfloat16 for _, dtype in seen)
+        summary = json.loads((out / "train_summary.json").read_text())
+        assert all(torch.isfinite(torch.tensor(loss)) for _, loss in summary["losses"])
