@@ -2,9 +2,9 @@
 # A box-output model, synthref-tiny-boxes, from nothing on a CPU: generate SynthRef, train one box-output
 # stage (SOT and RSOT clips, configs/synthref_tiny_boxes/boxes.yaml), save the model, and score it with SOT
 # and RSOT on a held-out test split (another seed stream than the training videos).
-# EXPERIMENTAL: its best run scores below the targets of a bundled model (SOT AUC 0.531 against 0.60, RSOT
-# 0.366 against 0.50; docs/experiments.md, "Which object RSOT finds, and what a cell knows of shape"), so
-# nothing is bundled yet; INSTALL=1 is for when a run reaches them.
+# EXPERIMENTAL: its runs score below the targets of a bundled model (run b64, 27 minutes of training alone on 2
+# cores: SOT AUC 0.563 against 0.60, RSOT 0.383 against 0.50; docs/experiments.md, "bf16 on the CPU and one
+# store of decoded videos"), so nothing is bundled yet; INSTALL=1 is for when a run reaches them.
 #   OUT         output root (default runs/synthref-tiny-boxes); the model is $OUT/synthref-tiny-boxes
 #   SEED        data seed (default 0); TEST_SEED the test split's seed (default 2026)
 #   NUM_VIDEOS  training videos (default 1200)
