@@ -2,9 +2,10 @@
 # A box-output model, synthref-tiny-boxes, from nothing on a CPU: generate SynthRef, train one box-output
 # stage (SOT and RSOT clips, configs/synthref_tiny_boxes/boxes.yaml), save the model, and score it with SOT
 # and RSOT on a held-out test split (another seed stream than the training videos).
-# EXPERIMENTAL: its runs score below the targets of a bundled model (run b64, 27 minutes of training alone on 2
-# cores: SOT AUC 0.563 against 0.60, RSOT 0.383 against 0.50; docs/experiments.md, "bf16 on the CPU and one
-# store of decoded videos"), so nothing is bundled yet; INSTALL=1 is for when a run reaches them.
+# EXPERIMENTAL: its runs score below the targets of a bundled model (SOT AUC 0.571 against 0.60, RSOT 0.431
+# against 0.50 for run b65; the same settings on another seed trained in 27 minutes alone on 2 cores;
+# docs/experiments.md, "bf16 on the CPU and one store of decoded videos"), so nothing is bundled yet;
+# INSTALL=1 is for when a run reaches them.
 #   OUT         output root (default runs/synthref-tiny-boxes); the model is $OUT/synthref-tiny-boxes
 #   SEED        data seed (default 0); TEST_SEED the test split's seed (default 2026)
 #   NUM_VIDEOS  training videos (default 1200)
