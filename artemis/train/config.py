@@ -173,9 +173,9 @@ class DataSection:
         sot_query_exact: the frame selector's query reads the exact first-frame box of an SOT clip while its
             prompt gives the jittered one (false, the default: both the jittered box).
         video_cache_mb: size of the store of whole decoded small videos that the box-output files share (one
-            per process; 0 turns it off). Every record is cut into several clips and drawn again each epoch,
-            so a store that holds the whole training set decodes each video once (SynthRef's 1,200 videos of
-            24 frames at 128 px: about 1.2 GB).
+            per process, for the training and evaluation files; 0 turns it off). Every record is cut into
+            several clips and drawn again each epoch, so a store that holds the whole training set decodes
+            each video once (SynthRef's 1,200 videos of 24 frames at 128 px: about 1.4 GB).
         seed: seed of the dataset's random draws (jitter, paraphrases, mixing).
         log_samples: write ``samples-rank<r>.jsonl`` with the ids each rank trained on, and each rank's
             weight digest at the end (to check sharding).

@@ -294,6 +294,10 @@ def _datasets(config: TrainConfig, processor: Any, model: Any) -> tuple[Any, Any
         video, _ = VisionFeatureExtractor(base_model)(pixels, range(len(pixels)), [])
         return video.cpu()  # (N_v, C_v)
 
+    # One store for every box-output file of the stage (training and evaluation): an SOT and an RSOT file
+    # over the same videos decode each video once between them.
+    video_cache = DecodedVideoCache(int(data.video_cache_mb * 2**20), int(MAX_VIDEO_MB * 2**20))
+
     def build(files: list, section: str) -> Any:
         describe = [f for f in files if (f.task or "describe") == "describe"]
         boxes = [(i, f) for i, f in enumerate(files) if f.task in ("sot", "rsot")]
@@ -316,8 +320,6 @@ def _datasets(config: TrainConfig, processor: Any, model: Any) -> tuple[Any, Any
                     f"data.{section}.{i} has task: {entry.task} but format {entry.format} has no boxes; box output "
                     "trains on tracking formats (elysium, videoref45k, lasot, otb, hcstvg)"
                 )
-        # One store for every box-output file: an SOT and an RSOT file over the same videos decode each once.
-        video_cache = DecodedVideoCache(int(data.video_cache_mb * 2**20), int(MAX_VIDEO_MB * 2**20))
         parts = [
             (
                 BoxOutDataset.from_files(
