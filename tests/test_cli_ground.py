@@ -81,6 +81,37 @@ def test_track_by_model_writes_the_same_json_as_the_tracker(box_model_dir, synth
     assert model["expression"] is None and set(model["asked"]) == {"sot"}
 
 
+def test_views_reach_the_model_from_both_commands(box_model_dir, synthref_video, tmp_path, monkeypatch, capsys) -> None:
+    from artemis.tasks import box_output
+
+    batches: list[int] = []
+    real = box_output.generate
+
+    def counted(model, processor, inputs, **options):
+        batches.append(int(inputs["input_ids"].shape[0]))
+        return real(model, processor, inputs, **options)
+
+    monkeypatch.setattr(box_output, "generate", counted)
+    video, target = synthref_video
+    model = ["--model", str(box_model_dir), "--max-new-tokens", "8", "--no-progress"]
+    out = tmp_path / "ground.json"
+    ground = ["ground", str(video), "--expression", "the red circle", *model]
+    assert main([*ground, "--views", "3", "--out", str(out)]) == 0
+    assert batches and set(batches) == {3}  # every clip asked in three views, in one batch
+    assert json.loads(out.read_text())["num_frames"] == 24
+    batches.clear()
+    key = next(i for i, box in enumerate(target["boxes"]) if box)
+    box = ",".join(str(v) for v in target["boxes"][key])
+    track = ["track", str(video), "--box", box, "--frame", str(key)]
+    assert main([*track, "--by-model", *model, "--views", "2", "--out", str(tmp_path / "t.json")]) == 0
+    assert batches and set(batches) == {2}
+    assert main([*track, "--views", "2"]) == 2  # the tracker path has no views
+    errors = _errors(capsys)
+    assert "--views" in errors[-1] and "add --by-model" in errors[-1]
+    assert main([*ground, "--views", "0"]) == 2
+    assert "views=0 is not a whole number >= 1" in _errors(capsys)[-1]
+
+
 @pytest.mark.slow
 @pytest.mark.reference
 def test_the_three_real_videos(box_model_dir, reference_dir, tmp_path) -> None:

@@ -87,6 +87,13 @@ def _add_common(parser: argparse.ArgumentParser, formats: tuple[str, ...], out: 
         help="box output: write each box value as the mean of the values within K of the most likely one "
         "(default 0: greedy)",
     )
+    parser.add_argument(
+        "--views",
+        type=int,
+        default=1,
+        help="box output: ask each clip in N views (the frames as they are, then on slightly larger canvases) "
+        "and keep each frame's median box (default 1: once)",
+    )
     parser.add_argument("--json", action="store_true", help="print the scores as JSON")
 
 
@@ -98,6 +105,7 @@ def _boxout_options(args: argparse.Namespace) -> BoxOutOptions:
         template=not args.clip_query,
         number_window=args.number_window,
         track_found=getattr(args, "track_found", False),  # rsot only
+        views=args.views,
     )
 
 

@@ -62,6 +62,13 @@ def add_box_model_arguments(parser: Any) -> None:
         "--model", default=None, help=f"model trained to write boxes (default: the bundled {DEFAULT_BOX_MODEL})"
     )
     parser.add_argument("--max-new-tokens", type=int, default=None, help="tokens per clip (default 24 per frame)")
+    parser.add_argument(
+        "--views",
+        type=int,
+        default=None,
+        help="ask each clip in N views (the frames as they are, then on slightly larger canvases) and keep each "
+        "frame's median box (default 1: once)",
+    )
     parser.add_argument("--device", default="cpu", help="where the model runs (default cpu)")
 
 
@@ -96,8 +103,11 @@ def load_box_model(args: argparse.Namespace, command: str) -> Any:
 
 
 def generation_options(args: argparse.Namespace) -> dict[str, Any]:
-    """``--max-new-tokens`` as a ``generate`` option; not given keeps the default (24 per frame)."""
-    return {} if args.max_new_tokens is None else {"max_new_tokens": args.max_new_tokens}
+    """``--max-new-tokens`` and ``--views`` as box-output options; not given keeps their defaults."""
+    options = {} if args.max_new_tokens is None else {"max_new_tokens": args.max_new_tokens}
+    if args.views is not None:
+        options["views"] = args.views
+    return options
 
 
 def check_outputs(args: argparse.Namespace) -> None:
@@ -145,8 +155,8 @@ def run(args: argparse.Namespace) -> int:
     box = parse_box_arg(args.box)
     check_outputs(args)  # before the whole video is tracked
     model = load_box_model(args, "track") if args.by_model else None
-    if model is None and (args.model is not None or args.max_new_tokens is not None):
-        raise ConfigError("--model and --max-new-tokens choose the model that writes boxes; add --by-model")
+    if model is None and (args.model is not None or args.max_new_tokens is not None or args.views is not None):
+        raise ConfigError("--model, --max-new-tokens and --views set the model that writes boxes; add --by-model")
     with opened(args.video) as reader:
         if model is not None:
             track = model.track_with_llm(

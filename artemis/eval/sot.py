@@ -27,7 +27,7 @@ from artemis.eval.runner import Shard, finish_run, run_predictions
 from artemis.eval.samples import SYNTHREF, open_sample
 from artemis.eval.tracking import score_dataset
 from artemis.model.loading import load_config
-from artemis.tasks.box_output import BoxOutTrack, BoxStatus, check_number_window, require_task
+from artemis.tasks.box_output import BoxOutTrack, BoxStatus, check_number_window, plan_views, require_task
 from artemis.tasks.pipeline import VideoPipeline
 from artemis.track import TRACKER_NAMES, Track, track_video
 from artemis.track.registry import GIVEN_TRACKER
@@ -110,6 +110,7 @@ class BoxOutOptions:
         number_window: 0 writes box values greedily; k >= 1 the local mean within k of the most likely value
             (``track_with_llm``).
         track_found: RSOT: track from the first box the expression's clip finds (``track_with_llm``).
+        views: ask each clip in this many views and keep the median box (``track_with_llm``); 1: once.
     """
 
     clip_length: int | None = None
@@ -118,9 +119,11 @@ class BoxOutOptions:
     template: bool = True
     number_window: int = 0
     track_found: bool = False
+    views: int = 1
 
     def __post_init__(self) -> None:
         check_number_window(self.number_window)  # before any model is loaded or output written
+        plan_views(self.views, 1)
 
     def call_options(self) -> dict[str, Any]:
         """Keyword arguments of ``track_with_llm``."""
@@ -130,6 +133,7 @@ class BoxOutOptions:
             "template": self.template,
             "number_window": self.number_window,
             "track_found": self.track_found,
+            "views": self.views,
         }
         if self.max_new_tokens is not None:
             options["max_new_tokens"] = self.max_new_tokens
@@ -147,6 +151,8 @@ class BoxOutOptions:
             settings["number_window"] = self.number_window
         if self.track_found:
             settings["track_found"] = True
+        if self.views != 1:
+            settings["views"] = self.views
         return settings
 
 

@@ -34,6 +34,7 @@ training data. A model must have ``"boxes"`` among its config's ``tasks`` (:func
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -63,10 +64,14 @@ __all__ = [
     "BoxStatus",
     "ClipBoxes",
     "NumberWindow",
+    "View",
     "check_number_window",
     "clip_starts",
+    "combine_views",
     "ground",
+    "mirror_words",
     "parse_clip_answer",
+    "plan_views",
     "require_task",
     "track_with_llm",
     "unknown_words",
@@ -157,6 +162,120 @@ def parse_clip_answer(text: str, num_frames: int, transform: SquareTransform) ->
         boxes[index] = pixel
         status[index] = BoxStatus.PREDICTED
     return ClipBoxes(boxes, status)
+
+
+# --- views ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class View:
+    """One way of showing a clip to the model: its frames on a canvas ``pad`` pixels wider and taller, at
+    ``(x, y)`` on it, the new border filled by repeating the frame's edge, and with ``mirror`` that canvas
+    flipped left to right. ``View()`` is the frames as they are.
+
+    A larger canvas moves the frames against the vision tower's patch grid and scales them a little when
+    the processor resizes them, and a mirror shows every object on the other side, so the same clip seen in
+    another view gives answers whose errors differ (see :func:`combine_views`). No part of the frame is cut
+    off, so a target at the edge stays in view. A mirrored view is asked the expression with "left" and
+    "right" swapped (:func:`mirror_words`).
+    """
+
+    x: int = 0
+    y: int = 0
+    pad: int = 0
+    mirror: bool = False
+
+    def frames(self, frames: np.ndarray) -> np.ndarray:
+        """``frames`` (n, H, W, 3) as this view shows them: (n, H + pad, W + pad, 3)."""
+        if self.pad:
+            frames = np.pad(
+                frames, ((0, 0), (self.y, self.pad - self.y), (self.x, self.pad - self.x), (0, 0)), mode="edge"
+            )
+        return np.ascontiguousarray(frames[:, :, ::-1]) if self.mirror else frames
+
+    def box(self, box: np.ndarray, width: int) -> np.ndarray:
+        """A pixel ``xyxy`` box of a frame ``width`` pixels wide, as this view shows it."""
+        moved = np.asarray(box, dtype=float) + np.array([self.x, self.y, self.x, self.y])
+        return _mirrored(moved, width + self.pad) if self.mirror else moved
+
+    def expression(self, expression: str) -> str:
+        """The expression this view is asked: left and right swapped in a mirror."""
+        return mirror_words(expression) if self.mirror else expression
+
+    def read(self, text: str, num_frames: int, transform: SquareTransform) -> ClipBoxes:
+        """This view's answer read into pixel boxes of the frame (``transform`` is the frame's own)."""
+        if self == View():
+            return parse_clip_answer(text, num_frames, transform)
+        width, height = transform.width + self.pad, transform.height + self.pad
+        parsed = parse_clip_answer(text, num_frames, SquareTransform(width=width, height=height, size=transform.size))
+        boxes = _mirrored(parsed.boxes, width) if self.mirror else parsed.boxes
+        boxes = clip_boxes(boxes - np.array([self.x, self.y, self.x, self.y]), transform.width, transform.height)
+        status = parsed.status.copy()
+        gone = (status == BoxStatus.PREDICTED) & (box_area(boxes) <= 0)  # on the added border only
+        status[gone] = BoxStatus.INVALID
+        boxes[status != BoxStatus.PREDICTED] = np.nan
+        return ClipBoxes(boxes, status)
+
+
+def _mirrored(boxes: np.ndarray, width: int) -> np.ndarray:
+    """Pixel ``xyxy`` boxes on a canvas ``width`` pixels wide, flipped left to right."""
+    return np.stack([width - boxes[..., 2], boxes[..., 1], width - boxes[..., 0], boxes[..., 3]], axis=-1)
+
+
+_SIDES = {"left": "right", "right": "left"}
+
+
+def mirror_words(expression: str) -> str:
+    """``expression`` as a mirror image would need it said: "left" and "right" swapped, also inside
+    "leftmost", "rightward(s)" and the like (the case of the first letter kept)."""
+
+    def swap(match: re.Match) -> str:
+        word = match.group(1)
+        other = _SIDES[word.lower()]
+        return (other.capitalize() if word[0].isupper() else other) + match.group(2)
+
+    return re.sub(r"\b(left|right)(most|wards?|)\b", swap, expression, flags=re.IGNORECASE)
+
+
+def plan_views(count: int, step: int) -> list[View]:
+    """``count`` views of a clip: the frames as they are, their mirror image, then canvases ``step`` pixels
+    larger with the frames at each of their four corners in turn (bottom-right, top-left, bottom-left,
+    top-right), each followed by its mirror image, then ``2 * step`` larger the same way, and so on."""
+    if not is_int(count) or count < 1:
+        raise ConfigError(f"views={count!r} is not a whole number >= 1; use 1 to ask each clip once, or e.g. 3")
+    views = [View(), View(mirror=True)]
+    ring = 1
+    while len(views) < count:
+        pad = ring * max(1, int(step))
+        for x, y in ((pad, pad), (0, 0), (pad, 0), (0, pad)):
+            views += [View(x, y, pad), View(x, y, pad, mirror=True)]
+        ring += 1
+    return views[:count]
+
+
+def combine_views(views: Sequence[ClipBoxes]) -> ClipBoxes:
+    """One clip's boxes from the boxes its views read, frame by frame.
+
+    A frame is PREDICTED when at least as many views read a box on it as read an empty one (INVALID), and its
+    box is the coordinate-wise median of the boxes read; else INVALID when any view read an empty box; else
+    UNPARSED. The median keeps the answer of the views that agree when one view strays to another object.
+    """
+    if len(views) == 1:
+        return views[0]
+    boxes = np.stack([view.boxes for view in views])  # (V, n, 4)
+    status = np.stack([view.status for view in views])  # (V, n)
+    predicted = (status == BoxStatus.PREDICTED).sum(axis=0)  # (n,)
+    empty = (status == BoxStatus.INVALID).sum(axis=0)  # (n,)
+    merged = np.full(boxes.shape[1:], np.nan)
+    merged_status = np.full(boxes.shape[1], BoxStatus.UNPARSED, dtype=np.int8)
+    for frame in range(boxes.shape[1]):
+        if predicted[frame] and predicted[frame] >= empty[frame]:
+            read = boxes[status[:, frame] == BoxStatus.PREDICTED, frame]  # (k, 4)
+            merged[frame] = np.median(read, axis=0)
+            merged_status[frame] = BoxStatus.PREDICTED
+        elif empty[frame]:
+            merged_status[frame] = BoxStatus.INVALID
+    return ClipBoxes(merged, merged_status)
 
 
 # --- tracking -------------------------------------------------------------------------------------
@@ -322,23 +441,33 @@ class _Runner:
     template: bool = False  # keep the selector's query of the first clip started from a box (see track_with_llm)
     query: torch.Tensor | None = None  # (1, C) that query, once a clip has been started from a box
     restart: bool = False  # RSOT: track from the first box the expression's clip found (see track_with_llm)
+    views: list[View] = field(default_factory=lambda: [View()])  # how each clip is shown (see track_with_llm)
 
     def clip(self, frame_ids: list[int], box: np.ndarray | None, expression: str | None) -> tuple[str, ClipBoxes]:
-        """Ask one clip (SOT with ``box``, else RSOT with ``expression``); its answer and the boxes read."""
+        """Ask one clip (SOT with ``box``, else RSOT with ``expression``); its answer and the boxes read.
+
+        With several ``views`` the clip is asked once per view, in one batch: view 0 is the frames as they
+        are, each other view the frames on a canvas a few pixels larger (:class:`View`). The boxes read are
+        mapped back to the frame and combined (:func:`combine_views`); the text returned is view 0's.
+        """
         frames = self.frames.read(frame_ids)  # (n, H, W, 3)
+        clips = [view.frames(frames) for view in self.views]
         if box is not None:
-            inputs = self.processor(frames, task="sot", box=box)
-            if self.template and self.query is None:  # this clip's own query becomes the template
+            boxes = [view.box(box, self.transform.width) for view in self.views]
+            inputs = self.processor(clips, task="sot", box=boxes)
+            if self.template and self.query is None:  # view 0's own query becomes the template
+                mask = inputs.get("frame_mask")
                 self.query = self.model.frame_query(
-                    inputs["pixel_values"], inputs["query_boxes"], inputs.get("frame_mask")
+                    inputs["pixel_values"][:1], inputs["query_boxes"][:1], None if mask is None else mask[:1]
                 )
-            elif self.template:
-                inputs["select_query"] = self.query
+            if self.template:
+                inputs["select_query"] = self.query.expand(len(clips), -1)
         else:
-            inputs = self.processor(frames, task="rsot", expression=expression)
-        text = generate(self.model, self.processor, inputs, **self.generation)[0]
+            inputs = self.processor(clips, task="rsot", expression=[view.expression(expression) for view in self.views])
+        texts = generate(self.model, self.processor, inputs, **self.generation)
         self.bar.update(1)
-        return text, parse_clip_answer(text, len(frame_ids), self.transform)
+        read = [view.read(text, len(frame_ids), self.transform) for view, text in zip(self.views, texts, strict=True)]
+        return texts[0], combine_views(read)
 
     def run(self, order: list[int], first_box: np.ndarray | None, expression: str | None) -> _Pass:
         """Box output over the frames ``order`` (forward or backward from the start frame).
@@ -418,6 +547,7 @@ def track_with_llm(
     template: bool = True,
     number_window: int = 0,
     track_found: bool = False,
+    views: int = 1,
     model_name: str = "this model",
     progress: bool = False,
     **generation: Any,
@@ -443,6 +573,10 @@ def track_with_llm(
         track_found: RSOT: the first frame the expression's clip puts a box on ends that clip, and the
             target is tracked from that frame and box as SOT tracks from the user's (the clips planned again
             from there); False keeps the rest of that clip's answer, as Elysium does.
+        views: ask each clip this many times in one batch, the frames as they are and then on canvases larger
+            by multiples of half a vision patch (:func:`plan_views`), and keep per frame the median of the
+            boxes read (:func:`combine_views`); 1 asks each clip once. Generation costs about ``views`` times
+            as much.
         model_name: how errors name the model.
         progress: show a progress bar over the clips (on stderr).
         generation: ``generate`` keyword arguments; ``max_new_tokens`` defaults to 24 per frame.
@@ -472,6 +606,9 @@ def track_with_llm(
     stride = clip_length - 1 if stride is None else stride
     clip_starts(1, clip_length, stride)  # validates the schedule before any generation
     window = check_number_window(number_window)
+    transform = processor.video_processor.transform_for(source.width, source.height)
+    half_patch = 0.5 * config.vision_config.patch_size / transform.scale  # source pixels
+    plan = plan_views(views, max(1, round(half_patch)))
     if window:
         processors = LogitsProcessorList(
             [*generation.get("logits_processor", []), number_window_processor(processor, window)]
@@ -497,13 +634,14 @@ def track_with_llm(
         model,
         processor,
         _ClipFrames(source),
-        processor.video_processor.transform_for(source.width, source.height),
+        transform,
         clip_length,
         stride,
         {"max_new_tokens": 24 * min(clip_length, total) + 8, **generation},  # ~24 tokens a frame
         bar,
         template=bool(template) and config.frame_select_query,  # the config refuses the query without the selector
         restart=bool(track_found),
+        views=plan,
     )
     boxes = np.full((total, 4), np.nan)
     status = np.full(total, BoxStatus.UNPARSED, dtype=np.int8)

@@ -186,3 +186,25 @@ def test_eval_rsot_records_number_window_and_track_found_and_refuses_a_bad_windo
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "number_window=-1" in err and "use 0" in err
     assert not bad.exists()
+
+
+def test_eval_sot_in_several_views_records_them_and_refuses_a_bad_count(trained, tmp_path: Path, capsys) -> None:
+    from artemis.cli import main
+
+    model_dir, data, _ = trained
+    out = tmp_path / "views"
+    argv = ["eval", "sot", "--model", str(model_dir), "--data", f"elysium:{data}", "--max-new-tokens", "40"]
+    done = run(*argv, "--out", str(out), "--views", "3", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads((out / "run.json").read_text())["boxout"]["views"] == 3
+    assert set(json.loads(done.stdout)) >= KEYS
+    records = [json.loads(line) for line in _lines(out)]
+    assert len(records) == 2 and all(len(r["boxes_xywh_1based"]) == 15 for r in records)
+    again = run(*argv, "--out", str(out))  # one view: not the settings the finished lines were made with
+    assert again.returncode == 2 and "other settings (boxout differ)" in again.stderr
+
+    bad = tmp_path / "bad"
+    assert main([*argv, "--out", str(bad), "--views", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "views=0 is not a whole number >= 1" in err
+    assert not bad.exists()

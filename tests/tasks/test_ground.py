@@ -334,3 +334,129 @@ def test_number_window_through_the_api_and_its_bad_values(tiny_boxes, monkeypatc
     monkeypatch.setattr(box_output, "number_token_ids", lambda tokenizer: None)
     with pytest.raises(ConfigError, match=r"one token.*use number_window=0"):
         model.ground(frames, "the red circle", number_window=2)
+
+
+# --- several views of each clip (views) ----------------------------------------------------------------------
+
+
+class ScriptedViews(ArtemisModel):
+    """Answers every sample of a batch: ``answer(view, asked_box, num_frames)`` per sample, in batch order."""
+
+    def __init__(self, model, processor, answer, monkeypatch) -> None:
+        super().__init__(model, processor)
+        self.answer = answer
+        self.batches: list[list[list[int] | None]] = []
+        self.prompts: list[list[str]] = []
+        self.shapes: list[tuple[int, ...]] = []
+        monkeypatch.setattr(box_output, "generate", self._generate)
+
+    def _generate(self, model, processor, inputs, **options) -> list[str]:
+        prompts = [processor.decode(ids) for ids in inputs["input_ids"]]
+        asked = [asked_box(prompt) for prompt in prompts]
+        self.batches.append(asked)
+        self.prompts.append(prompts)
+        self.shapes.append(tuple(inputs["pixel_values"].shape))
+        num_frames = int(inputs["frame_mask"][0].sum())
+        return [self.answer(view, box, num_frames) for view, box in enumerate(asked)]
+
+
+def test_views_plan_a_mirror_and_canvases_of_half_a_patch_and_refuse_bad_counts() -> None:
+    View = box_output.View
+    assert box_output.plan_views(7, 4) == [
+        View(),
+        View(mirror=True),
+        View(4, 4, 4),
+        View(4, 4, 4, mirror=True),
+        View(0, 0, 4),
+        View(0, 0, 4, mirror=True),
+        View(4, 0, 4),
+    ]
+    assert box_output.plan_views(11, 4)[-1] == View(8, 8, 8)  # the second ring: twice the step
+    frames = np.arange(2 * 3 * 5 * 3, dtype=np.uint8).reshape(2, 3, 5, 3)
+    shown = View(2, 1, 3).frames(frames)
+    assert shown.shape == (2, 6, 8, 3)
+    np.testing.assert_array_equal(shown[:, 1:4, 2:7], frames)  # the frame at (2, 1) on the canvas
+    np.testing.assert_array_equal(shown[:, 0, 2:7], frames[:, 0])  # the border repeats the frame's edge
+    np.testing.assert_array_equal(View(2, 1, 3, mirror=True).frames(frames), shown[:, :, ::-1])
+    np.testing.assert_array_equal(View().frames(frames), frames)
+    # A box on the 5 px wide frame, on the mirrored 8 px canvas: moved by (2, 1), then flipped.
+    np.testing.assert_allclose(View(2, 1, 3, mirror=True).box(np.array([0.0, 0.0, 1.0, 2.0]), 5), [5, 1, 6, 3])
+    for bad in (0, -2, 1.5, True, "3"):
+        with pytest.raises(ConfigError, match=f"views={bad!r} is not a whole number >= 1"):
+            box_output.plan_views(bad, 4)
+
+
+def test_a_mirrored_view_swaps_left_and_right_in_the_expression() -> None:
+    mirror = box_output.mirror_words
+    assert mirror("the circle moving left") == "the circle moving right"
+    assert mirror("Right of the leftmost square, moving rightwards") == "Left of the rightmost square, moving leftwards"
+    assert mirror("the bright triangle, leftover") == "the bright triangle, leftover"  # whole words only
+    assert box_output.View(mirror=True).expression("the left one") == "the right one"
+    assert box_output.View(4, 4, 4).expression("the left one") == "the left one"
+
+
+def test_combine_views_takes_the_median_box_of_the_views_that_read_one() -> None:
+    def clip(rows):
+        boxes = np.array([r if isinstance(r, list) else [np.nan] * 4 for r in rows], dtype=float)
+        status = np.array([PREDICTED if isinstance(r, list) else r for r in rows], dtype=np.int8)
+        return box_output.ClipBoxes(boxes, status)
+
+    merged = box_output.combine_views(
+        [
+            clip([[0, 0, 10, 10], [5, 5, 9, 9], INVALID, UNPARSED, INVALID]),
+            clip([[2, 1, 12, 13], [60, 60, 70, 70], INVALID, UNPARSED, [1, 1, 4, 4]]),
+            clip([[1, 4, 11, 12], [6, 4, 10, 8], [3, 3, 5, 5], UNPARSED, UNPARSED]),
+        ]
+    )
+    np.testing.assert_allclose(merged.boxes[0], [1, 1, 11, 12])  # each coordinate's median
+    np.testing.assert_allclose(merged.boxes[1], [6, 5, 10, 9])  # the stray view is outvoted
+    assert merged.status.tolist() == [PREDICTED, PREDICTED, INVALID, UNPARSED, PREDICTED]
+    assert np.isnan(merged.boxes[2:4]).all()
+    np.testing.assert_allclose(merged.boxes[4], [1, 1, 4, 4])  # one box against one empty answer: the box
+    single = clip([[0, 0, 1, 1]])
+    assert box_output.combine_views([single]) is single
+
+
+def test_sot_in_three_views_maps_each_views_boxes_back_to_the_frame(tiny_boxes, monkeypatch) -> None:
+    frames = np.random.default_rng(5).integers(0, 255, (15, 80, 100, 3), dtype=np.uint8)  # not square
+    box = np.array([30.0, 20.0, 50.0, 44.0])
+
+    # A copy tracker: every view writes the box it was asked on every frame, except view 0, which strays.
+    def answer(view, asked, n):
+        return frames_answer([[0, 20, 9, 29] if view == 0 else asked] * n)
+
+    model = ScriptedViews(*tiny_boxes, answer, monkeypatch)
+    track = model.track_with_llm(frames, box=box, views=3)
+    assert len(model.batches) == 2 and all(len(batch) == 3 for batch in model.batches)
+    assert model.shapes[0][:2] == (3, 8)  # one batch of three clips of eight frames
+    # 100 x 80 frames on a square of 100; views 1 and 2 on canvases half a vision patch larger
+    vision = tiny_boxes[0].config.vision_config
+    step = round(0.5 * vision.patch_size * 100 / vision.image_size)
+    assert step >= 2
+    first = model.batches[0]
+    assert first[0] == [30, 30, 50, 54]  # the frame as it is: box + 10 rows of padding, in hundredths
+    assert first[1] != first[0] and first[2] != first[0]  # the same box on other canvases reads otherwise
+    # Views 1 and 2 agree, so the median is their box mapped back: the given box within the text's rounding.
+    scale = (100 + step) / 100  # one hundredth of the larger canvas in pixels
+    np.testing.assert_allclose(track.boxes[1:], np.tile(box, (14, 1)), atol=scale)
+    assert (track.status[1:] == PREDICTED).all() and track.texts[0].startswith("Frame 1: [0,20,9,29]")
+    # The same tracker asked once writes view 0's stray box.
+    once = ScriptedViews(*tiny_boxes, answer, monkeypatch).track_with_llm(frames, box=box)
+    np.testing.assert_allclose(once.boxes[1:], np.tile([0, 10, 9, 19], (14, 1)), atol=1e-9)
+
+
+def test_views_through_ground(monkeypatch) -> None:
+    frames = np.zeros((8, 64, 64, 3), dtype=np.uint8)
+    words = build_tiny_model(
+        ["the circle moving left", "the circle moving right"], seed=0, video_layout="frames", tasks=["boxes"]
+    )
+    model = ScriptedViews(*words, lambda view, asked, n: frames_answer([[10, 10, 40, 40]] * n), monkeypatch)
+    track = model.ground(frames, "the circle moving left", views=2)
+    assert model.batches == [[None, None]]  # both views asked the expression, in one batch
+    assert "moving left" in model.prompts[0][0] and "moving right" in model.prompts[0][1]  # view 1 is a mirror
+    # View 0 reads [10,10,40,40] on the 64 px frame as [6.4, 6.4, 25.6, 25.6]; the mirror reads the same text
+    # as that box flipped, [38.4, 6.4, 57.6, 25.6]. The median of two is their mean.
+    seen = np.array([[6.4, 6.4, 25.6, 25.6], [64 - 25.6, 6.4, 64 - 6.4, 25.6]])
+    np.testing.assert_allclose(track.boxes, np.tile(seen.mean(axis=0), (8, 1)), atol=1e-9)
+    with pytest.raises(ConfigError, match="views=0 is not a whole number"):
+        model.ground(frames, "the red circle", views=0)
