@@ -45,7 +45,15 @@ import torch
 from tqdm.auto import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from artemis.boxes import BoxFormat, SquareTransform, box_area, clip_boxes, parse_elysium_frames, validate_box
+from artemis.boxes import (
+    BoxFormat,
+    SquareTransform,
+    box_area,
+    box_iou,
+    clip_boxes,
+    parse_elysium_frames,
+    validate_box,
+)
 from artemis.errors import ConfigError, VideoError, is_int
 from artemis.model.configuration import ArtemisConfig
 from artemis.model.generation import generate
@@ -79,6 +87,10 @@ __all__ = [
 
 CLIP_LENGTH = 8
 """Frames per clip (Elysium); the stride is one less, so consecutive clips share a frame."""
+
+VIEWS_AGREE_IOU = 0.5
+"""Two views' boxes of one frame agree at this IoU or more (:func:`combine_views`): the overlap at which
+tracking benchmarks count a box as found (SR50)."""
 
 
 class BoxStatus(IntEnum):
@@ -253,12 +265,15 @@ def plan_views(count: int, step: int) -> list[View]:
     return views[:count]
 
 
-def combine_views(views: Sequence[ClipBoxes]) -> ClipBoxes:
-    """One clip's boxes from the boxes its views read, frame by frame.
+def combine_views(views: Sequence[ClipBoxes], agree: float = VIEWS_AGREE_IOU) -> ClipBoxes:
+    """One clip's boxes from the boxes its views read, frame by frame: a vote, then a mean.
 
-    A frame is PREDICTED when at least as many views read a box on it as read an empty one (INVALID), and its
-    box is the coordinate-wise median of the boxes read; else INVALID when any view read an empty box; else
-    UNPARSED. The median keeps the answer of the views that agree when one view strays to another object.
+    A frame is PREDICTED when at least as many views read a box on it as read an empty one (INVALID); its box
+    is the mean of the boxes that agree (IoU >= ``agree``) with the box most of the others agree with (the
+    earliest view's on a tie). Else INVALID when any view read an empty box; else UNPARSED. The vote keeps
+    the object most views found when one view strays to another; the mean of the agreeing boxes is a finer
+    estimate than any one of them. (A coordinate-wise median, tried first, mixes objects when views split
+    between them, and scored lower: docs/experiments.md, "Each clip in several views".)
     """
     if len(views) == 1:
         return views[0]
@@ -270,8 +285,10 @@ def combine_views(views: Sequence[ClipBoxes]) -> ClipBoxes:
     merged_status = np.full(boxes.shape[1], BoxStatus.UNPARSED, dtype=np.int8)
     for frame in range(boxes.shape[1]):
         if predicted[frame] and predicted[frame] >= empty[frame]:
-            read = boxes[status[:, frame] == BoxStatus.PREDICTED, frame]  # (k, 4)
-            merged[frame] = np.median(read, axis=0)
+            read = boxes[status[:, frame] == BoxStatus.PREDICTED, frame]  # (k, 4), in view order
+            agreeing = box_iou(read[:, None], read[None]) >= agree  # (k, k)
+            best = int(np.argmax(agreeing.sum(axis=1)))  # argmax takes the first of equals
+            merged[frame] = read[agreeing[best]].mean(axis=0)
             merged_status[frame] = BoxStatus.PREDICTED
         elif empty[frame]:
             merged_status[frame] = BoxStatus.INVALID

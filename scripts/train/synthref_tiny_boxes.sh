@@ -2,15 +2,16 @@
 # A box-output model, synthref-tiny-boxes, from nothing on a CPU: generate SynthRef, train one box-output
 # stage (SOT and RSOT clips, configs/synthref_tiny_boxes/boxes.yaml), save the model, and score it with SOT
 # and RSOT on a held-out test split (another seed stream than the training videos).
-# EXPERIMENTAL: its runs score below the targets of a bundled model (SOT AUC 0.571 against 0.60, RSOT 0.431
-# against 0.50 for run b65; the same settings on another seed trained in 27 minutes alone on 2 cores;
-# docs/experiments.md, "bf16 on the CPU and one store of decoded videos"), so nothing is bundled yet;
+# EXPERIMENTAL: its runs score below the targets of a bundled model on RSOT (run b69: SOT AUC 0.577 and RSOT
+# 0.427, with five views of each clip 0.611 and 0.474, against 0.60 and 0.50; docs/experiments.md, "Each clip
+# in several views, and 48 tokens a frame"), so nothing is bundled yet;
 # INSTALL=1 is for when a run reaches them.
 #   OUT         output root (default runs/synthref-tiny-boxes); the model is $OUT/synthref-tiny-boxes
 #   SEED        data seed (default 0); TEST_SEED the test split's seed (default 2026)
 #   NUM_VIDEOS  training videos (default 1200)
 #   INSTALL=1   also copy the model into artemis/assets/synthref-tiny-boxes (the bundled box model)
 #   EVAL=0      skip the evaluation
+#   VIEWS       views of each clip in the evaluation (default 1; docs/box_output.md, views)
 # Arguments are passed to the stage as config overrides.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -36,6 +37,6 @@ fi
 if [ "${EVAL:-1}" = "1" ]; then
     for task in sot rsot; do
         artemis eval "$task" --model "$OUT/synthref-tiny-boxes" --data "synthref:$SYNTHREF/test" \
-            --out "$OUT/eval-$task" --json
+            --out "$OUT/eval-$task" --views "${VIEWS:-1}" --json
     done
 fi

@@ -395,7 +395,7 @@ def test_a_mirrored_view_swaps_left_and_right_in_the_expression() -> None:
     assert box_output.View(4, 4, 4).expression("the left one") == "the left one"
 
 
-def test_combine_views_takes_the_median_box_of_the_views_that_read_one() -> None:
+def test_combine_views_votes_for_a_box_then_averages_the_boxes_that_agree_with_it() -> None:
     def clip(rows):
         boxes = np.array([r if isinstance(r, list) else [np.nan] * 4 for r in rows], dtype=float)
         status = np.array([PREDICTED if isinstance(r, list) else r for r in rows], dtype=np.int8)
@@ -403,16 +403,19 @@ def test_combine_views_takes_the_median_box_of_the_views_that_read_one() -> None
 
     merged = box_output.combine_views(
         [
-            clip([[0, 0, 10, 10], [5, 5, 9, 9], INVALID, UNPARSED, INVALID]),
-            clip([[2, 1, 12, 13], [60, 60, 70, 70], INVALID, UNPARSED, [1, 1, 4, 4]]),
-            clip([[1, 4, 11, 12], [6, 4, 10, 8], [3, 3, 5, 5], UNPARSED, UNPARSED]),
+            clip([[0, 0, 10, 10], [60, 60, 70, 70], INVALID, UNPARSED, INVALID, [0, 0, 10, 10]]),
+            clip([[1, 1, 11, 11], [5, 5, 15, 15], INVALID, UNPARSED, [1, 1, 4, 4], [40, 40, 50, 50]]),
+            clip([[2, 0, 12, 10], [6, 6, 16, 16], [3, 3, 5, 5], UNPARSED, UNPARSED, UNPARSED]),
         ]
     )
-    np.testing.assert_allclose(merged.boxes[0], [1, 1, 11, 12])  # each coordinate's median
-    np.testing.assert_allclose(merged.boxes[1], [6, 5, 10, 9])  # the stray view is outvoted
-    assert merged.status.tolist() == [PREDICTED, PREDICTED, INVALID, UNPARSED, PREDICTED]
+    # Frame 0: all three agree (IoU >= 0.5 pairwise): their mean.
+    np.testing.assert_allclose(merged.boxes[0], [1, 1 / 3, 11, 31 / 3])
+    # Frame 1: view 0 strays to another object; the two that agree outvote it, and only they are averaged.
+    np.testing.assert_allclose(merged.boxes[1], [5.5, 5.5, 15.5, 15.5])
+    assert merged.status.tolist() == [PREDICTED, PREDICTED, INVALID, UNPARSED, PREDICTED, PREDICTED]
     assert np.isnan(merged.boxes[2:4]).all()
     np.testing.assert_allclose(merged.boxes[4], [1, 1, 4, 4])  # one box against one empty answer: the box
+    np.testing.assert_allclose(merged.boxes[5], [0, 0, 10, 10])  # two boxes that disagree: the earlier view's
     single = clip([[0, 0, 1, 1]])
     assert box_output.combine_views([single]) is single
 
@@ -450,13 +453,14 @@ def test_views_through_ground(monkeypatch) -> None:
     words = build_tiny_model(
         ["the circle moving left", "the circle moving right"], seed=0, video_layout="frames", tasks=["boxes"]
     )
-    model = ScriptedViews(*words, lambda view, asked, n: frames_answer([[10, 10, 40, 40]] * n), monkeypatch)
+    # View 0 writes [10,10,40,40] on the 64 px frame: [6.4, 6.4, 25.6, 25.6]. The mirror writes [61,10,91,40],
+    # [39.04, 6.4, 58.24, 25.6] on its flipped frame, which is [5.76, 6.4, 24.96, 25.6] on the frame: they
+    # agree, and the clip's box is their mean.
+    answers = [[10, 10, 40, 40], [61, 10, 91, 40]]
+    model = ScriptedViews(*words, lambda view, asked, n: frames_answer([answers[view]] * n), monkeypatch)
     track = model.ground(frames, "the circle moving left", views=2)
     assert model.batches == [[None, None]]  # both views asked the expression, in one batch
     assert "moving left" in model.prompts[0][0] and "moving right" in model.prompts[0][1]  # view 1 is a mirror
-    # View 0 reads [10,10,40,40] on the 64 px frame as [6.4, 6.4, 25.6, 25.6]; the mirror reads the same text
-    # as that box flipped, [38.4, 6.4, 57.6, 25.6]. The median of two is their mean.
-    seen = np.array([[6.4, 6.4, 25.6, 25.6], [64 - 25.6, 6.4, 64 - 6.4, 25.6]])
-    np.testing.assert_allclose(track.boxes, np.tile(seen.mean(axis=0), (8, 1)), atol=1e-9)
+    np.testing.assert_allclose(track.boxes, np.tile([6.08, 6.4, 25.28, 25.6], (8, 1)), atol=1e-9)
     with pytest.raises(ConfigError, match="views=0 is not a whole number"):
         model.ground(frames, "the red circle", views=0)
