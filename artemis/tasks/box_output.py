@@ -472,12 +472,14 @@ class _Runner:
         if box is not None:
             boxes = [view.box(box, self.transform.width) for view in self.views]
             inputs = self.processor(clips, task="sot", box=boxes)
-            if self.template and self.query is None:  # view 0's own query becomes the template
+            first = self.template and self.query is None
+            if first:  # view 0's own query becomes the template
                 mask = inputs.get("frame_mask")
                 self.query = self.model.frame_query(
                     inputs["pixel_values"][:1], inputs["query_boxes"][:1], None if mask is None else mask[:1]
                 )
-            if self.template:
+            # The template's own clip computes that query itself; its other views look for view 0's target.
+            if self.template and (not first or len(clips) > 1):
                 inputs["select_query"] = self.query.expand(len(clips), -1)
         else:
             inputs = self.processor(clips, task="rsot", expression=[view.expression(expression) for view in self.views])

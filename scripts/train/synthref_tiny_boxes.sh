@@ -12,6 +12,7 @@
 #   INSTALL=1   also copy the model into artemis/assets/synthref-tiny-boxes (the bundled box model)
 #   EVAL=0      skip the evaluation
 #   VIEWS       views of each clip in the evaluation (default 1; docs/box_output.md, views)
+#   TRACK_FOUND=1  RSOT evaluation tracks from the first box the expression finds (docs/box_output.md)
 # Arguments are passed to the stage as config overrides.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -36,7 +37,9 @@ if [ "${INSTALL:-0}" = "1" ]; then
 fi
 if [ "${EVAL:-1}" = "1" ]; then
     for task in sot rsot; do
-        artemis eval "$task" --model "$OUT/synthref-tiny-boxes" --data "synthref:$SYNTHREF/test" \
+        found=()
+        if [ "$task" = rsot ] && [ "${TRACK_FOUND:-0}" = "1" ]; then found=(--track-found); fi
+        artemis eval "$task" "${found[@]}" --model "$OUT/synthref-tiny-boxes" --data "synthref:$SYNTHREF/test" \
             --out "$OUT/eval-$task" --views "${VIEWS:-1}" --json
     done
 fi
