@@ -16,6 +16,7 @@ from pathlib import Path
 
 from artemis.api import ArtemisModel
 from artemis.cli.eval_models import print_result
+from artemis.cli.track import VIEWS_HELP
 from artemis.errors import ConfigError
 from artemis.eval.runner import Shard
 from artemis.eval.samples import read_samples
@@ -91,8 +92,7 @@ def _add_common(parser: argparse.ArgumentParser, formats: tuple[str, ...], out: 
         "--views",
         type=int,
         default=1,
-        help="box output: ask each clip in N views (the frames as they are, then on slightly larger canvases) "
-        "and keep each frame's median box (default 1: once)",
+        help=f"box output: {VIEWS_HELP}",
     )
     parser.add_argument("--json", action="store_true", help="print the scores as JSON")
 

@@ -56,6 +56,12 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
+VIEWS_HELP = (
+    "ask each clip in N views (the frames, their mirror, then slightly larger canvases), keep the box most "
+    "views agree on (default 1: once; docs/box_output.md)"
+)
+
+
 def add_box_model_arguments(parser: Any) -> None:
     """``--model``, ``--max-new-tokens`` and ``--device``: the options of a command whose model writes boxes."""
     parser.add_argument(
@@ -66,8 +72,7 @@ def add_box_model_arguments(parser: Any) -> None:
         "--views",
         type=int,
         default=None,
-        help="ask each clip in N views (the frames as they are, then on slightly larger canvases) and keep each "
-        "frame's median box (default 1: once)",
+        help=VIEWS_HELP,
     )
     parser.add_argument("--device", default="cpu", help="where the model runs (default cpu)")
 

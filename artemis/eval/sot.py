@@ -27,7 +27,7 @@ from artemis.eval.runner import Shard, finish_run, run_predictions
 from artemis.eval.samples import SYNTHREF, open_sample
 from artemis.eval.tracking import score_dataset
 from artemis.model.loading import load_config
-from artemis.tasks.box_output import BoxOutTrack, BoxStatus, check_number_window, plan_views, require_task
+from artemis.tasks.box_output import BoxOutTrack, BoxStatus, check_number_window, check_views, require_task
 from artemis.tasks.pipeline import VideoPipeline
 from artemis.track import TRACKER_NAMES, Track, track_video
 from artemis.track.registry import GIVEN_TRACKER
@@ -110,7 +110,7 @@ class BoxOutOptions:
         number_window: 0 writes box values greedily; k >= 1 the local mean within k of the most likely value
             (``track_with_llm``).
         track_found: RSOT: track from the first box the expression's clip finds (``track_with_llm``).
-        views: ask each clip in this many views and keep the median box (``track_with_llm``); 1: once.
+        views: ask each clip in this many views and keep the box they agree on (``track_with_llm``); 1: once.
     """
 
     clip_length: int | None = None
@@ -123,7 +123,7 @@ class BoxOutOptions:
 
     def __post_init__(self) -> None:
         check_number_window(self.number_window)  # before any model is loaded or output written
-        plan_views(self.views, 1)
+        check_views(self.views)
 
     def call_options(self) -> dict[str, Any]:
         """Keyword arguments of ``track_with_llm``."""

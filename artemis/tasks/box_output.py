@@ -74,6 +74,7 @@ __all__ = [
     "NumberWindow",
     "View",
     "check_number_window",
+    "check_views",
     "clip_starts",
     "combine_views",
     "ground",
@@ -249,12 +250,18 @@ def mirror_words(expression: str) -> str:
     return re.sub(r"\b(left|right)(most|wards?|)\b", swap, expression, flags=re.IGNORECASE)
 
 
+def check_views(count: Any) -> int:
+    """``count`` if it is a valid number of views (a whole number >= 1), else one clear error."""
+    if not is_int(count) or count < 1:
+        raise ConfigError(f"views={count!r} is not a whole number >= 1; use 1 to ask each clip once, or e.g. 3")
+    return int(count)
+
+
 def plan_views(count: int, step: int) -> list[View]:
     """``count`` views of a clip: the frames as they are, their mirror image, then canvases ``step`` pixels
     larger with the frames at each of their four corners in turn (bottom-right, top-left, bottom-left,
     top-right), each followed by its mirror image, then ``2 * step`` larger the same way, and so on."""
-    if not is_int(count) or count < 1:
-        raise ConfigError(f"views={count!r} is not a whole number >= 1; use 1 to ask each clip once, or e.g. 3")
+    check_views(count)
     views = [View(), View(mirror=True)]
     ring = 1
     while len(views) < count:
@@ -464,8 +471,8 @@ class _Runner:
         """Ask one clip (SOT with ``box``, else RSOT with ``expression``); its answer and the boxes read.
 
         With several ``views`` the clip is asked once per view, in one batch: view 0 is the frames as they
-        are, each other view the frames on a canvas a few pixels larger (:class:`View`). The boxes read are
-        mapped back to the frame and combined (:func:`combine_views`); the text returned is view 0's.
+        are, the others their mirror or the frames on a canvas a few pixels larger (:class:`View`). The boxes
+        read are mapped back to the frame and combined (:func:`combine_views`); the text returned is view 0's.
         """
         frames = self.frames.read(frame_ids)  # (n, H, W, 3)
         clips = [view.frames(frames) for view in self.views]
@@ -592,10 +599,10 @@ def track_with_llm(
         track_found: RSOT: the first frame the expression's clip puts a box on ends that clip, and the
             target is tracked from that frame and box as SOT tracks from the user's (the clips planned again
             from there); False keeps the rest of that clip's answer, as Elysium does.
-        views: ask each clip this many times in one batch, the frames as they are and then on canvases larger
-            by multiples of half a vision patch (:func:`plan_views`), and keep per frame the median of the
-            boxes read (:func:`combine_views`); 1 asks each clip once. Generation costs about ``views`` times
-            as much.
+        views: ask each clip this many times in one batch: the frames as they are, their mirror, then canvases
+            larger by multiples of half a vision patch (:func:`plan_views`); keep per frame the box most views
+            agree on, averaged over those that agree (:func:`combine_views`). 1 asks each clip once. One batch
+            shares each generation step, so five views cost about twice one, not five times.
         model_name: how errors name the model.
         progress: show a progress bar over the clips (on stderr).
         generation: ``generate`` keyword arguments; ``max_new_tokens`` defaults to 24 per frame.

@@ -2,10 +2,10 @@
 # A box-output model, synthref-tiny-boxes, from nothing on a CPU: generate SynthRef, train one box-output
 # stage (SOT and RSOT clips, configs/synthref_tiny_boxes/boxes.yaml), save the model, and score it with SOT
 # and RSOT on a held-out test split (another seed stream than the training videos).
-# EXPERIMENTAL: its runs score below the targets of a bundled model on RSOT (run b69: SOT AUC 0.577 and RSOT
-# 0.427, with five views of each clip 0.611 and 0.474, against 0.60 and 0.50; docs/experiments.md, "Each clip
-# in several views, and 48 tokens a frame"), so nothing is bundled yet;
-# INSTALL=1 is for when a run reaches them.
+# EXPERIMENTAL: run b69 of these settings scores SOT AUC 0.577 and RSOT 0.427, and with VIEWS=5 TRACK_FOUND=1
+# SOT 0.618 and RSOT 0.513, against the 0.60 and 0.50 a bundled model needs (docs/experiments.md, "Each clip in
+# several views, and 48 tokens a frame"); this script has not yet been run end to end at those settings, so
+# nothing is bundled yet. INSTALL=1 is for when its run reaches them.
 #   OUT         output root (default runs/synthref-tiny-boxes); the model is $OUT/synthref-tiny-boxes
 #   SEED        data seed (default 0); TEST_SEED the test split's seed (default 2026)
 #   NUM_VIDEOS  training videos (default 1200)
